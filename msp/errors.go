@@ -1,0 +1,17 @@
+package msp
+
+import "errors"
+
+// Sentinel errors. Functions wrap them with context; test with errors.Is.
+var (
+	ErrUnknownEndpoint      = errors.New("msp: unknown endpoint")
+	ErrInvalidMode          = errors.New("msp: invalid mode")
+	ErrInvalidDefaultAccess = errors.New("msp: invalid defaultAccess")
+	ErrInvalidKey           = errors.New("msp: invalid key")
+	ErrInvalidRules         = errors.New("msp: invalid rules")
+	ErrInvalidHeader        = errors.New("msp: invalid header")
+	ErrInvalidURI           = errors.New("msp: invalid request URI")
+	ErrBadAuthorization     = errors.New("msp: malformed authorization header")
+	ErrSignatureMismatch    = errors.New("msp: signature mismatch")
+	ErrUnknownKey           = errors.New("msp: signature names an unknown key")
+)
