@@ -1,0 +1,54 @@
+package keylatch
+
+import (
+	"time"
+
+	"github.com/metadatasec/gpa/msp"
+)
+
+// Snapshot is one consistent version of everything the latch knows: the
+// secure-channel state, the compiled rules of every endpoint and the key to
+// sign with. A Snapshot is immutable once published; a change at the host
+// produces a new Snapshot with a higher Epoch, so a consumer that reads one
+// Snapshot per request never mixes a new key with old rules.
+type Snapshot struct {
+	// Epoch increases by one with every published snapshot.
+	Epoch uint64
+	// State is the secure-channel state string of gpa-protocol §2.5:
+	// "Unknown", "disabled", "wireserver", or
+	// "WireServer Enforce -  IMDS Audit - HostGA Enforce".
+	State string
+	// Policy holds the compiled rules and the mode of every endpoint.
+	Policy *msp.Policy
+	// Key is the latched key; zero (Valid() false) when there is none.
+	Key msp.Key
+	// Signer signs with Key; nil when there is no key.
+	Signer *msp.Signer
+	// KeyIncarnationID is the host's keyIncarnationId, when it sent one.
+	KeyIncarnationID *uint32
+	// RuleIDs are the effective rule-set ids per endpoint, as status.json
+	// reports them (wireServerRuleId, imdsRuleId, hostGARuleId).
+	RuleIDs map[msp.Endpoint]string
+	// Updated is when the snapshot was published.
+	Updated time.Time
+}
+
+// Latched reports whether the secure channel is latched: the state is
+// neither "Unknown" nor "disabled" (upstream's is_secure_channel_latched).
+func (s *Snapshot) Latched() bool {
+	return s != nil && s.State != StateUnknown && s.State != StateDisabled
+}
+
+// Mode returns the mode of ep in this snapshot.
+func (s *Snapshot) Mode(ep msp.Endpoint) msp.Mode {
+	if s == nil {
+		return msp.ModeDisabled
+	}
+	return s.Policy.Mode(ep)
+}
+
+// The two fixed secure-channel state strings.
+const (
+	StateUnknown  = "Unknown"
+	StateDisabled = "disabled"
+)
