@@ -1,0 +1,38 @@
+// Package gpa is a Go SDK and agent for the guest side of the Azure Metadata
+// Security Protocol (MSP). This file is the package map; each package's own
+// doc says what it is for and what it must not be used for.
+//
+// The packages are layered. A package imports only packages above it in this
+// list, and nothing imports examples.
+//
+// msp holds the protocol vocabulary and pure logic: endpoints, modes,
+// claims, the rules model and its evaluator, the canonical request form, and
+// the HMAC request signer and verifier. It imports only the standard
+// library. msp/msptest is a simulated Azure host (WireServer, HostGAPlugin,
+// IMDS) in the style of net/http/httptest, for tests and the demo.
+//
+// keylatch owns the long-lived key: the WireServer secure-channel client,
+// the on-disk key store, and the latch state machine that publishes
+// immutable snapshots (key, modes, compiled rules, epoch). It imports msp.
+//
+// ebpf owns the kernel half: the cgroup connect4/connect6/getpeername4 and
+// audit programs (bpf2go, generated files committed), their loader, and
+// typed maps for the redirect policy, the skip list and the caller audit. It
+// imports msp.
+//
+// status owns what operators and cloud-init see: the status.json model and
+// writer, provisioning state, and the --status client. It imports msp.
+//
+// proxy is the authorizing, signing HTTP proxy on 127.0.0.1:3080. It may
+// import msp, keylatch, ebpf and status.
+//
+// arm is the VM owner's side: an azcore client for proxyAgentSettings,
+// key reset and gallery rule profiles; arm/armtest is a fake ARM. It imports
+// only msp (for the rules model) and azcore.
+//
+// examples holds the thin programs that compose everything:
+// azure-proxy-agent, msp-validate and msp-keyreset.
+//
+// internal/testenv decides whether privileged tests run, skip, or (under
+// CI=true) fail.
+package gpa
