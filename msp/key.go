@@ -70,7 +70,9 @@ func (k Key) String() string {
 }
 
 // GoString keeps %#v from printing the secret.
-func (k Key) GoString() string { return "msp.Key{GUID:" + fmt.Sprintf("%q", k.GUID) + ", secret:REDACTED}" }
+func (k Key) GoString() string {
+	return "msp.Key{GUID:" + fmt.Sprintf("%q", k.GUID) + ", secret:REDACTED}"
+}
 
 // Format makes every fmt verb print String(), so %+v and %x cannot leak the
 // secret either.

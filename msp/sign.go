@@ -74,7 +74,6 @@ type scratch struct {
 	names []byte
 	hs    []span
 	qs    []qpair
-	mac   hash.Hash
 }
 
 type span struct {
