@@ -92,7 +92,7 @@ func TestLearnTenThousand(t *testing.T) {
 	sim, _ := NewSimulator(map[msp.Endpoint]*msp.AuthorizationItem{msp.EndpointIMDS: res.Item})
 	known := log[0]
 	outside := []AuditRecord{
-		rec("/usr/bin/evil", known.UserName, known.URL),          // other exe, known path
+		rec("/usr/bin/evil", known.UserName, known.URL),                  // other exe, known path
 		rec(known.ProcessFullPath, known.UserName, "/metadata/versions"), // known exe, other path
 		rec(known.ProcessFullPath, known.UserName, "/metadata/identity/oauth2/token?resource=https%3A%2F%2Fvault.azure.net%2F"),
 	}
