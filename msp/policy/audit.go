@@ -31,7 +31,8 @@ type AuditRecord struct {
 	ProcessFullPath string   `json:"processFullPath"`
 	ProcessCmdLine  string   `json:"processCmdLine,omitempty"`
 	RunAsElevated   bool     `json:"runAsElevated"`
-	ResponseStatus  int      `json:"responseStatus,omitempty"`
+	ResponseStatus  Status   `json:"responseStatus,omitempty"`
+	StatusCode      int      `json:"statusCode,omitempty"`
 	ElapsedTime     int64    `json:"elapsedTime,omitempty"`
 	// Decision is what the agent did: allow, audit or deny.
 	Decision string `json:"decision,omitempty"`
@@ -75,7 +76,7 @@ func (r *AuditRecord) ActualVerdict() msp.Verdict {
 	case "deny", "forbidden":
 		return msp.VerdictDeny
 	}
-	if r.ResponseStatus == 403 {
+	if r.ResponseStatus == 403 || r.StatusCode == 403 {
 		return msp.VerdictDeny
 	}
 	return msp.VerdictAllow
@@ -141,4 +142,31 @@ func parseRecord(b []byte) (AuditRecord, error) {
 		return AuditRecord{}, errors.New("record without method or url")
 	}
 	return rec, nil
+}
+
+// Status is an HTTP status in a log: upstream writes a number, our proxy
+// the status line ("403 Forbidden"); both decode to the code.
+type Status int
+
+// UnmarshalJSON accepts 403, "403" and "403 Forbidden".
+func (s *Status) UnmarshalJSON(b []byte) error {
+	var n int
+	if err := json.Unmarshal(b, &n); err == nil {
+		*s = Status(n)
+		return nil
+	}
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return fmt.Errorf("responseStatus: %w", err)
+	}
+	code, _, _ := strings.Cut(strings.TrimSpace(str), " ")
+	if code == "" {
+		*s = 0
+		return nil
+	}
+	if _, err := fmt.Sscanf(code, "%d", &n); err != nil {
+		return fmt.Errorf("responseStatus %q is not a status", str)
+	}
+	*s = Status(n)
+	return nil
 }

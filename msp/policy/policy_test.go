@@ -182,7 +182,7 @@ func TestLearnWireServerSkipsNonRoot(t *testing.T) {
 func TestReadAuditLog(t *testing.T) {
 	in := `{"method":"GET","url":"/metadata/instance","ip":"169.254.169.254","port":80,"userName":"root","processFullPath":"/usr/bin/curl","runAsElevated":true,"responseStatus":200,"decision":"allow"}
 
-{"time":"t","message":{"method":"GET","url":"http://169.254.169.254/metadata/versions","ip":"169.254.169.254","port":80,"userName":"bob","processFullPath":"/usr/bin/python3","responseStatus":403}}
+{"time":"t","message":{"method":"GET","url":"http://169.254.169.254/metadata/versions","ip":"169.254.169.254","port":80,"userName":"bob","processFullPath":"/usr/bin/python3","responseStatus":"403 Forbidden"}}
 `
 	recs, err := ReadAuditLog(strings.NewReader(in))
 	if err != nil {
@@ -191,7 +191,7 @@ func TestReadAuditLog(t *testing.T) {
 	if len(recs) != 2 || recs[1].ActualVerdict() != msp.VerdictDeny || recs[1].Request().RawURI != "/metadata/versions" {
 		t.Errorf("records = %+v", recs)
 	}
-	for _, bad := range []string{"{", `{"url":"/x"}`, "[1]"} {
+	for _, bad := range []string{"{", `{"url":"/x"}`, "[1]", `{"method":"GET","url":"/","responseStatus":"OK"}`} {
 		if _, err := ReadAuditLog(strings.NewReader("\n" + bad + "\n")); !errors.Is(err, ErrBadAuditLog) || !strings.Contains(err.Error(), "line 2") {
 			t.Errorf("ReadAuditLog(%q) err = %v", bad, err)
 		}
