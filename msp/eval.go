@@ -84,6 +84,21 @@ func (v Verdict) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (v *Verdict) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "deny":
+		*v = VerdictDeny
+	case "allow":
+		*v = VerdictAllow
+	case "audit":
+		*v = VerdictAllowAudited
+	default:
+		return fmt.Errorf("msp: unknown verdict %q", b)
+	}
+	return nil
+}
+
 // Forwarded reports whether the request goes to the host.
 func (v Verdict) Forwarded() bool { return v != VerdictDeny }
 
@@ -116,6 +131,17 @@ func (r Reason) String() string {
 
 // MarshalText implements encoding.TextMarshaler.
 func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (r *Reason) UnmarshalText(b []byte) error {
+	for i, n := range reasonNames {
+		if n == string(b) {
+			*r = Reason(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("msp: unknown reason %q", b)
+}
 
 // Decision is the outcome of evaluating one request, with enough detail to
 // audit it.

@@ -1,6 +1,7 @@
 package msp
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -288,5 +289,28 @@ func TestPolicy(t *testing.T) {
 	var nilPolicy *Policy
 	if d := nilPolicy.Evaluate(EndpointHostGA, &Request{Method: "GET", RawURI: "/", Claims: userClaims()}); d.Verdict != VerdictDeny {
 		t.Errorf("nil policy hostga non-root = %v, want deny", d.Verdict)
+	}
+}
+
+func TestDecisionJSONRoundTrip(t *testing.T) {
+	for _, v := range []Verdict{VerdictDeny, VerdictAllow, VerdictAllowAudited} {
+		for r := ReasonDefault; r <= ReasonNotProtected; r++ {
+			in := Decision{Verdict: v, Reason: r, Endpoint: EndpointHostGA, Mode: ModeAudit, Matcher: MatcherShadow, CanonError: "CANON_PCT"}
+			b, err := json.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out Decision
+			if err := json.Unmarshal(b, &out); err != nil {
+				t.Fatalf("%s: %v", b, err)
+			}
+			if diff := cmp.Diff(in, out); diff != "" {
+				t.Errorf("(-in +out):\n%s", diff)
+			}
+		}
+	}
+	var v Verdict
+	if err := v.UnmarshalText([]byte("maybe")); err == nil {
+		t.Error("unknown verdict accepted")
 	}
 }

@@ -1,0 +1,240 @@
+// Command msp-policy simulates a rule set against real traffic and learns
+// one from the audit log, for the Audit → learn → simulate → Enforce rollout.
+//
+//	msp-policy simulate --rules FILE --endpoint imds --url URL [--method GET] [--user NAME] [--uid N] [--groups a,b] [--exe PATH] [--json]
+//	msp-policy simulate --rules FILE --endpoint imds --audit-log FILE [--json]
+//	msp-policy learn --audit-log FILE [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--json]
+//
+// simulate exits 0 when nothing would be denied and 3 otherwise, so it can
+// gate a rollout; 1 on errors and 2 on bad usage.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/msp/policy"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitError  = 1
+	exitUsage  = 2
+	exitDenied = 3
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: msp-policy simulate|learn [flags] (-h for help)")
+		return exitUsage
+	}
+	switch args[0] {
+	case "simulate":
+		return simulate(args[1:], stdout, stderr)
+	case "learn":
+		return learn(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "msp-policy: unknown command %q (want simulate or learn)\n", args[0])
+	return exitUsage
+}
+
+func simulate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rulesFile := fs.String("rules", "", "candidate rule set (key-status item, local rules file or gallery version body)")
+	endpoint := fs.String("endpoint", "imds", "imds, wireserver or hostga")
+	localMode := fs.String("mode", "enforce", "mode for a local rules file, which carries none")
+	url := fs.String("url", "", "request target to decide, e.g. /metadata/instance?api-version=2021-02-01")
+	method := fs.String("method", "GET", "request method")
+	user := fs.String("user", "root", "caller's user name")
+	uid := fs.Uint("uid", 0, "caller's uid (0 means elevated)")
+	groups := fs.String("groups", "", "caller's groups, comma-separated")
+	exe := fs.String("exe", "", "caller's executable path")
+	auditLog := fs.String("audit-log", "", "replay this audit log (JSON lines) instead of one request")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *rulesFile == "" || (*url == "") == (*auditLog == "") {
+		fmt.Fprintln(stderr, "msp-policy simulate: --rules and exactly one of --url or --audit-log are required")
+		return exitUsage
+	}
+	ep, err := msp.ParseEndpoint(*endpoint)
+	if err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitUsage
+	}
+	mode, err := msp.ParseMode(*localMode)
+	if err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitUsage
+	}
+	data, err := os.ReadFile(*rulesFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitError
+	}
+	item, format, err := policy.ReadRules(data, mode)
+	if err != nil {
+		fmt.Fprintf(stderr, "msp-policy: %s: %v\n", *rulesFile, err)
+		return exitError
+	}
+	if err := item.Validate(); err != nil {
+		if format == policy.FormatLocal {
+			// The agent refuses an invalid local file and fails closed
+			// (gpa-protocol §4.8); simulate what it would do.
+			fmt.Fprintf(stderr, "msp-policy: %s: the agent would refuse this file and deny everything: %v\n", *rulesFile, err)
+			item = &msp.AuthorizationItem{Mode: item.Mode, DefaultAccess: msp.AccessDeny, ID: item.ID}
+		} else {
+			fmt.Fprintf(stderr, "msp-policy: warning: %s: %v\n", *rulesFile, err)
+		}
+	}
+	items := map[msp.Endpoint]*msp.AuthorizationItem{ep: item}
+	if ep == msp.EndpointWireServer {
+		items[msp.EndpointHostGA] = item // HostGA follows the WireServer rules
+	}
+	sim, err := policy.NewSimulator(items)
+	if err != nil {
+		fmt.Fprintf(stderr, "msp-policy: %s: %v\n", *rulesFile, err)
+		return exitError
+	}
+
+	if *url != "" {
+		claims := &msp.Claims{UserID: uint32(*uid), UserName: *user, ProcessFullPath: *exe, RunAsElevated: *uid == 0}
+		if i := strings.LastIndexByte(*exe, '/'); i >= 0 {
+			claims.ProcessName = (*exe)[i+1:]
+		}
+		if *groups != "" {
+			claims.UserGroups = strings.Split(*groups, ",")
+		}
+		out := sim.Decide(ep, &msp.Request{Method: *method, RawURI: *url, Claims: claims})
+		if *asJSON {
+			writeJSON(stdout, out)
+		} else {
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MATCHER\tDECISION\tREASON\tPRIVILEGE\tIDENTITY\tERROR")
+			for _, d := range []msp.Decision{out.Canonical, out.Legacy} {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Matcher, d.Verdict, d.Reason, dash(d.Privilege), dash(d.Identity), dash(d.CanonError))
+			}
+			tw.Flush()
+		}
+		if out.Canonical.Verdict == msp.VerdictDeny {
+			return exitDenied
+		}
+		return exitOK
+	}
+
+	f, err := os.Open(*auditLog)
+	if err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitError
+	}
+	defer f.Close()
+	records, err := policy.ReadAuditLog(f)
+	if err != nil {
+		fmt.Fprintf(stderr, "msp-policy: %s: %v\n", *auditLog, err)
+		return exitError
+	}
+	rep := sim.Replay(records)
+	if *asJSON {
+		writeJSON(stdout, rep)
+	} else {
+		fmt.Fprintf(stdout, "replayed %d requests to protected endpoints (%d to others ignored)\n", rep.Total, rep.NotProtected)
+		fmt.Fprintf(stdout, "  allowed %d, audited %d, denied %d; legacy matcher differs on %d\n", rep.Allowed, rep.Audited, rep.Denied, rep.Divergent)
+		if len(rep.Changes) > 0 {
+			fmt.Fprintln(stdout, "\nchanges from what the agent decided, largest first:")
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "COUNT\tWAS\tNOW\tEXE\tUSER\tPATH\tEXAMPLE")
+			for _, c := range rep.Changes {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Count, c.Was, c.Now, dash(c.Exe), dash(c.User), c.PathPrefix, c.Example)
+			}
+			tw.Flush()
+		}
+	}
+	if rep.WouldDeny() {
+		return exitDenied
+	}
+	return exitOK
+}
+
+func learn(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("learn", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	auditLog := fs.String("audit-log", "", "audit log (JSON lines) to learn from")
+	endpoint := fs.String("endpoint", "imds", "imds, wireserver or hostga")
+	groupBy := fs.String("group-by", "exe", "what identifies a caller: exe, user or both")
+	format := fs.String("format", "item", "output shape: item, local or gallery")
+	id := fs.String("id", "", "rule set id (default learned-<endpoint>)")
+	location := fs.String("location", "", "location for a gallery body")
+	asJSON := fs.Bool("json", false, "print the rules and what was skipped as one JSON document")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *auditLog == "" {
+		fmt.Fprintln(stderr, "msp-policy learn: --audit-log is required")
+		return exitUsage
+	}
+	ep, err1 := msp.ParseEndpoint(*endpoint)
+	g, err2 := policy.ParseGroupBy(*groupBy)
+	f, err3 := policy.ParseFormat(*format)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitUsage
+	}
+	in, err := os.Open(*auditLog)
+	if err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitError
+	}
+	defer in.Close()
+	records, err := policy.ReadAuditLog(in)
+	if err != nil {
+		fmt.Fprintf(stderr, "msp-policy: %s: %v\n", *auditLog, err)
+		return exitError
+	}
+	res, err := policy.Learn(records, &policy.LearnOptions{Endpoint: ep, GroupBy: g, ID: *id})
+	if err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitError
+	}
+	if *asJSON {
+		writeJSON(stdout, res)
+		return exitOK
+	}
+	out, err := policy.WriteRules(res.Item, f, *location)
+	if err != nil {
+		fmt.Fprintln(stderr, "msp-policy:", err)
+		return exitError
+	}
+	stdout.Write(out)
+	for _, s := range res.Skipped {
+		fmt.Fprintf(stderr, "msp-policy: skipped %s %s from %s: %s\n", s.Record.Method, s.Record.URL, dash(s.Record.ProcessFullPath), s.Reason)
+	}
+	return exitOK
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

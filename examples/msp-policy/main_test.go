@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp/policy"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// rules builds a local rules file allowing paths (with optional query
+// requirement) to one identity.
+func rules(def string, identity string, privileges ...string) string {
+	var ps, names []string
+	for i, p := range privileges {
+		path, q, _ := strings.Cut(p, "?")
+		qp := ""
+		if q != "" {
+			k, v, _ := strings.Cut(q, "=")
+			qp = fmt.Sprintf(`,"queryParameters":{%q:%q}`, k, v)
+		}
+		ps = append(ps, fmt.Sprintf(`{"name":"p%d","path":%q%s}`, i, path, qp))
+		names = append(names, fmt.Sprintf(`"p%d"`, i))
+	}
+	return fmt.Sprintf(`{"defaultAccess":%q,"id":"local-id","rules":{"privileges":[%s],"roles":[{"name":"r","privileges":[%s]}],"identities":[{"name":"i",%s}],"roleAssignments":[{"role":"r","identities":["i"]}]}}`,
+		def, strings.Join(ps, ","), strings.Join(names, ","), identity)
+}
+
+const token = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/"
+
+// The local-rules scenarios of the pen-test catalogue (gpa-protocol §10.1,
+// phase 4b): HTTP 200 there is exit 0 here, 403 is exit 3.
+func TestSimulateLocalRulesScenarios(t *testing.T) {
+	root := `"userName":"root"`
+	tests := []struct {
+		id, endpoint, rules, mode string
+		url, user, exe, groups    string
+		want                      int
+	}{
+		{"S1", "imds", `{"defaultAccess":"allow"}`, "disabled", "/metadata/instance", "root", "/usr/bin/curl", "", exitOK},
+		{"S2", "imds", `{"defaultAccess":"deny"}`, "enforce", "/metadata/instance", "root", "/usr/bin/curl", "", exitDenied},
+		{"S3", "imds", `{"mode":"audit","defaultAccess":"deny"}`, "enforce", "/metadata/instance", "root", "/usr/bin/curl", "", exitDenied},
+		{"S4 instance", "imds", rules("deny", root, "/metadata/instance"), "enforce", "/metadata/instance?api-version=2021-02-01", "root", "", "", exitOK},
+		{"S4 token", "imds", rules("deny", root, "/metadata/instance"), "enforce", token, "root", "", "", exitDenied},
+		{"S4 versions", "imds", rules("deny", root, "/metadata/instance"), "enforce", "/metadata/versions", "root", "", "", exitDenied},
+		{"S5", "imds", rules("deny", `"userName":"someoneelse"`, "/metadata/instance"), "enforce", "/metadata/instance", "root", "", "", exitDenied},
+		{"S6 %2F", "imds", rules("deny", root, "/metadata/instance"), "enforce", "/metadata%2Fidentity/oauth2/token", "root", "", "", exitDenied},
+		{"S6 %2f", "imds", rules("deny", root, "/metadata/instance"), "enforce", "/metadata%2fidentity/oauth2/token", "root", "", "", exitDenied},
+		{"S6 %252F", "imds", rules("deny", root, "/metadata/instance"), "enforce", "/metadata/instance%252F..%252F..%252Fidentity", "root", "", "", exitDenied},
+		{"S6 %3F", "imds", rules("deny", root, "/metadata/instance"), "enforce", "/metadata/instance%3Fx=1", "root", "", "", exitDenied},
+		{"S6 dots", "imds", rules("deny", root, "/metadata/instance"), "enforce", "/metadata/instance/../identity/oauth2/token", "root", "", "", exitDenied},
+		{"S6 slashes", "imds", rules("deny", root, "/metadata/instance"), "enforce", "//metadata///identity", "root", "", "", exitDenied},
+		{"WS-S6 Certificates", "wireserver", rules("deny", root, "/machine?comp=goalstate"), "enforce", "/machine/?comp=Certificates", "root", "", "", exitDenied},
+		{"WS-S6 GOALSTATE", "wireserver", rules("deny", root, "/machine?comp=goalstate"), "enforce", "/machine/?comp=GOALSTATE", "root", "", "", exitOK},
+		{"S7 match", "imds", rules("deny", root, "/metadata/instance?format=json"), "enforce", "/metadata/instance?format=json", "root", "", "", exitOK},
+		{"S7 missing", "imds", rules("deny", root, "/metadata/instance?format=json"), "enforce", "/metadata/instance", "root", "", "", exitDenied},
+		{"S7 wrong", "imds", rules("deny", root, "/metadata/instance?format=json"), "enforce", "/metadata/instance?format=text", "root", "", "", exitDenied},
+		{"S7 extra", "imds", rules("deny", root, "/metadata/instance?format=json"), "enforce", "/metadata/instance?format=json&api-version=1", "root", "", "", exitOK},
+		{"S8", "imds", rules("deny", `"groupName":"ops"`, "/metadata/instance"), "enforce", "/metadata/instance", "alice", "", "alice,ops", exitOK},
+		{"S9 python", "imds", rules("deny", `"exePath":"/usr/bin/curl"`, "/metadata/instance"), "enforce", "/metadata/instance", "root", "/usr/bin/python3", "", exitDenied},
+		{"S9 curl", "imds", rules("deny", `"exePath":"/usr/bin/curl"`, "/metadata/instance"), "enforce", "/metadata/instance", "root", "/usr/bin/curl", "", exitOK},
+		{"S11 BOM", "imds", "\xEF\xBB\xBF" + `{"defaultAccess":"deny"}`, "enforce", "/metadata/instance", "root", "", "", exitDenied},
+		{"S12 duplicate keys", "imds", `{"defaultAccess":"allow","defaultAccess":"deny"}`, "enforce", "/metadata/instance", "root", "", "", exitDenied},
+		{"S17 prefixed names", "imds", strings.ReplaceAll(rules("deny", root, "/metadata/instance"), `"p0"`, `"LocalFileRules_p0"`), "enforce", "/metadata/instance", "root", "", "", exitOK},
+		{"S18 dangling", "imds", strings.Replace(rules("deny", root, "/metadata/instance"), `"privileges":["p0"]`, `"privileges":["nope"]`, 1), "enforce", "/metadata/instance", "root", "", "", exitDenied},
+		{"S19 homoglyph", "imds", rules("deny", `"userName":"rооt"`, "/metadata/instance"), "enforce", "/metadata/instance", "root", "", "", exitDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id, func(t *testing.T) {
+			f := writeFile(t, "rules.json", tt.rules)
+			args := []string{"simulate", "--rules", f, "--endpoint", tt.endpoint, "--mode", tt.mode, "--url", tt.url, "--user", tt.user, "--exe", tt.exe}
+			if tt.groups != "" {
+				args = append(args, "--groups", tt.groups)
+			}
+			if tt.user != "root" {
+				args = append(args, "--uid", "1000")
+			}
+			code, out, errOut := runCLI(t, args...)
+			if code != tt.want {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.want, out, errOut)
+			}
+		})
+	}
+}
+
+// S10: a malformed file is an error; S20: a deny-all document never allows
+// any spelling of the token path.
+func TestSimulateMalformedAndDenyAll(t *testing.T) {
+	if code, _, errOut := runCLI(t, "simulate", "--rules", writeFile(t, "r.json", `{"defaultAccess":`), "--url", "/"); code != exitError || !strings.Contains(errOut, "bad rules") {
+		t.Errorf("S10: exit %d: %s", code, errOut)
+	}
+	deny := writeFile(t, "deny.json", `{"defaultAccess":"deny"}`)
+	forms := []string{token, "/metadata/identity/oauth2/token%3Fresource=x", "/metadata%2Fidentity%2Foauth2%2Ftoken",
+		"/metadata%2fidentity/oauth2/token", "/metadata%252Fidentity/oauth2/token", "/metadata/identity/oauth2/token.",
+		"/metadata/./identity/oauth2/token", "/metadata/%2E/identity/oauth2/token", "/metadata/identity;x=1/oauth2/token",
+		"/METADATA/identity/oauth2/token", "//metadata///identity/oauth2//token", "/metadata/ıdentity/oauth2/token"}
+	for _, u := range forms {
+		code, out, _ := runCLI(t, "simulate", "--rules", deny, "--url", u, "--json")
+		var o policy.Outcome
+		if err := json.Unmarshal([]byte(out), &o); err != nil {
+			t.Fatalf("%s: %v: %s", u, err, out)
+		}
+		if code != exitDenied || o.Canonical.Verdict.Forwarded() || o.Legacy.Verdict.Forwarded() {
+			t.Errorf("S20 %s: exit %d, %+v", u, code, o)
+		}
+	}
+}
+
+func TestLearnThenSimulateGate(t *testing.T) {
+	var log strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&log, `{"method":"GET","url":"/metadata/instance/compute/f%d?api-version=2021-02-01","ip":"169.254.169.254","port":80,"userName":"root","processFullPath":"/usr/bin/curl","runAsElevated":true,"responseStatus":"200 OK","decision":"audit"}`+"\n", i%3)
+		fmt.Fprintf(&log, `{"method":"GET","url":"/metadata/identity/oauth2/token?resource=https%%3A%%2F%%2Fvault.azure.net","ip":"169.254.169.254","port":80,"userName":"app","processFullPath":"/opt/app/app","runAsElevated":false,"responseStatus":"200 OK","decision":"audit"}`+"\n")
+	}
+	logFile := writeFile(t, "audit.log", log.String())
+	for _, format := range []string{"item", "local", "gallery"} {
+		code, learned, errOut := runCLI(t, "learn", "--audit-log", logFile, "--format", format)
+		if code != exitOK {
+			t.Fatalf("learn %s: %d %s", format, code, errOut)
+		}
+		rulesFile := writeFile(t, "learned.json", learned)
+		code, out, errOut := runCLI(t, "simulate", "--rules", rulesFile, "--audit-log", logFile, "--json")
+		if code != exitOK {
+			t.Fatalf("simulate learned %s rules: exit %d\n%s%s\n%s", format, code, out, errOut, learned)
+		}
+		var rep policy.Report
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(policy.Report{Total: 60, Allowed: 60, Changes: rep.Changes}, rep); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", format, diff)
+		}
+	}
+	// A stricter candidate gates the rollout with exit 3 and names the change.
+	strict := writeFile(t, "strict.json", rules("deny", `"exePath":"/usr/bin/curl"`, "/metadata/instance"))
+	code, out, _ := runCLI(t, "simulate", "--rules", strict, "--audit-log", logFile)
+	if code != exitDenied || !strings.Contains(out, "/opt/app/app") || !strings.Contains(out, "denied 30") {
+		t.Errorf("gate: exit %d\n%s", code, out)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"simulate"}, {"simulate", "--rules", "x"}, {"learn"}, {"learn", "--audit-log", "x", "--group-by", "moon"}} {
+		if code, _, _ := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
+}
