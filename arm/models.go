@@ -172,8 +172,8 @@ type ScaleSet struct {
 // ScaleSetProperties is the subset of a scale set's properties this package
 // reads.
 type ScaleSetProperties struct {
-	ProvisioningState     string                 `json:"provisioningState,omitempty"`
-	UpgradePolicy         *UpgradePolicy         `json:"upgradePolicy,omitempty"`
+	ProvisioningState     string                  `json:"provisioningState,omitempty"`
+	UpgradePolicy         *UpgradePolicy          `json:"upgradePolicy,omitempty"`
 	VirtualMachineProfile *ScaleSetMachineProfile `json:"virtualMachineProfile,omitempty"`
 }
 

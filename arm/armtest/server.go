@@ -104,6 +104,8 @@ type operation struct {
 
 // ServiceError is an ARM error the server answers with.
 type ServiceError struct {
+	// Method, when set, limits FailNextRequest to requests with this method.
+	Method  string
 	Status  int
 	Code    string
 	Message string
@@ -188,7 +190,7 @@ func (s *Server) FailNextOperation(code, message string) {
 }
 
 // FailNextRequest answers the next request other than an operation-status
-// poll with this error.
+// poll (with e.Method, if set) with this error.
 func (s *Server) FailNextRequest(e ServiceError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -544,7 +546,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.serveOperation(w, r, rt)
 		return
 	}
-	if e := s.failNextReq; e != nil {
+	if e := s.failNextReq; e != nil && (e.Method == "" || e.Method == r.Method) {
 		s.failNextReq = nil
 		writeError(w, e)
 		return
