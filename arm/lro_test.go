@@ -185,7 +185,7 @@ func TestScaleSetKeyIsPerInstance(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	var ae *arm.Error
-	if errors.As(err, &ae); ae.Target != "virtualMachineProfile.securityProfile.proxyAgentSettings.keyIncarnationId" {
+	if !errors.As(err, &ae) || ae.Target != "virtualMachineProfile.securityProfile.proxyAgentSettings.keyIncarnationId" {
 		t.Errorf("Target = %q", ae.Target)
 	}
 	if d := cmp.Diff(0, len(writes(srv))); d != "" {

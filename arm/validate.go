@@ -137,7 +137,11 @@ func checkAgainst(path string, change, current *ProxyAgentSettings, osType OSTyp
 				fmt.Sprintf("%d is below the current %d", *change.KeyIncarnationID, cur), actionKeyIncarnation)
 		}
 	}
-	for slot, f := range facts {
+	for _, slot := range []string{"wireServer", "imds"} {
+		f, ok := facts[slot]
+		if !ok {
+			continue
+		}
 		target := path + "." + slot + ".inVMAccessControlProfileReferenceId"
 		if f.version == nil || f.profile == nil || !replicatedTo(f.version, location) {
 			return clientError(CodeProfileNotFound, ErrProfileNotFound, target, "not available in region "+location, actionProfileNotFound)
