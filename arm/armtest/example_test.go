@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 
@@ -29,7 +30,7 @@ func ExampleNewServer() {
 	}
 	fmt.Println("new key incarnation:", reset.KeyIncarnationID)
 	for _, r := range srv.Requests() {
-		fmt.Println(r.Method, r.APIVersion(), string(r.Body))
+		fmt.Println(strings.TrimSpace(r.Method + " " + r.APIVersion() + " " + string(r.Body)))
 	}
 	// Output:
 	// new key incarnation: 2
