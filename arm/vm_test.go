@@ -365,3 +365,51 @@ func TestThrottling(t *testing.T) {
 		t.Fatalf("err = %v, want a 429 after retries are exhausted", err)
 	}
 }
+
+func TestUpdateIfMatch(t *testing.T) {
+	srv := newServer(t, nil)
+	srv.AddVirtualMachine(vmID("vm1"), armtest.VM{Location: region, OSType: "Linux"})
+	c := newClient(t, srv, nil)
+	vm, err := c.GetVirtualMachine(ctx(t), rg, "vm1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone else changes the VM after our read.
+	p, err := c.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{Enabled: ptr(true)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PollUntilDone(ctx(t), fast); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{Enabled: ptr(false)}, &arm.UpdateOptions{IfMatch: &vm.ETag})
+	if !errors.Is(err, arm.ErrPreconditionFailed) {
+		t.Fatalf("err = %v, want ErrPreconditionFailed", err)
+	}
+	jsonEqual(t, "settings", srv.ProxyAgentSettings(vmID("vm1")), `{"enabled":true}`)
+	w := writes(srv)
+	if got := w[len(w)-1].Header.Get("If-Match"); got != string(vm.ETag) {
+		t.Errorf("If-Match = %q, want %q", got, vm.ETag)
+	}
+}
+
+func TestUpdateScaleSetCheckProfiles(t *testing.T) {
+	srv := newServer(t, nil)
+	seedProfiles(srv)
+	srv.AddScaleSet(vmssID("ss1"), armtest.ScaleSet{Location: region, OSType: "Windows", UpgradeMode: "Automatic"})
+	c := newClient(t, srv, nil)
+	_, err := c.BeginUpdateScaleSetSettings(ctx(t), rg, "ss1", arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(versionID("wsLinux", "1.0.0"))}, &arm.UpdateOptions{CheckProfiles: true})
+	if !errors.Is(err, arm.ErrProfileOSMismatch) {
+		t.Fatalf("err = %v", err)
+	}
+	p, err := c.BeginUpdateScaleSetSettings(ctx(t), rg, "ss1", arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(versionID("wsWindows", "1.0.0"))}, &arm.UpdateOptions{CheckProfiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PollUntilDone(ctx(t), fast); err != nil {
+		t.Fatal(err)
+	}
+	if got := writes(srv); len(got) != 1 || got[0].Header.Get("If-Match") == "" {
+		t.Errorf("writes = %+v", got)
+	}
+}
