@@ -109,11 +109,13 @@ type HostEndpointSettings struct {
 }
 
 // InlineMode returns endpoint settings that use mode m. When the endpoint was
-// linked to a profile, the service drops the link.
+// linked to a profile, the service is expected to drop the link; confirm with
+// AppliedTo on the updated resource.
 func InlineMode(m Mode) *HostEndpointSettings { return &HostEndpointSettings{Mode: &m} }
 
 // LinkedProfile returns endpoint settings that link the profile version id.
-// When the endpoint had an inline mode, the service drops the mode.
+// When the endpoint had an inline mode, the service drops the mode (the
+// service team's guidance); confirm with AppliedTo on the updated resource.
 func LinkedProfile(versionID string) *HostEndpointSettings {
 	return &HostEndpointSettings{InVMAccessControlProfileReferenceID: &versionID}
 }

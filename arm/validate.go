@@ -1,6 +1,7 @@
 package arm
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -178,4 +179,64 @@ func replicatedTo(v *ProfileVersion, location string) bool {
 		}
 	}
 	return false
+}
+
+// ErrNotApplied: the resource read after an update does not show the change.
+var ErrNotApplied = errors.New("change not applied")
+
+// AppliedTo reports whether got, the settings read after an update, show
+// every field of the change s. For an endpoint switched between an inline
+// mode and a linked profile it also checks that the old configuration is
+// gone, because the client sends only the new one and relies on the service
+// to drop the other: how the service merges a PATCH into nested settings is
+// not documented. A mismatch is an *Error matching ErrNotApplied.
+func (s *ProxyAgentSettings) AppliedTo(got *ProxyAgentSettings) error {
+	const path = "securityProfile.proxyAgentSettings"
+	if got == nil {
+		got = &ProxyAgentSettings{}
+	}
+	notApplied := func(field, detail string) error {
+		return clientError("NotApplied", ErrNotApplied, path+"."+field, detail, "read the resource again; if it persists, send the change again or set the endpoint with a full PUT")
+	}
+	if s.Enabled != nil && (got.Enabled == nil || *got.Enabled != *s.Enabled) {
+		return notApplied("enabled", "")
+	}
+	if s.KeyIncarnationID != nil && (got.KeyIncarnationID == nil || *got.KeyIncarnationID < *s.KeyIncarnationID) {
+		return notApplied("keyIncarnationId", "")
+	}
+	if s.AddProxyAgentExtension != nil && (got.AddProxyAgentExtension == nil || *got.AddProxyAgentExtension != *s.AddProxyAgentExtension) {
+		return notApplied("addProxyAgentExtension", "")
+	}
+	for _, ep := range []struct {
+		name      string
+		want, got *HostEndpointSettings
+	}{{"wireServer", s.WireServer, got.WireServer}, {"imds", s.IMDS, got.IMDS}} {
+		if ep.want == nil {
+			continue
+		}
+		g := ep.got
+		if g == nil {
+			g = &HostEndpointSettings{}
+		}
+		if m := ep.want.Mode; m != nil {
+			if g.Mode == nil || *g.Mode != *m {
+				return notApplied(ep.name+".mode", "")
+			}
+			if g.InVMAccessControlProfileReferenceID != nil {
+				return notApplied(ep.name+".inVMAccessControlProfileReferenceId", "the old profile link is still set")
+			}
+		}
+		if r := ep.want.InVMAccessControlProfileReferenceID; r != nil {
+			if g.InVMAccessControlProfileReferenceID == nil || !strings.EqualFold(*g.InVMAccessControlProfileReferenceID, *r) {
+				return notApplied(ep.name+".inVMAccessControlProfileReferenceId", "")
+			}
+			if g.Mode != nil {
+				return notApplied(ep.name+".mode", "the old inline mode is still set")
+			}
+		}
+		if u := ep.want.UseLocalFileRules; u != nil && (g.UseLocalFileRules == nil || *g.UseLocalFileRules != *u) {
+			return notApplied(ep.name+".useLocalFileRules", "")
+		}
+	}
+	return nil
 }

@@ -110,8 +110,8 @@ func TestUpdateVirtualMachineSettings(t *testing.T) {
 			}
 			jsonEqual(t, "body", req.Body, tt.wantBody)
 			jsonEqual(t, "stored settings", srv.ProxyAgentSettings(vmID("vm1")), tt.wantStored)
-			if got, want := res.ProxyAgentSettings(), srv.ProxyAgentSettings(vmID("vm1")); got == nil || want == nil {
-				t.Errorf("result settings missing")
+			if err := tt.change.AppliedTo(res.ProxyAgentSettings()); err != nil {
+				t.Errorf("AppliedTo(result) = %v", err)
 			}
 		})
 	}
@@ -411,5 +411,44 @@ func TestUpdateScaleSetCheckProfiles(t *testing.T) {
 	}
 	if got := writes(srv); len(got) != 1 || got[0].Header.Get("If-Match") == "" {
 		t.Errorf("writes = %+v", got)
+	}
+}
+
+func TestAppliedTo(t *testing.T) {
+	ref := versionID("wsLinux", "1.0.0")
+	tests := []struct {
+		name   string
+		change arm.ProxyAgentSettings
+		got    *arm.ProxyAgentSettings
+		field  string // empty: applied
+	}{
+		{"applied", arm.ProxyAgentSettings{Enabled: ptr(true), IMDS: arm.InlineMode(arm.ModeAudit)},
+			&arm.ProxyAgentSettings{Enabled: ptr(true), IMDS: arm.InlineMode(arm.ModeAudit), WireServer: arm.InlineMode(arm.ModeEnforce)}, ""},
+		{"nothing read", arm.ProxyAgentSettings{Enabled: ptr(true)}, nil, "enabled"},
+		{"other mode", arm.ProxyAgentSettings{IMDS: arm.InlineMode(arm.ModeEnforce)}, &arm.ProxyAgentSettings{IMDS: arm.InlineMode(arm.ModeAudit)}, "imds.mode"},
+		{"link kept after switch to mode", arm.ProxyAgentSettings{WireServer: arm.InlineMode(arm.ModeAudit)},
+			&arm.ProxyAgentSettings{WireServer: &arm.HostEndpointSettings{Mode: ptr(arm.ModeAudit), InVMAccessControlProfileReferenceID: &ref}}, "wireServer.inVMAccessControlProfileReferenceId"},
+		{"mode kept after switch to link", arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(ref)},
+			&arm.ProxyAgentSettings{WireServer: &arm.HostEndpointSettings{Mode: ptr(arm.ModeAudit), InVMAccessControlProfileReferenceID: &ref}}, "wireServer.mode"},
+		{"key lower", arm.ProxyAgentSettings{KeyIncarnationID: ptr[int32](4)}, &arm.ProxyAgentSettings{KeyIncarnationID: ptr[int32](3)}, "keyIncarnationId"},
+		{"key raised further by another reset", arm.ProxyAgentSettings{KeyIncarnationID: ptr[int32](4)}, &arm.ProxyAgentSettings{KeyIncarnationID: ptr[int32](6)}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.change.AppliedTo(tt.got)
+			if tt.field == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var ae *arm.Error
+			if !errors.Is(err, arm.ErrNotApplied) || !errors.As(err, &ae) {
+				t.Fatalf("err = %v", err)
+			}
+			if want := "securityProfile.proxyAgentSettings." + tt.field; ae.Target != want {
+				t.Errorf("Target = %q, want %q", ae.Target, want)
+			}
+		})
 	}
 }
