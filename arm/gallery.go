@@ -113,7 +113,7 @@ func (c *Client) BeginDeleteProfile(ctx context.Context, resourceGroup, gallery,
 
 // NewListProfilesPager lists the profiles of a gallery.
 func (c *Client) NewListProfilesPager(resourceGroup, gallery string, _ *GetOptions) *runtime.Pager[ProfileListResponse] {
-	return newPager[ProfileListResponse](c, "Client.NewListProfilesPager", func() (string, error) {
+	return newPager[ProfileListResponse](c, "Client.NewListProfilesPager", c.galleryAPI, func() (string, error) {
 		p, err := c.profilePath(resourceGroup, gallery)
 		return p + "/inVMAccessControlProfiles", err
 	}, func(r ProfileListResponse) *string { return r.NextLink })
@@ -195,13 +195,13 @@ func (c *Client) BeginDeleteProfileVersion(ctx context.Context, resourceGroup, g
 
 // NewListProfileVersionsPager lists the versions of a profile.
 func (c *Client) NewListProfileVersionsPager(resourceGroup, gallery, profile string, _ *GetOptions) *runtime.Pager[ProfileVersionListResponse] {
-	return newPager[ProfileVersionListResponse](c, "Client.NewListProfileVersionsPager", func() (string, error) {
+	return newPager[ProfileVersionListResponse](c, "Client.NewListProfileVersionsPager", c.galleryAPI, func() (string, error) {
 		p, err := c.profilePath(resourceGroup, gallery, profile)
 		return p + "/versions", err
 	}, func(r ProfileVersionListResponse) *string { return r.NextLink })
 }
 
-func newPager[T any](c *Client, api string, path func() (string, error), next func(T) *string) *runtime.Pager[T] {
+func newPager[T any](c *Client, api, apiVersion string, path func() (string, error), next func(T) *string) *runtime.Pager[T] {
 	return runtime.NewPager(runtime.PagingHandler[T]{
 		More: func(page T) bool {
 			n := next(page)
@@ -215,7 +215,7 @@ func newPager[T any](c *Client, api string, path func() (string, error), next fu
 				if err != nil {
 					return out, err
 				}
-				_, err = c.call(ctx, api, http.MethodGet, p, c.galleryAPI, nil, nil, &out, http.StatusOK)
+				_, err = c.call(ctx, api, http.MethodGet, p, apiVersion, nil, nil, &out, http.StatusOK)
 				return out, err
 			}
 			link := next(*page)

@@ -192,3 +192,40 @@ func TestScaleSetKeyIsPerInstance(t *testing.T) {
 		t.Error(d)
 	}
 }
+
+func TestListScaleSetInstances(t *testing.T) {
+	srv := newServer(t, &armtest.Options{PageSize: 2})
+	ss := vmssID("ss1")
+	srv.AddScaleSet(ss, armtest.ScaleSet{Location: region, OSType: "Linux", UpgradeMode: "Manual"})
+	for _, id := range []string{"0", "1", "4"} {
+		srv.AddScaleSetInstance(ss, id, armtest.VM{Location: region, OSType: "Linux", ProxyAgentSettings: `{"enabled":true,"keyIncarnationId":` + id + `}`})
+	}
+	c := newClient(t, srv, nil)
+	var ids []string
+	var keys []int32
+	pager := c.NewListScaleSetInstancesPager(rg, "ss1", nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, inst := range page.Value {
+			ids = append(ids, inst.InstanceID)
+			keys = append(keys, *inst.ProxyAgentSettings().KeyIncarnationID)
+		}
+	}
+	if d := cmp.Diff([]string{"0", "1", "4"}, ids); d != "" {
+		t.Errorf("ids (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]int32{0, 1, 4}, keys); d != "" {
+		t.Errorf("keys (-want +got):\n%s", d)
+	}
+	var paths []string
+	for _, r := range srv.Requests() {
+		paths = append(paths, r.Method+" "+r.Path+" "+r.APIVersion())
+	}
+	want := []string{"GET " + ss + "/virtualMachines " + arm.DefaultComputeAPIVersion, "GET " + ss + "/virtualMachines " + arm.DefaultComputeAPIVersion}
+	if d := cmp.Diff(want, paths); d != "" {
+		t.Errorf("requests (-want +got):\n%s", d)
+	}
+}

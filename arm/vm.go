@@ -272,3 +272,18 @@ func (c *Client) GetScaleSetInstance(ctx context.Context, resourceGroup, scaleSe
 	_, err = c.call(ctx, "Client.GetScaleSetInstance", http.MethodGet, path, c.computeAPI, nil, nil, &out.ScaleSetInstance, http.StatusOK)
 	return out, err
 }
+
+// ScaleSetInstanceListResponse is one page of scale-set instances.
+type ScaleSetInstanceListResponse struct {
+	Value    []ScaleSetInstance `json:"value"`
+	NextLink *string            `json:"nextLink,omitempty"`
+}
+
+// NewListScaleSetInstancesPager lists the instances of a Uniform scale set,
+// for example to reset the key of each: key resets are per instance.
+func (c *Client) NewListScaleSetInstancesPager(resourceGroup, scaleSet string, _ *GetOptions) *runtime.Pager[ScaleSetInstanceListResponse] {
+	return newPager[ScaleSetInstanceListResponse](c, "Client.NewListScaleSetInstancesPager", c.computeAPI, func() (string, error) {
+		p, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet)
+		return p + "/virtualMachines", err
+	}, func(r ScaleSetInstanceListResponse) *string { return r.NextLink })
+}

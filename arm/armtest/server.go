@@ -487,6 +487,8 @@ func parsePath(p string) (route, error) {
 		rt.kind, rt.key = kindScaleSet, key(2)
 	case is(0, "virtualMachineScaleSets") && len(rest) == 3 && is(2, "manualupgrade"):
 		rt.kind, rt.key, rt.action = kindScaleSet, key(2), "manualupgrade"
+	case is(0, "virtualMachineScaleSets") && len(rest) == 3 && is(2, "virtualMachines"):
+		rt.list, rt.parent = kindInstance, key(2)
 	case is(0, "virtualMachineScaleSets") && len(rest) == 4 && is(2, "virtualMachines"):
 		rt.kind, rt.key, rt.parent = kindInstance, key(4), key(2)
 	case is(0, "virtualMachineScaleSets") && len(rest) == 5 && is(2, "virtualMachines") && is(4, "instanceView"):
@@ -1132,8 +1134,11 @@ func (s *Server) serveGalleryDelete(w http.ResponseWriter, r *http.Request, rt r
 
 func (s *Server) serveList(w http.ResponseWriter, r *http.Request, rt route) {
 	child := "/inVMAccessControlProfiles/"
-	if rt.list == kindVersion {
+	switch rt.list {
+	case kindVersion:
 		child = "/versions/"
+	case kindInstance:
+		child = "/virtualMachines/"
 	}
 	prefix := rt.parent + strings.ToLower(child)
 	var keys []string
