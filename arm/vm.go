@@ -1,0 +1,289 @@
+package arm
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+)
+
+// VirtualMachineResponse is the result of a VM read or update.
+type VirtualMachineResponse struct {
+	VirtualMachine
+}
+
+// GetOptions are the options of the Get operations; nil is fine.
+type GetOptions struct{}
+
+// UpdateOptions are the options of the settings updates; nil is fine.
+type UpdateOptions struct {
+	// ResumeToken resumes a poller from Poller.ResumeToken; the other
+	// arguments are then ignored.
+	ResumeToken string
+	// IfMatch applies the change only if the resource still has this etag.
+	// When the client reads the resource anyway (KeyIncarnationID set, or
+	// CheckProfiles), it uses the etag it read unless IfMatch is set.
+	IfMatch *azcore.ETag
+	// CheckProfiles reads the VM and every linked profile version first and
+	// refuses a version that is missing in the VM's region or whose osType
+	// or applicableHostEndpoint does not fit, as the service would.
+	CheckProfiles bool
+	// DisableClientValidation sends the change unchecked, so the service
+	// decides. Meant for tests of service-side behaviour.
+	DisableClientValidation bool
+}
+
+// GetVirtualMachine reads a VM.
+func (c *Client) GetVirtualMachine(ctx context.Context, resourceGroup, name string, _ *GetOptions) (VirtualMachineResponse, error) {
+	var out VirtualMachineResponse
+	path, err := c.resourcePath(resourceGroup, "virtualMachines", name)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.call(ctx, "Client.GetVirtualMachine", http.MethodGet, path, c.computeAPI, nil, nil, &out.VirtualMachine, http.StatusOK)
+	return out, err
+}
+
+type vmPatch struct {
+	Properties struct {
+		SecurityProfile SecurityProfile `json:"securityProfile"`
+	} `json:"properties"`
+}
+
+// BeginUpdateVirtualMachineSettings PATCHes only the non-nil fields of
+// change into the VM's proxyAgentSettings; endpoints and fields left nil are
+// untouched. Switching an endpoint between inline mode and a linked profile
+// is done by sending only the new one (InlineMode, LinkedProfile): the
+// service drops the other, and the client never sends both.
+func (c *Client) BeginUpdateVirtualMachineSettings(ctx context.Context, resourceGroup, name string, change ProxyAgentSettings, options *UpdateOptions) (*runtime.Poller[VirtualMachineResponse], error) {
+	var o UpdateOptions
+	if options != nil {
+		o = *options
+	}
+	return begin[VirtualMachineResponse](ctx, c, "Client.BeginUpdateVirtualMachineSettings", o.ResumeToken, func(ctx context.Context) (*http.Response, error) {
+		path, err := c.resourcePath(resourceGroup, "virtualMachines", name)
+		if err != nil {
+			return nil, err
+		}
+		const target = "securityProfile.proxyAgentSettings"
+		ifMatch := o.IfMatch
+		if !o.DisableClientValidation {
+			if err := change.validate(target, c.computeAPI); err != nil {
+				return nil, err
+			}
+			if change.KeyIncarnationID != nil || o.CheckProfiles {
+				vm, err := c.GetVirtualMachine(ctx, resourceGroup, name, nil)
+				if err != nil {
+					return nil, err
+				}
+				var os OSType
+				if p := vm.Properties; p != nil && p.StorageProfile != nil && p.StorageProfile.OSDisk != nil {
+					os = p.StorageProfile.OSDisk.OSType
+				}
+				facts, err := c.profileFacts(ctx, &change, o.CheckProfiles)
+				if err != nil {
+					return nil, err
+				}
+				if err := checkAgainst(target, &change, vm.ProxyAgentSettings(), os, vm.Location, facts); err != nil {
+					return nil, err
+				}
+				if ifMatch == nil && vm.ETag != "" {
+					ifMatch = &vm.ETag
+				}
+			}
+		}
+		var body vmPatch
+		body.Properties.SecurityProfile.ProxyAgentSettings = &change
+		ro := &requestOptions{}
+		if ifMatch != nil {
+			ro.ifMatch = *ifMatch
+		}
+		return c.startLRO(ctx, "Client.BeginUpdateVirtualMachineSettings", http.MethodPatch, path, c.computeAPI, body, ro, http.StatusOK, http.StatusAccepted)
+	})
+}
+
+// profileFacts fetches the profile and version behind every linked endpoint
+// of change. A missing version is recorded, not an error, so that the caller
+// reports it with the service's code.
+func (c *Client) profileFacts(ctx context.Context, change *ProxyAgentSettings, enabled bool) (map[string]profileFacts, error) {
+	if !enabled {
+		return nil, nil
+	}
+	facts := map[string]profileFacts{}
+	for slot, e := range map[string]*HostEndpointSettings{"wireServer": change.WireServer, "imds": change.IMDS} {
+		if e == nil || e.InVMAccessControlProfileReferenceID == nil {
+			continue
+		}
+		ref, err := ParseProfileVersionID(*e.InVMAccessControlProfileReferenceID)
+		if err != nil {
+			return nil, err
+		}
+		pc := c.inSubscription(ref.SubscriptionID)
+		var f profileFacts
+		v, err := pc.GetProfileVersion(ctx, ref.ResourceGroup, ref.Gallery, ref.Profile, ref.Version, nil)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return nil, err
+		default:
+			f.version = &v.ProfileVersion
+		}
+		p, err := pc.GetProfile(ctx, ref.ResourceGroup, ref.Gallery, ref.Profile, nil)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return nil, err
+		default:
+			f.profile = &p.Profile
+		}
+		facts[slot] = f
+	}
+	return facts, nil
+}
+
+// inSubscription returns a client for another subscription sharing this
+// client's pipeline, because a gallery may live elsewhere.
+func (c *Client) inSubscription(sub string) *Client {
+	if sub == c.sub {
+		return c
+	}
+	cc := *c
+	cc.sub = sub
+	return &cc
+}
+
+// ScaleSetResponse is the result of a scale-set read or update.
+type ScaleSetResponse struct {
+	ScaleSet
+}
+
+// NeedsManualUpgrade reports whether model changes reach instances only
+// through BeginManualUpgrade.
+func (s *ScaleSet) NeedsManualUpgrade() bool {
+	return s.Properties != nil && s.Properties.UpgradePolicy != nil && s.Properties.UpgradePolicy.Mode == "Manual"
+}
+
+// GetScaleSet reads a scale set.
+func (c *Client) GetScaleSet(ctx context.Context, resourceGroup, name string, _ *GetOptions) (ScaleSetResponse, error) {
+	var out ScaleSetResponse
+	path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", name)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.call(ctx, "Client.GetScaleSet", http.MethodGet, path, c.computeAPI, nil, nil, &out.ScaleSet, http.StatusOK)
+	return out, err
+}
+
+type vmssPatch struct {
+	Properties struct {
+		VirtualMachineProfile struct {
+			SecurityProfile SecurityProfile `json:"securityProfile"`
+		} `json:"virtualMachineProfile"`
+	} `json:"properties"`
+}
+
+// BeginUpdateScaleSetSettings PATCHes change into the scale-set model, like
+// BeginUpdateVirtualMachineSettings. The model reaches instances according to
+// the upgrade policy; with Manual, call BeginManualUpgrade afterwards. Key
+// resets are per instance: use BeginResetScaleSetInstanceKey.
+func (c *Client) BeginUpdateScaleSetSettings(ctx context.Context, resourceGroup, name string, change ProxyAgentSettings, options *UpdateOptions) (*runtime.Poller[ScaleSetResponse], error) {
+	var o UpdateOptions
+	if options != nil {
+		o = *options
+	}
+	return begin[ScaleSetResponse](ctx, c, "Client.BeginUpdateScaleSetSettings", o.ResumeToken, func(ctx context.Context) (*http.Response, error) {
+		path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", name)
+		if err != nil {
+			return nil, err
+		}
+		const target = "virtualMachineProfile.securityProfile.proxyAgentSettings"
+		ifMatch := o.IfMatch
+		if !o.DisableClientValidation {
+			if err := change.validate(target, c.computeAPI); err != nil {
+				return nil, err
+			}
+			if change.KeyIncarnationID != nil || o.CheckProfiles {
+				ss, err := c.GetScaleSet(ctx, resourceGroup, name, nil)
+				if err != nil {
+					return nil, err
+				}
+				var os OSType
+				if p := ss.Properties; p != nil && p.VirtualMachineProfile != nil && p.VirtualMachineProfile.StorageProfile != nil &&
+					p.VirtualMachineProfile.StorageProfile.OSDisk != nil {
+					os = p.VirtualMachineProfile.StorageProfile.OSDisk.OSType
+				}
+				facts, err := c.profileFacts(ctx, &change, o.CheckProfiles)
+				if err != nil {
+					return nil, err
+				}
+				if err := checkAgainst(target, &change, ss.ProxyAgentSettings(), os, ss.Location, facts); err != nil {
+					return nil, err
+				}
+				if ifMatch == nil && ss.ETag != "" {
+					ifMatch = &ss.ETag
+				}
+			}
+		}
+		var body vmssPatch
+		body.Properties.VirtualMachineProfile.SecurityProfile.ProxyAgentSettings = &change
+		ro := &requestOptions{}
+		if ifMatch != nil {
+			ro.ifMatch = *ifMatch
+		}
+		return c.startLRO(ctx, "Client.BeginUpdateScaleSetSettings", http.MethodPatch, path, c.computeAPI, body, ro, http.StatusOK, http.StatusAccepted)
+	})
+}
+
+// ManualUpgradeResponse is the (empty) result of BeginManualUpgrade.
+type ManualUpgradeResponse struct{}
+
+// BeginManualUpgrade brings the given instances to the latest scale-set
+// model; needed after a model change when the upgrade policy is Manual.
+func (c *Client) BeginManualUpgrade(ctx context.Context, resourceGroup, name string, instanceIDs []string, options *BeginOptions) (*runtime.Poller[ManualUpgradeResponse], error) {
+	return begin[ManualUpgradeResponse](ctx, c, "Client.BeginManualUpgrade", resumeToken(options), func(ctx context.Context) (*http.Response, error) {
+		if len(instanceIDs) == 0 {
+			return nil, clientError(CodeBadRequest, ErrInvalidRequest, "instanceIds", "no instances", "name at least one instance id")
+		}
+		path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", name)
+		if err != nil {
+			return nil, err
+		}
+		path += "/manualupgrade"
+		body := struct {
+			InstanceIDs []string `json:"instanceIds"`
+		}{instanceIDs}
+		return c.startLRO(ctx, "Client.BeginManualUpgrade", http.MethodPost, path, c.computeAPI, body, nil, http.StatusOK, http.StatusAccepted)
+	})
+}
+
+// ScaleSetInstanceResponse is the result of an instance read or update.
+type ScaleSetInstanceResponse struct {
+	ScaleSetInstance
+}
+
+// GetScaleSetInstance reads one instance of a Uniform scale set.
+func (c *Client) GetScaleSetInstance(ctx context.Context, resourceGroup, scaleSet, instanceID string, _ *GetOptions) (ScaleSetInstanceResponse, error) {
+	var out ScaleSetInstanceResponse
+	path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet, "virtualMachines", instanceID)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.call(ctx, "Client.GetScaleSetInstance", http.MethodGet, path, c.computeAPI, nil, nil, &out.ScaleSetInstance, http.StatusOK)
+	return out, err
+}
+
+// ScaleSetInstanceListResponse is one page of scale-set instances.
+type ScaleSetInstanceListResponse struct {
+	Value    []ScaleSetInstance `json:"value"`
+	NextLink *string            `json:"nextLink,omitempty"`
+}
+
+// NewListScaleSetInstancesPager lists the instances of a Uniform scale set,
+// for example to reset the key of each: key resets are per instance.
+func (c *Client) NewListScaleSetInstancesPager(resourceGroup, scaleSet string, _ *GetOptions) *runtime.Pager[ScaleSetInstanceListResponse] {
+	return newPager[ScaleSetInstanceListResponse](c, "Client.NewListScaleSetInstancesPager", c.computeAPI, func() (string, error) {
+		p, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet)
+		return p + "/virtualMachines", err
+	}, func(r ScaleSetInstanceListResponse) *string { return r.NextLink })
+}
