@@ -163,6 +163,26 @@ func (t Timestamp) MarshalText() ([]byte, error) {
 	return t.UTC().AppendFormat(nil, TimestampLayout), nil
 }
 
+// MarshalJSON implements json.Marshaler. It is needed although
+// MarshalText exists, because the embedded time.Time's MarshalJSON would
+// otherwise be promoted and write RFC 3339 with a zone.
+func (t Timestamp) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, len(TimestampLayout)+2)
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, TimestampLayout)
+	return append(b, '"'), nil
+}
+
+// UnmarshalJSON implements json.Unmarshaler, for the same reason as
+// MarshalJSON.
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("%w: timestamp is not a string: %s", ErrInvalidStatus, b)
+	}
+	return t.UnmarshalText([]byte(s))
+}
+
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (t *Timestamp) UnmarshalText(b []byte) error {
 	v, err := ParseTimestamp(string(b))
