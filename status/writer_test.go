@@ -252,8 +252,10 @@ func TestWriterWritesSoonAfterChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	go func() { _ = w.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	// Stop the writer's final write before the temporary folder goes.
+	t.Cleanup(func() { cancel(); <-done })
 	waitFor(t, func() bool { _, err := os.Stat(path); return err == nil })
 	reg.Set(ModuleRedirector, StateRunning, "Started Redirector with eBPF maps - 9")
 	waitFor(t, func() bool {
