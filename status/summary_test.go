@@ -43,7 +43,7 @@ func TestSummaryBucketsAndRetention(t *testing.T) {
 	}{
 		{2 * time.Hour, 5},
 		{3*time.Hour + 59*time.Minute, 5},
-		{4 * time.Hour, 2},  // t0's bucket (3 requests) dropped
+		{4 * time.Hour, 2}, // t0's bucket (3 requests) dropped
 		{4*time.Hour + 15*time.Minute, 1},
 		{6*time.Hour + 15*time.Minute, 0}, // entry removed with its last bucket
 	}
