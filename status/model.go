@@ -211,8 +211,10 @@ func ParseTimestamp(s string) (time.Time, error) {
 // Parse decodes a status.json document: the current upstream format, this
 // package's output, and the older 1.0.x files (the states keys are kept as
 // written; KeyLatchStates reads both spellings). A UTF-8 byte order mark is
-// tolerated. Missing sections are left at their zero values; malformed ones
-// are an error wrapping ErrInvalidStatus.
+// tolerated. A missing module status reads as UNKNOWN and a missing overall
+// status is derived with Overall, so an incomplete file never reads as
+// healthy; other missing fields are left at their zero values. Malformed
+// input is an error wrapping ErrInvalidStatus.
 func Parse(data []byte) (*AggregateStatus, error) {
 	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
 	var s AggregateStatus
@@ -221,6 +223,18 @@ func Parse(data []byte) (*AggregateStatus, error) {
 			return nil, fmt.Errorf("status: parsing status.json: %w", err)
 		}
 		return nil, fmt.Errorf("status: parsing status.json: %w: %w", ErrInvalidStatus, err)
+	}
+	a := &s.ProxyAgentStatus
+	for _, m := range []*ModuleStatus{&a.MonitorStatus, &a.KeyLatchStatus, &a.EBPFProgramStatus, &a.ProxyListenerStatus, &a.TelemetryLoggerStatus} {
+		if m.Status == "" {
+			m.Status = StateUnknown
+		}
+		if len(m.States) == 0 {
+			m.States = nil // "states": {} and no states say the same
+		}
+	}
+	if a.Status == "" {
+		a.Status = a.Overall()
 	}
 	return &s, nil
 }

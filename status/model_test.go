@@ -246,3 +246,20 @@ func TestTruncateMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFillsMissingStates(t *testing.T) {
+	s, err := Parse([]byte(`{"proxyAgentStatus":{"keyLatchStatus":{"status":"RUNNING","message":"m"},"ebpfProgramStatus":{"status":"RUNNING"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := s.ProxyAgentStatus
+	got := []ModuleState{a.MonitorStatus.Status, a.KeyLatchStatus.Status, a.EBPFProgramStatus.Status, a.ProxyListenerStatus.Status, a.TelemetryLoggerStatus.Status}
+	want := []ModuleState{StateUnknown, StateRunning, StateRunning, StateUnknown, StateUnknown}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("module states (-want +got):\n%s", diff)
+	}
+	// The missing listener must not let the file read as healthy.
+	if a.Status != OverallError {
+		t.Errorf("overall = %s, want ERROR", a.Status)
+	}
+}

@@ -68,7 +68,8 @@ type ProvisionOptions struct {
 	// Console, if set, receives one line per finish: "Provision finished
 	// successfully" or the failure text (the serial console on Linux).
 	Console io.Writer
-	// Logger receives state file failures. Nil discards them.
+	// Logger receives failed finishes and state file failures. Nil
+	// discards them.
 	Logger *slog.Logger
 }
 
@@ -153,7 +154,8 @@ func (p *Provision) SetLatched(latched bool) {
 
 // SetReady sets f. When that makes all flags ready, provisioning finishes
 // (again): the finish time moves to now, the state files are written and
-// OnFinished runs. The error, wrapping ErrWriteStateFile, only reports the
+// OnFinished runs. The key latch calls SetReady(ctx, KeyLatchReady) again
+// when woken in a latched state, which refreshes the finish time. The error, wrapping ErrWriteStateFile, only reports the
 // state files; the flag is set regardless.
 func (p *Provision) SetReady(ctx context.Context, f ReadyFlags) error {
 	p.mu.Lock()
@@ -218,6 +220,10 @@ func (p *Provision) finish(ctx context.Context, timedOut bool) error {
 	p.mu.Unlock()
 
 	res := ProvisionResult{Flags: flags, ErrorMessage: p.failureText(flags), TimedOut: timedOut}
+	if res.ErrorMessage != "" {
+		// Upstream sends this as an Error event; the log is our equivalent.
+		p.opts.Logger.Error("provisioning finished with errors", "timedOut", timedOut, "errors", res.ErrorMessage)
+	}
 	err := p.writeStateFiles(now, res.ErrorMessage)
 	if err != nil {
 		p.opts.Logger.Error("writing provisioning state files failed", "error", err)
