@@ -56,8 +56,11 @@ func (s *OverallState) UnmarshalText(b []byte) error {
 
 // ModuleStatus is one module's entry in proxyAgentStatus.
 type ModuleStatus struct {
-	Status  ModuleState `json:"status"`
-	Message string      `json:"message"`
+	// Status is the module's state.
+	Status ModuleState `json:"status"`
+	// Message is the module's last message, at most MaxMessageChars
+	// characters plus "...".
+	Message string `json:"message"`
 	// States carries free-form key/value details. Only keyLatchStatus has
 	// it; see KeyLatchStates for the keys.
 	States map[string]string `json:"states,omitempty"`
@@ -65,12 +68,22 @@ type ModuleStatus struct {
 
 // AgentStatus is the proxyAgentStatus object.
 type AgentStatus struct {
-	Version               string       `json:"version"`
-	Status                OverallState `json:"status"`
-	MonitorStatus         ModuleStatus `json:"monitorStatus"`
-	KeyLatchStatus        ModuleStatus `json:"keyLatchStatus"`
-	EBPFProgramStatus     ModuleStatus `json:"ebpfProgramStatus"`
-	ProxyListenerStatus   ModuleStatus `json:"proxyListenerStatus"`
+	// Version is the agent's version; the VM extension compares it with
+	// its own.
+	Version string `json:"version"`
+	// Status is Overall() at the time of writing.
+	Status OverallState `json:"status"`
+	// MonitorStatus reports the status writer itself: always RUNNING, with
+	// the result of the previous write as its message.
+	MonitorStatus ModuleStatus `json:"monitorStatus"`
+	// KeyLatchStatus is the key latch; the only module with States.
+	KeyLatchStatus ModuleStatus `json:"keyLatchStatus"`
+	// EBPFProgramStatus is the redirector. A load failure leaves it UNKNOWN.
+	EBPFProgramStatus ModuleStatus `json:"ebpfProgramStatus"`
+	// ProxyListenerStatus is the listener on 127.0.0.1:3080.
+	ProxyListenerStatus ModuleStatus `json:"proxyListenerStatus"`
+	// TelemetryLoggerStatus is the telemetry logger; upstream never sets
+	// its state, so it stays UNKNOWN there.
 	TelemetryLoggerStatus ModuleStatus `json:"telemetryLoggerStatus"`
 	// ProxyConnectionsCount counts every HTTP request the listener received,
 	// including the ones the agent answered itself.
@@ -94,13 +107,18 @@ func (a *AgentStatus) Overall() OverallState {
 // failedAuthenticateSummary: how many requests one caller made to one
 // destination with one outcome over the last four hours.
 type ConnectionSummary struct {
-	UserName       string `json:"userName"`
-	IP             string `json:"ip"`
-	Port           uint16 `json:"port"`
+	// UserName is the calling process's user.
+	UserName string `json:"userName"`
+	// IP is the original destination address, or "None".
+	IP string `json:"ip"`
+	// Port is the original destination port.
+	Port uint16 `json:"port"`
+	// ProcessCmdLine is the caller's command line, as the proxy redacted it.
 	ProcessCmdLine string `json:"processCmdLine"`
 	// ResponseStatus is the status line text, such as "403 Forbidden".
 	ResponseStatus string `json:"responseStatus"`
-	Count          uint64 `json:"count"`
+	// Count is the number of requests in the retained buckets.
+	Count uint64 `json:"count"`
 	// UserGroups and ProcessFullPath are nullable in upstream's schema, so
 	// a nil UserGroups is written as null, as upstream would.
 	UserGroups      []string `json:"userGroups"`
@@ -110,9 +128,13 @@ type ConnectionSummary struct {
 // AggregateStatus is the whole of status.json, and the body of
 // GET /gpa-aggregated-status.
 type AggregateStatus struct {
-	Timestamp                 Timestamp           `json:"timestamp"`
-	ProxyAgentStatus          AgentStatus         `json:"proxyAgentStatus"`
-	ProxyConnectionSummary    []ConnectionSummary `json:"proxyConnectionSummary"`
+	// Timestamp is when the status was taken, UTC.
+	Timestamp Timestamp `json:"timestamp"`
+	// ProxyAgentStatus holds the module states and the overall state.
+	ProxyAgentStatus AgentStatus `json:"proxyAgentStatus"`
+	// ProxyConnectionSummary counts all requests per caller and outcome.
+	ProxyConnectionSummary []ConnectionSummary `json:"proxyConnectionSummary"`
+	// FailedAuthenticateSummary counts the denied requests.
 	FailedAuthenticateSummary []ConnectionSummary `json:"failedAuthenticateSummary"`
 }
 

@@ -27,6 +27,24 @@ const (
 	AllReady                   = RedirectorReady | KeyLatchReady | ListenerReady
 )
 
+// String renders the flags for logs, such as "REDIRECTOR|LISTENER", or
+// "NONE".
+func (f ReadyFlags) String() string {
+	var parts []string
+	for _, n := range [...]struct {
+		flag ReadyFlags
+		name string
+	}{{RedirectorReady, "REDIRECTOR"}, {KeyLatchReady, "KEY_LATCH"}, {ListenerReady, "LISTENER"}} {
+		if f&n.flag != 0 {
+			parts = append(parts, n.name)
+		}
+	}
+	if len(parts) == 0 {
+		return "NONE"
+	}
+	return strings.Join(parts, "|")
+}
+
 // DefaultProvisionTimeout is how long after the key latch starts, or after
 // the last reset, provisioning is declared finished even if not all flags
 // are set.
@@ -75,6 +93,7 @@ type ProvisionOptions struct {
 
 // ProvisionResult describes one finish.
 type ProvisionResult struct {
+	// Flags are the flags set at the finish.
 	Flags ReadyFlags
 	// ErrorMessage is empty on success, otherwise the failure lines.
 	ErrorMessage string
@@ -84,7 +103,10 @@ type ProvisionResult struct {
 
 // ProvisionState is what GET /provision answers.
 type ProvisionState struct {
-	Finished     bool   `json:"finished"`
+	// Finished tells the --status client to stop polling.
+	Finished bool `json:"finished"`
+	// ErrorMessage holds one "<module> - <message>\r\n" line per part that
+	// is not ready; empty when all are.
 	ErrorMessage string `json:"errorMessage"`
 }
 

@@ -297,3 +297,15 @@ func TestProvisionConsole(t *testing.T) {
 		t.Errorf("NewProvision without registry: %v", err)
 	}
 }
+
+func TestReadyFlagsString(t *testing.T) {
+	tests := map[ReadyFlags]string{
+		0: "NONE", RedirectorReady: "REDIRECTOR", RedirectorReady | ListenerReady: "REDIRECTOR|LISTENER",
+		AllReady: "REDIRECTOR|KEY_LATCH|LISTENER",
+	}
+	for f, want := range tests {
+		if got := f.String(); got != want {
+			t.Errorf("%d: %q, want %q", uint8(f), got, want)
+		}
+	}
+}

@@ -131,34 +131,43 @@ func (a *SummaryAggregator) Dropped() uint64 { return a.dropped.Load() }
 
 // Snapshot returns the current summary, dropping buckets that are older
 // than the retention. The order is stable: by user, destination, port,
-// process, command line and response status.
+// process, command line, response status and client address.
 func (a *SummaryAggregator) Snapshot(now time.Time) []ConnectionSummary {
 	idx := now.UnixNano() / a.width
 	a.mu.Lock()
 	a.pruneLocked(idx)
-	out := make([]ConnectionSummary, 0, len(a.entries))
+	type row struct {
+		clientIP string // not written, but it splits rows, so it orders them too
+		s        ConnectionSummary
+	}
+	rows := make([]row, 0, len(a.entries))
 	for k, e := range a.entries {
 		var n uint64
 		for _, b := range e.buckets {
 			n += b.count
 		}
-		out = append(out, ConnectionSummary{
+		rows = append(rows, row{k.clientIP, ConnectionSummary{
 			UserName: k.userName, IP: k.ip, Port: k.port,
 			ProcessCmdLine: k.cmdLine, ResponseStatus: k.respStatus, Count: n,
 			UserGroups: slices.Clone(e.groups), ProcessFullPath: k.fullPath,
-		})
+		}})
 	}
 	a.mu.Unlock()
-	slices.SortFunc(out, func(x, y ConnectionSummary) int {
+	slices.SortFunc(rows, func(x, y row) int {
 		return cmp.Or(
-			cmp.Compare(x.UserName, y.UserName),
-			cmp.Compare(x.IP, y.IP),
-			cmp.Compare(x.Port, y.Port),
-			cmp.Compare(x.ProcessFullPath, y.ProcessFullPath),
-			cmp.Compare(x.ProcessCmdLine, y.ProcessCmdLine),
-			cmp.Compare(x.ResponseStatus, y.ResponseStatus),
+			cmp.Compare(x.s.UserName, y.s.UserName),
+			cmp.Compare(x.s.IP, y.s.IP),
+			cmp.Compare(x.s.Port, y.s.Port),
+			cmp.Compare(x.s.ProcessFullPath, y.s.ProcessFullPath),
+			cmp.Compare(x.s.ProcessCmdLine, y.s.ProcessCmdLine),
+			cmp.Compare(x.s.ResponseStatus, y.s.ResponseStatus),
+			cmp.Compare(x.clientIP, y.clientIP),
 		)
 	})
+	out := make([]ConnectionSummary, len(rows))
+	for i, r := range rows {
+		out[i] = r.s
+	}
 	return out
 }
 
