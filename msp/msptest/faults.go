@@ -2,6 +2,7 @@ package msptest
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/metadatasec/gpa/msp"
@@ -64,6 +65,9 @@ type Fault struct {
 	// Path, if set, limits the fault to requests whose path (the raw URI
 	// without its query) equals it, for example "/secure-channel/status".
 	Path string
+	// PathPrefix, if set, limits the fault to requests whose path starts
+	// with it, for example "/secure-channel/key/" for every attestation.
+	PathPrefix string
 	// Status is the answer of FaultStatus; 500 if zero.
 	Status int
 	// Delay is the wait of FaultSlow.
@@ -96,7 +100,7 @@ func (h *Host) takeFaultLocked(ep msp.Endpoint, path string, atAccept bool) *Fau
 		if f.Endpoint != ep || (f.Kind == FaultDown) != atAccept {
 			continue
 		}
-		if !atAccept && f.Path != "" && f.Path != path {
+		if !atAccept && ((f.Path != "" && f.Path != path) || !strings.HasPrefix(path, f.PathPrefix)) {
 			continue
 		}
 		out := *f

@@ -27,7 +27,8 @@ var (
 )
 
 // wireRequest is one request as it arrived: the request line's parts, the
-// header lines in wire order with their names as sent, and the decoded body.
+// header lines in wire order with their names (and trailing spaces) as
+// sent, and the decoded body.
 type wireRequest struct {
 	method string
 	rawURI string
@@ -86,7 +87,10 @@ func readRequest(br *bufio.Reader) (*wireRequest, error) {
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return nil, fmt.Errorf("malformed header line %q", l)
 		}
-		req.header = append(req.header, msp.HeaderField{Name: name, Value: strings.Trim(value, " \t")})
+		// Only leading whitespace is dropped, so a test can see a value's
+		// trailing space (the agent's "Metadata: True "); the signature
+		// trims both ends itself.
+		req.header = append(req.header, msp.HeaderField{Name: name, Value: strings.TrimLeft(value, " \t")})
 	}
 	body, err := readBody(br, req)
 	if err != nil {
