@@ -303,13 +303,14 @@ func (l *Latcher) Poll(ctx context.Context) {
 	if state == StateDisabled {
 		// The in-memory key is dropped; files on disk are kept.
 		l.key = msp.Key{}
-		prev := l.Current()
-		if prev.State != StateDisabled {
+		changed := l.Current().State != StateDisabled
+		if changed {
 			l.setMessage(l.elapsed(MsgDisabled))
 		}
 		l.maybePublish(state, policy, itemsJSON, ruleIDs, st.KeyIncarnationID)
-		if l.onLatched != nil {
-			l.onLatched()
+		if changed {
+			// Provisioning can finish without a key.
+			l.latched()
 		}
 		l.applyRedirect(ctx)
 		return

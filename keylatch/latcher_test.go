@@ -283,7 +283,13 @@ func TestDisabledClearsKeyAndRedirect(t *testing.T) {
 		t.Fatal("not latched")
 	}
 	r.host.SetEnabled(false)
+	var latchedCalls int
+	r.latcher.onLatched = func() { latchedCalls++ }
 	r.latcher.Poll(ctx)
+	r.latcher.Poll(ctx)
+	if latchedCalls != 1 {
+		t.Fatalf("OnLatched called %d times for one change to disabled, want 1", latchedCalls)
+	}
 	s := r.latcher.Current()
 	if s.State != StateDisabled || s.Key.Valid() || s.Signer != nil || s.Latched() {
 		t.Fatalf("disabled snapshot: state %q key %s", s.State, s.Key)
@@ -424,4 +430,74 @@ func TestNewLatcherNeedsClientAndStore(t *testing.T) {
 	if _, err := NewLatcher(&LatcherOptions{Client: NewClient(nil)}); err == nil {
 		t.Fatal("missing store accepted")
 	}
+}
+
+func TestWake(t *testing.T) {
+	latchedCalls := make(chan struct{}, 16)
+	r := newRig(t, &msptest.Options{}, func(o *LatcherOptions) {
+		o.OnLatched = func() { latchedCalls <- struct{}{} }
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.latcher.Run(ctx) }()
+
+	// The host starts disabled.
+	r.clock.next(t)
+	if s := r.latcher.Current(); s.State != StateDisabled {
+		t.Fatalf("state %q", s.State)
+	}
+	<-latchedCalls
+	before := len(r.host.RequestsTo("GET", StatusPath))
+	sub, unsub := r.latcher.Subscribe()
+	defer unsub()
+
+	// Wake while disabled: back to Unknown and an immediate poll.
+	r.latcher.Wake()
+	if s := <-sub; s.State != StateUnknown {
+		t.Fatalf("wake while disabled published %q, want Unknown", s.State)
+	}
+	ft := r.clock.next(t)
+	if n := len(r.host.RequestsTo("GET", StatusPath)); n != before+1 {
+		t.Fatalf("status polls %d, want %d", n, before+1)
+	}
+
+	// Enable and let it latch on the next tick.
+	r.host.SetModes(map[msp.Endpoint]msp.Mode{msp.EndpointWireServer: msp.ModeEnforce})
+	r.clock.fire(ft)
+	ft = r.clock.next(t)
+	if !r.latcher.Current().Latched() {
+		t.Fatalf("not latched: %+v", r.latcher.Status())
+	}
+	drain := func() int {
+		n := 0
+		for {
+			select {
+			case <-latchedCalls:
+				n++
+			default:
+				return n
+			}
+		}
+	}
+	drain()
+	polls := len(r.host.RequestsTo("GET", StatusPath))
+
+	// Wake while latched: OnLatched, no poll, the same sleep goes on.
+	r.latcher.Wake()
+	select {
+	case <-latchedCalls:
+	case <-time.After(5 * time.Second):
+		t.Fatal("wake while latched did not call OnLatched")
+	}
+	if n := len(r.host.RequestsTo("GET", StatusPath)); n != polls {
+		t.Fatalf("wake while latched polled (%d, was %d)", n, polls)
+	}
+	r.clock.fire(ft)
+	r.clock.next(t)
+	if n := len(r.host.RequestsTo("GET", StatusPath)); n != polls+1 {
+		t.Fatalf("the interrupted sleep did not end in a poll")
+	}
+	cancel()
+	<-done
 }
