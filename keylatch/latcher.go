@@ -121,6 +121,12 @@ type LatcherOptions struct {
 // attesting one), and publishes an immutable Snapshot whenever the state,
 // the rules or the key change. Current and Subscribe are safe for
 // concurrent use; Run must be called once.
+//
+// One deliberate difference from upstream: a state that needs a key is
+// published only once a key is usable. Upstream stores the new state before
+// acquiring the key, so it can report "latched" while acquisition keeps
+// failing; here the snapshot stays Unknown (or keeps the previous key, which
+// upstream also signs with until a new one is attested).
 type Latcher struct {
 	client    *Client
 	store     *Store

@@ -127,10 +127,11 @@ func ParseKeyStatus(data []byte) (*KeyStatus, error) {
 }
 
 // ParseKeyStatusXML decodes and validates a status sent as XML (a
-// Content-Type containing "xml"). The element names are the JSON field
-// names under any root element; rules lists are not read from XML, so an
-// XML item carries only defaultAccess, mode and id. Errors wrap
-// ErrInvalidStatus.
+// Content-Type containing "xml"). Which XML the host sends is not
+// documented (gpa-protocol §2.2 only says upstream parses it); this reads
+// the JSON field names as elements under any root element. Rules lists are
+// not read from XML, so an XML item carries only defaultAccess, mode and id.
+// Errors wrap ErrInvalidStatus.
 func ParseKeyStatusXML(data []byte) (*KeyStatus, error) {
 	var raw statusJSON
 	if err := xml.Unmarshal(data, &raw); err != nil {

@@ -29,6 +29,7 @@ type FileSystem interface {
 	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
 	Rename(oldpath, newpath string) error
 	Remove(name string) error
+	ReadDir(name string) ([]fs.DirEntry, error)
 }
 
 // File is an open file of a FileSystem.
@@ -59,6 +60,9 @@ func (OSFileSystem) OpenFile(name string, flag int, perm fs.FileMode) (File, err
 
 // Rename calls os.Rename.
 func (OSFileSystem) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+
+// ReadDir calls os.ReadDir.
+func (OSFileSystem) ReadDir(name string) ([]fs.DirEntry, error) { return os.ReadDir(name) }
 
 // Remove calls os.Remove.
 func (OSFileSystem) Remove(name string) error { return os.Remove(name) }
@@ -111,7 +115,23 @@ func OpenStore(opts *StoreOptions) (*Store, error) {
 	if err := s.CheckDir(); err != nil {
 		return nil, err
 	}
+	s.removeStaleTemps()
 	return s, nil
+}
+
+// removeStaleTemps deletes temp files a crash left between create and
+// rename. They hold key material, so they should not linger; failing to
+// delete one is harmless (the folder is root-only) and not reported.
+func (s *Store) removeStaleTemps() {
+	ents, err := s.fs.ReadDir(s.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, ".") && strings.HasSuffix(n, ".tmp") && e.Type().IsRegular() {
+			_ = s.fs.Remove(filepath.Join(s.dir, n))
+		}
+	}
 }
 
 // Dir returns the key folder.

@@ -57,6 +57,16 @@ func TestStoreRoundTrip(t *testing.T) {
 	if _, err := s.Load("00000000-0000-0000-0000-00000000abcd"); !errors.Is(err, ErrKeyNotFound) {
 		t.Fatalf("missing key: %v", err)
 	}
+	// A temp file left by a crash is removed when the store is opened.
+	stale := filepath.Join(s.Dir(), "."+guid1+".key.0123456789ab.tmp")
+	writeRaw(t, stale, []byte("{"), 0o600)
+	openTestStore(t, s.Dir(), nil)
+	if _, err := os.Lstat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale temp file kept: %v", err)
+	}
+	if _, err := s.Load(guid1); err != nil {
+		t.Fatalf("the real key went with the temp file: %v", err)
+	}
 }
 
 func TestStoreRefusesBadFiles(t *testing.T) {
