@@ -94,6 +94,7 @@ type HostError struct {
 	Detail string
 }
 
+// Error describes the unexpected answer.
 func (e *HostError) Error() string {
 	if e.StatusCode != 0 {
 		return fmt.Sprintf("keylatch: %s: host answered %d %s", e.Op, e.StatusCode, http.StatusText(e.StatusCode))

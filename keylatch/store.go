@@ -181,6 +181,7 @@ type InsecurePathError struct {
 	Path, Problem, Fix string
 }
 
+// Error names the path, the problem and the fix.
 func (e *InsecurePathError) Error() string {
 	return fmt.Sprintf("keylatch: %s %s; fix: %s", e.Path, e.Problem, e.Fix)
 }
