@@ -309,9 +309,10 @@ func (h *Host) LatchKey(k msp.Key) {
 	h.latched = &k
 }
 
-// mode returns the mode the host enforces on ordinary requests to ep. For a
-// v1.0 status it follows gpa-protocol §2.5's derivation; HostGA always
-// follows WireServer there.
+// modeLocked returns the mode the host enforces on ordinary requests to ep.
+// For a v1.0 status it follows gpa-protocol §2.5's derivation, where HostGA
+// follows WireServer; for v2.0 HostGA uses its own item if there is one,
+// else WireServer's.
 func (h *Host) modeLocked(ep msp.Endpoint) msp.Mode {
 	if h.version == "1.0" {
 		s := strings.ToLower(h.v1State)
@@ -336,6 +337,11 @@ func (h *Host) modeLocked(ep msp.Endpoint) msp.Mode {
 		return msp.ModeDisabled
 	}
 	if it := h.rules[ep]; it != nil {
+		return it.Mode
+	}
+	// The agent runs HostGA under the WireServer mode (§2.5); without its
+	// own item the host does the same.
+	if it := h.rules[msp.EndpointWireServer]; ep == msp.EndpointHostGA && it != nil {
 		return it.Mode
 	}
 	return msp.ModeDisabled

@@ -265,6 +265,10 @@ func TestEnforcement(t *testing.T) {
 			call{ep: msp.EndpointIMDS, uri: "/metadata/identity/oauth2/token?resource=x", extra: []msp.HeaderField{{Name: "Metadata", Value: "true"}}}, 200, false},
 		{"hostga enforce unsigned", map[msp.Endpoint]msp.Mode{msp.EndpointHostGA: msp.ModeEnforce},
 			call{ep: msp.EndpointHostGA, uri: "/health"}, 401, false},
+		{"hostga follows wireserver without its own item", map[msp.Endpoint]msp.Mode{msp.EndpointWireServer: msp.ModeEnforce},
+			call{ep: msp.EndpointHostGA, uri: "/health"}, 401, false},
+		{"hostga own item wins", map[msp.Endpoint]msp.Mode{msp.EndpointWireServer: msp.ModeEnforce, msp.EndpointHostGA: msp.ModeAudit},
+			call{ep: msp.EndpointHostGA, uri: "/health"}, 200, false},
 		{"unknown path", nil,
 			call{ep: msp.EndpointWireServer, uri: "/nope"}, 404, false},
 	}
