@@ -369,14 +369,16 @@ func (cc *clientConn) readBody(r *request, limit int64) ([]byte, error) {
 			return nil, err
 		}
 	}
-	dr := &deadlineReader{conn: cc.nc, r: cc.br, timeout: cc.srv.cfg.BodyReadTimeout}
-	defer cc.nc.SetReadDeadline(time.Time{})
+	defer cc.bodyDeadlines()()
 	if !r.chunked {
 		buf := make([]byte, r.contentLength)
-		_, err := io.ReadFull(dr, buf)
+		_, err := io.ReadFull(cc.br, buf)
 		return buf, err
 	}
-	body, err := io.ReadAll(io.LimitReader(httputil.NewChunkedReader(dr), limit+1))
+	// The chunked reader must read from cc.br itself: given anything else
+	// it adds its own buffer, which would swallow the trailers and the next
+	// request.
+	body, err := io.ReadAll(io.LimitReader(httputil.NewChunkedReader(cc.br), limit+1))
 	if err != nil {
 		return nil, err
 	}
@@ -585,14 +587,13 @@ func (cc *clientConn) streamBody(r *request, w *bufio.Writer, limit int64) error
 			return err
 		}
 	}
-	dr := &deadlineReader{conn: cc.nc, r: cc.br, timeout: cc.srv.cfg.BodyReadTimeout}
-	defer cc.nc.SetReadDeadline(time.Time{})
+	defer cc.bodyDeadlines()()
 	if !r.chunked {
-		_, err := io.CopyN(w, dr, r.contentLength)
+		_, err := io.CopyN(w, cc.br, r.contentLength)
 		return err
 	}
 	cw := httputil.NewChunkedWriter(w)
-	n, err := io.Copy(cw, io.LimitReader(httputil.NewChunkedReader(dr), limit+1))
+	n, err := io.Copy(cw, io.LimitReader(httputil.NewChunkedReader(cc.br), limit+1))
 	if err != nil {
 		return err
 	}
@@ -679,4 +680,15 @@ func (cc *clientConn) relay(r *request, resp *http.Response, uc *upstreamConn) (
 		return false, err
 	}
 	return keep, nil
+}
+
+// bodyDeadlines makes every read from the client extend the read deadline
+// by BodyReadTimeout while a body is read, so a slow but steady upload
+// works and a stalled one ends; the returned func restores the default.
+func (cc *clientConn) bodyDeadlines() func() {
+	cc.dr.timeout = cc.srv.cfg.BodyReadTimeout
+	return func() {
+		cc.dr.timeout = 0
+		_ = cc.nc.SetReadDeadline(time.Time{})
+	}
 }

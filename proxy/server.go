@@ -239,6 +239,7 @@ func (s *Server) closeConns(idleOnly bool) {
 type clientConn struct {
 	srv    *Server
 	nc     net.Conn
+	dr     *deadlineReader
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	caller *Caller
@@ -270,7 +271,8 @@ func (cc *clientConn) serve(ctx context.Context) {
 	} else {
 		cc.caller = caller
 	}
-	cc.br = bufio.NewReaderSize(&deadlineReader{conn: cc.nc, r: cc.nc}, 4<<10)
+	cc.dr = &deadlineReader{conn: cc.nc, r: cc.nc}
+	cc.br = bufio.NewReaderSize(cc.dr, 4<<10)
 	cc.bw = bufio.NewWriterSize(&deadlineWriter{conn: cc.nc, timeout: s.cfg.WriteTimeout}, 4<<10)
 
 	first := true

@@ -249,7 +249,9 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 	// MSP header the client tried to supply: the proxy alone sets those.
 	r.header = stripHeaders(r.header, connTokens)
 
-	if !strings.HasPrefix(r.uri, "/") {
+	// Targets of methods the pipeline refuses anyway (CONNECT's authority
+	// form) are left alone, so they get upstream's 405 rather than a 400.
+	if !strings.HasPrefix(r.uri, "/") && allowedMethod(r.method) {
 		if err := r.absoluteToOrigin(); err != nil {
 			return nil, err
 		}
