@@ -248,8 +248,9 @@ type testProxy struct {
 	addr  string
 	log   *memLog
 	snap  atomic.Pointer[keylatch.Snapshot]
-	hosts map[netip.AddrPort]string
-	done  chan error
+	hostsMu sync.Mutex
+	hosts   map[netip.AddrPort]string
+	done    chan error
 }
 
 type proxyOpts struct {
@@ -286,7 +287,9 @@ func newTestProxy(t testing.TB, host *fakeHost, o proxyOpts) *testProxy {
 		Snapshots: tp.snap.Load,
 		// Never dial a metadata address: map each to its loopback fake.
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+			tp.hostsMu.Lock()
 			a, ok := tp.hosts[dst]
+			tp.hostsMu.Unlock()
 			if !ok {
 				return nil, fmt.Errorf("test dialer: no fake host for %s", dst)
 			}
@@ -373,4 +376,10 @@ func (tp *testProxy) waitRecords(t testing.TB, n int) []Record {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+func (tp *testProxy) setHost(dst netip.AddrPort, addr string) {
+	tp.hostsMu.Lock()
+	tp.hosts[dst] = addr
+	tp.hostsMu.Unlock()
 }
