@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,7 +186,7 @@ func (c *userCache) get(uid uint32) (string, []string) {
 	e, ok := c.m[uid]
 	c.mu.Unlock()
 	if ok && now.Sub(e.at) < c.ttl {
-		return e.name, append([]string(nil), e.groups...)
+		return e.name, slices.Clone(e.groups)
 	}
 	name, groups, err := c.lookup(uid)
 	if err != nil {
@@ -210,7 +211,7 @@ func (c *userCache) get(uid uint32) (string, []string) {
 	}
 	c.m[uid] = userEntry{name: name, groups: groups, at: now}
 	c.mu.Unlock()
-	return name, append([]string(nil), groups...)
+	return name, slices.Clone(groups)
 }
 
 func (c *userCache) len() int {
