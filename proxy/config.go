@@ -104,10 +104,10 @@ var ErrConfig = errors.New("proxy: invalid config")
 func (c *Config) withDefaults() (Config, error) {
 	out := *c
 	if out.Resolver == nil {
-		return out, errors.Join(ErrConfig, errors.New("Resolver is required"))
+		return out, errors.Join(ErrConfig, errors.New("a CallerResolver is required"))
 	}
 	if out.Snapshots == nil {
-		return out, errors.Join(ErrConfig, errors.New("Snapshots is required"))
+		return out, errors.Join(ErrConfig, errors.New("a Snapshots source is required"))
 	}
 	setDefault(&out.Addr, DefaultAddr)
 	setDefault(&out.MaxHeaderBytes, DefaultMaxHeaderBytes)

@@ -401,4 +401,3 @@ func TestPoolReuse(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-

@@ -138,7 +138,6 @@ func TestBypassVariantsNeverReachHost(t *testing.T) {
 	}
 }
 
-
 // TestDirectConnection: a connection the resolver does not know gets 421
 // with Connection: close, never reaches the host, and carries no caller in
 // its audit record; the local endpoints behave as §4.3 and §7.3 say.
