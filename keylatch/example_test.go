@@ -1,0 +1,69 @@
+package keylatch_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/metadatasec/gpa/keylatch"
+	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/msp/msptest"
+)
+
+// Run a Latcher against a simulated host until it latches, then read the
+// snapshot the proxy would use.
+func ExampleLatcher() {
+	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
+		msp.EndpointWireServer: {Mode: msp.ModeEnforce, DefaultAccess: msp.AccessAllow, ID: "ws"},
+		msp.EndpointIMDS:       {Mode: msp.ModeAudit, DefaultAccess: msp.AccessAllow, ID: "imds"},
+	}})
+	defer host.Close()
+
+	base, _ := os.MkdirTemp("", "keylatch-example")
+	defer os.RemoveAll(base)
+	store, err := keylatch.OpenStore(&keylatch.StoreOptions{
+		Dir:   filepath.Join(base, "keys"),
+		Owner: uint32(os.Geteuid()), // root in production
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	latcher, err := keylatch.NewLatcher(&keylatch.LatcherOptions{
+		Client: keylatch.NewClient(&keylatch.ClientOptions{Addr: host.WireServerAddr()}),
+		Store:  store,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	updates, cancelSub := latcher.Subscribe()
+	defer cancelSub()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go latcher.Run(ctx)
+
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Println("not latched:", latcher.Status().Message)
+			return
+		case snap := <-updates:
+			if !snap.Latched() {
+				continue
+			}
+			fmt.Println(snap.State)
+			fmt.Println("redirect:", keylatch.RedirectSet(snap))
+			_, err := os.Stat(store.KeyPath(snap.Key.GUID))
+			fmt.Println("key stored:", err == nil)
+			return
+		}
+	}
+	// Output:
+	// WireServer Enforce -  IMDS Audit - HostGA Enforce
+	// redirect: [wireserver imds hostga]
+	// key stored: true
+}

@@ -1,0 +1,525 @@
+package keylatch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/metadatasec/gpa/msp"
+)
+
+// ModuleState is a module's health as status.json reports it.
+type ModuleState string
+
+// The module states the latcher reports.
+const (
+	ModuleRunning ModuleState = "RUNNING"
+	ModuleStopped ModuleState = "STOPPED"
+)
+
+// Status is the KeyKeeper module status: a state and the last message,
+// whose prefixes are those of gpa-protocol §6.2.
+type Status struct {
+	State   ModuleState
+	Message string
+}
+
+// Status message prefixes of gpa-protocol §6.2. Messages that end in
+// " - <ms>" carry the milliseconds since start.
+const (
+	MsgStarted          = "poll secure channel status task started."
+	MsgStatusFailed     = "Failed to get key status - "
+	MsgFoundLocal       = "Found key details from local and ready to use."
+	MsgAttested         = "Successfully attest the key and ready to use."
+	MsgDisabled         = "Customer has not enforce the secure channel state."
+	MsgAcquireFailed    = "Failed to acquire key details: "
+	MsgSaveFailed       = "Failed to save key details to file: "
+	MsgCheckFailed      = "Failed to check the key '"
+	MsgAttestFailed     = "Failed to attest the key: "
+	MsgCancelled        = "poll_secure_channel_status task cancelled."
+	DefaultPollInterval = 15 * time.Second
+	// FrequentPollInterval and FrequentPollWindow: while the state is
+	// Unknown during the first five minutes, the status is polled every
+	// second so a fresh VM latches quickly (§2.6).
+	FrequentPollInterval = time.Second
+	FrequentPollWindow   = 5 * time.Minute
+)
+
+// Clock is the time source of the latcher; tests inject a fake one so the
+// poll cadence can be checked without sleeping.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// RedirectPolicy is what the agent programs the eBPF redirect from. The
+// latcher calls it with RedirectSet of each new snapshot (and again after a
+// failure), so the redirect always follows the published modes.
+type RedirectPolicy interface {
+	SetRedirect(ctx context.Context, endpoints []msp.Endpoint) error
+}
+
+// RedirectSet returns the endpoints whose traffic must be redirected to the
+// proxy under s: those whose mode is not Disabled. It is empty while the
+// state is Unknown, so nothing is redirected before the first status.
+func RedirectSet(s *Snapshot) []msp.Endpoint {
+	if s == nil || s.State == StateUnknown {
+		return nil
+	}
+	var out []msp.Endpoint
+	for _, ep := range msp.Endpoints {
+		if s.Mode(ep) != msp.ModeDisabled {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// LatcherOptions configure NewLatcher. Client and Store are required.
+type LatcherOptions struct {
+	Client *Client
+	Store  *Store
+	// PollInterval is pollKeyStatusIntervalInSeconds; 15 s if zero.
+	PollInterval time.Duration
+	// Clock; the real clock if nil.
+	Clock Clock
+	// Uptime returns the process uptime, which decides the frequent-poll
+	// window and the " - <ms>" suffix; time since NewLatcher if nil.
+	Uptime func() time.Duration
+	// LocalRules enables the local rules files of §4.8 (read from
+	// Store.RulesDir()) for endpoints whose remote id asks for them.
+	LocalRules bool
+	// EvaluatorOptions are passed to msp.NewPolicy.
+	EvaluatorOptions *msp.EvaluatorOptions
+	// Redirect, if set, is told the redirect set of every new snapshot.
+	Redirect RedirectPolicy
+	// OnStatus, if set, is called synchronously with every change of the
+	// module status. It must not block.
+	OnStatus func(Status)
+	// OnLatched, if set, is called where upstream calls key_latched: a key
+	// became usable, the state became disabled, or a wake-up came while
+	// latched. Provisioning uses it. It must not block.
+	OnLatched func()
+	// Logger; nil discards. Key material is never logged.
+	Logger *slog.Logger
+}
+
+// Latcher runs the KeyKeeper loop of gpa-protocol §2.6–§2.7: it polls the
+// secure-channel status, latches a key (from the store or by acquiring and
+// attesting one), and publishes an immutable Snapshot whenever the state,
+// the rules or the key change. Current and Subscribe are safe for
+// concurrent use; Run must be called once.
+type Latcher struct {
+	client    *Client
+	store     *Store
+	interval  time.Duration
+	clock     Clock
+	uptime    func() time.Duration
+	local     bool
+	evalOpts  *msp.EvaluatorOptions
+	redirect  RedirectPolicy
+	onStatus  func(Status)
+	onLatched func()
+	log       *slog.Logger
+
+	cur  atomic.Pointer[Snapshot]
+	wake chan struct{}
+
+	mu     sync.Mutex
+	subs   map[chan *Snapshot]struct{}
+	status Status
+
+	// Owned by the Run goroutine.
+	key           msp.Key
+	lastText      string
+	lastItems     []byte
+	redirectSet   []msp.Endpoint
+	redirectValid bool
+}
+
+// NewLatcher returns a latcher whose current snapshot is Unknown (epoch 0).
+func NewLatcher(opts *LatcherOptions) (*Latcher, error) {
+	if opts == nil || opts.Client == nil || opts.Store == nil {
+		return nil, errors.New("keylatch: LatcherOptions.Client and Store are required")
+	}
+	l := &Latcher{
+		client: opts.Client, store: opts.Store, interval: opts.PollInterval, clock: opts.Clock,
+		uptime: opts.Uptime, local: opts.LocalRules, evalOpts: opts.EvaluatorOptions,
+		redirect: opts.Redirect, onStatus: opts.OnStatus, onLatched: opts.OnLatched, log: opts.Logger,
+		wake: make(chan struct{}, 1),
+		subs: map[chan *Snapshot]struct{}{},
+	}
+	if l.interval <= 0 {
+		l.interval = DefaultPollInterval
+	}
+	if l.clock == nil {
+		l.clock = realClock{}
+	}
+	if l.uptime == nil {
+		start := l.clock.Now()
+		l.uptime = func() time.Duration { return l.clock.Now().Sub(start) }
+	}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	l.cur.Store(&Snapshot{State: StateUnknown, Updated: l.clock.Now()})
+	return l, nil
+}
+
+// Current returns the latest snapshot. Read it once per request and use
+// only that one, so key and rules always belong together.
+func (l *Latcher) Current() *Snapshot { return l.cur.Load() }
+
+// Subscribe returns a channel that receives every new snapshot; a slow
+// reader gets only the latest. cancel stops the subscription.
+func (l *Latcher) Subscribe() (ch <-chan *Snapshot, cancel func()) {
+	c := make(chan *Snapshot, 1)
+	l.mu.Lock()
+	l.subs[c] = struct{}{}
+	l.mu.Unlock()
+	return c, func() {
+		l.mu.Lock()
+		delete(l.subs, c)
+		l.mu.Unlock()
+	}
+}
+
+// Status returns the module status.
+func (l *Latcher) Status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.status
+}
+
+// HostNow returns the current time on the host's clock, for
+// x-ms-azure-host-date.
+func (l *Latcher) HostNow() time.Time { return l.client.Now() }
+
+// Wake asks the loop to act now, as the /provision notify does: in the
+// Unknown or disabled state it resets to Unknown and polls at once; when
+// latched it only reports OnLatched.
+func (l *Latcher) Wake() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run polls until ctx ends. The first poll happens at once.
+func (l *Latcher) Run(ctx context.Context) error {
+	l.setStatus(ModuleRunning, MsgStarted)
+	for {
+		l.Poll(ctx)
+		if err := l.sleep(ctx); err != nil {
+			l.setStatus(ModuleStopped, MsgCancelled)
+			return err
+		}
+	}
+}
+
+// nextInterval is the poll cadence of §2.6.
+func (l *Latcher) nextInterval() time.Duration {
+	if l.Current().State == StateUnknown && l.uptime() < FrequentPollWindow {
+		return FrequentPollInterval
+	}
+	return l.interval
+}
+
+func (l *Latcher) sleep(ctx context.Context) error {
+	timer := l.clock.After(l.nextInterval())
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer:
+			return nil
+		case <-l.wake:
+			cur := l.Current()
+			if cur.State == StateUnknown || cur.State == StateDisabled {
+				if cur.State == StateDisabled {
+					l.publish(&Snapshot{State: StateUnknown})
+				}
+				return nil
+			}
+			if l.onLatched != nil {
+				l.onLatched()
+			}
+		}
+	}
+}
+
+func (l *Latcher) setStatus(state ModuleState, msg string) {
+	l.mu.Lock()
+	changed := l.status.State != state || l.status.Message != msg
+	l.status = Status{State: state, Message: msg}
+	l.mu.Unlock()
+	if changed {
+		l.log.Info("key latch status", "state", string(state), "message", msg)
+		if l.onStatus != nil {
+			l.onStatus(Status{State: state, Message: msg})
+		}
+	}
+}
+
+func (l *Latcher) setMessage(msg string) { l.setStatus(ModuleRunning, msg) }
+
+func (l *Latcher) elapsed(msg string) string {
+	return fmt.Sprintf("%s - %d", msg, l.uptime().Milliseconds())
+}
+
+// Poll runs one iteration of the loop: fetch the status, compute the
+// rules, latch a key if needed, publish and program the redirect. Run
+// calls it; tests may call it directly instead of Run, never both at once.
+func (l *Latcher) Poll(ctx context.Context) {
+	st, err := l.client.GetStatus(ctx)
+	if err != nil {
+		l.setMessage(MsgStatusFailed + err.Error())
+		return
+	}
+	if text := st.String(); text != l.lastText {
+		l.log.Info("Got key status successfully: " + text + ".")
+		l.lastText = text
+	} else {
+		l.log.Debug("Got key status successfully: " + text + ".")
+	}
+
+	state := st.StateString()
+	items, ruleIDs := l.items(st)
+	policy := l.compile(items)
+	itemsJSON, _ := json.Marshal(items)
+
+	if state == StateDisabled {
+		// The in-memory key is dropped; files on disk are kept.
+		l.key = msp.Key{}
+		prev := l.Current()
+		if prev.State != StateDisabled {
+			l.setMessage(l.elapsed(MsgDisabled))
+		}
+		l.maybePublish(state, policy, itemsJSON, ruleIDs, st.KeyIncarnationID)
+		if l.onLatched != nil {
+			l.onLatched()
+		}
+		l.applyRedirect(ctx)
+		return
+	}
+
+	if st.KeyGUID == nil || *st.KeyGUID != l.key.GUID || !l.key.Valid() {
+		if !l.latchKey(ctx, st.KeyGUID) && !l.key.Valid() {
+			// Never publish a latched state without a usable key.
+			return
+		}
+	}
+	l.maybePublish(state, policy, itemsJSON, ruleIDs, st.KeyIncarnationID)
+	l.applyRedirect(ctx)
+}
+
+// latchKey makes a key current: the stored one the status names, or a new
+// one acquired, stored, re-read and attested. It reports success; on
+// failure the previous key (if any) stays current.
+func (l *Latcher) latchKey(ctx context.Context, guid *string) bool {
+	if guid != nil {
+		k, err := l.store.Load(*guid)
+		if err == nil {
+			l.key = k
+			l.setMessage(l.elapsed(MsgFoundLocal))
+			l.latched()
+			return true
+		}
+		if !errors.Is(err, ErrKeyNotFound) {
+			// Corrupt, insecure or unreadable: report it and fetch a new
+			// key rather than trust the file.
+			l.log.Warn("stored key unusable; acquiring a new one", "guid", *guid, "error", err)
+		}
+	}
+	k, err := l.client.AcquireKey(ctx)
+	if err != nil {
+		l.setMessage(MsgAcquireFailed + err.Error())
+		return false
+	}
+	if err := l.store.Save(k); err != nil {
+		l.setMessage(MsgSaveFailed + err.Error())
+		return false
+	}
+	back, err := l.store.Load(k.GUID)
+	if err == nil && !back.Equal(k) {
+		err = ErrKeyMismatch
+	}
+	if err != nil {
+		l.setMessage(MsgCheckFailed + k.GUID + "' details saved locally: " + err.Error() + ".")
+		return false
+	}
+	if err := l.client.AttestKey(ctx, k); err != nil {
+		l.setMessage(MsgAttestFailed + err.Error())
+		return false
+	}
+	l.key = k
+	l.setMessage(l.elapsed(MsgAttested))
+	l.log.Info("key latched", "key", k)
+	l.latched()
+	return true
+}
+
+func (l *Latcher) latched() {
+	if l.onLatched != nil {
+		l.onLatched()
+	}
+}
+
+// items returns each endpoint's effective rule set and its id.
+func (l *Latcher) items(st *KeyStatus) (map[msp.Endpoint]*msp.AuthorizationItem, map[msp.Endpoint]string) {
+	items := map[msp.Endpoint]*msp.AuthorizationItem{}
+	ids := map[msp.Endpoint]string{}
+	if st.StateString() == StateDisabled {
+		return items, ids
+	}
+	if st.Version != "2.0" {
+		// v1.0 carries no rules: the modes come from the state and, as
+		// upstream without rules, every request is allowed.
+		for _, ep := range msp.Endpoints {
+			if m := st.Mode(ep); m != msp.ModeDisabled {
+				items[ep] = &msp.AuthorizationItem{Mode: m, DefaultAccess: msp.AccessAllow}
+			}
+		}
+		return items, ids
+	}
+	remote := map[msp.Endpoint]*msp.AuthorizationItem{}
+	for ep, si := range map[msp.Endpoint]*StatusItem{
+		msp.EndpointWireServer: st.AuthorizationRules.WireServer,
+		msp.EndpointIMDS:       st.AuthorizationRules.IMDS,
+	} {
+		it, err := si.Item()
+		if err != nil {
+			l.log.Error("unparseable mode in status; endpoint treated as Disabled", "endpoint", ep.String(), "error", err)
+		}
+		if it != nil {
+			remote[ep] = it
+		}
+	}
+	files := map[msp.Endpoint]string{msp.EndpointWireServer: WireServerRulesFile, msp.EndpointIMDS: IMDSRulesFile}
+	for _, ep := range []msp.Endpoint{msp.EndpointWireServer, msp.EndpointIMDS} {
+		r := remote[ep]
+		if r == nil {
+			continue
+		}
+		if !l.local {
+			n := *r
+			n.ID = DisplayID(r.ID)
+			items[ep] = &n
+		} else {
+			res := ApplyLocalRules(r, files[ep], l.store.ReadRulesFile)
+			if res.Err != nil {
+				l.log.Error("local rules file unusable; endpoint fails closed", "endpoint", ep.String(), "error", res.Err)
+			}
+			items[ep] = res.Item
+		}
+		ids[ep] = items[ep].ID
+	}
+	// HostGA uses the remote WireServer item, never local rules (§2.5).
+	if r := remote[msp.EndpointWireServer]; r != nil {
+		n := *r
+		n.ID = DisplayID(r.ID)
+		items[msp.EndpointHostGA] = &n
+		ids[msp.EndpointHostGA] = n.ID
+	}
+	return items, ids
+}
+
+// compile builds the policy; an endpoint whose rules cannot be compiled
+// fails closed (deny by default, its mode kept) instead of losing its
+// rules silently.
+func (l *Latcher) compile(items map[msp.Endpoint]*msp.AuthorizationItem) *msp.Policy {
+	p, err := msp.NewPolicy(items, l.evalOpts)
+	if err == nil {
+		return p
+	}
+	fixed := map[msp.Endpoint]*msp.AuthorizationItem{}
+	for ep, it := range items {
+		if _, err := msp.Compile(ep, it, l.evalOpts); err != nil {
+			l.log.Error("rules do not compile; endpoint fails closed", "endpoint", ep.String(), "error", err)
+			it = FailClosed(it, it.ID)
+		}
+		fixed[ep] = it
+	}
+	p, err = msp.NewPolicy(fixed, l.evalOpts)
+	if err != nil {
+		// Fail-closed items have no rules, so this cannot fail; if it ever
+		// does, deny everything rather than run without rules.
+		l.log.Error("fail-closed rules do not compile", "error", err)
+		all := map[msp.Endpoint]*msp.AuthorizationItem{}
+		for ep, it := range items {
+			all[ep] = &msp.AuthorizationItem{Mode: it.Mode, DefaultAccess: msp.AccessDeny, ID: it.ID}
+		}
+		p, _ = msp.NewPolicy(all, nil)
+	}
+	return p
+}
+
+func (l *Latcher) maybePublish(state string, policy *msp.Policy, itemsJSON []byte, ruleIDs map[msp.Endpoint]string, inc *uint32) {
+	prev := l.Current()
+	sameInc := (prev.KeyIncarnationID == nil) == (inc == nil) && (inc == nil || *inc == *prev.KeyIncarnationID)
+	if prev.State == state && prev.Key.Equal(l.key) && sameInc && bytes.Equal(l.lastItems, itemsJSON) && prev.Epoch > 0 {
+		return
+	}
+	l.lastItems = itemsJSON
+	s := &Snapshot{State: state, Policy: policy, Key: l.key, RuleIDs: ruleIDs}
+	if inc != nil {
+		v := *inc
+		s.KeyIncarnationID = &v
+	}
+	if l.key.Valid() {
+		signer, err := msp.NewSigner(l.key)
+		if err != nil {
+			l.log.Error("cannot build signer", "key", l.key, "error", err)
+		}
+		s.Signer = signer
+	}
+	l.publish(s)
+}
+
+func (l *Latcher) publish(s *Snapshot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s.Epoch = l.cur.Load().Epoch + 1
+	s.Updated = l.clock.Now()
+	l.cur.Store(s)
+	for c := range l.subs {
+		select {
+		case c <- s:
+		default:
+			select {
+			case <-c:
+			default:
+			}
+			c <- s
+		}
+	}
+	l.log.Info("published key latch snapshot", "epoch", s.Epoch, "state", s.State, "key", s.Key.GUID)
+}
+
+func (l *Latcher) applyRedirect(ctx context.Context) {
+	if l.redirect == nil {
+		return
+	}
+	set := RedirectSet(l.Current())
+	if l.redirectValid && slices.Equal(set, l.redirectSet) {
+		return
+	}
+	if err := l.redirect.SetRedirect(ctx, set); err != nil {
+		l.log.Warn("updating the redirect policy failed; retrying next poll", "error", err)
+		l.redirectValid = false
+		return
+	}
+	l.redirectSet, l.redirectValid = set, true
+}

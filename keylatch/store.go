@@ -1,0 +1,363 @@
+package keylatch
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/metadatasec/gpa/msp"
+)
+
+// DefaultKeyDir is upstream's latchKeyFolder.
+const DefaultKeyDir = "/var/lib/azure-proxy-agent/keys"
+
+// FileSystem is the handful of file operations the store needs. The
+// default is the operating system's; tests inject failures (a full or
+// read-only disk) through it.
+type FileSystem interface {
+	Lstat(name string) (fs.FileInfo, error)
+	Mkdir(name string, perm fs.FileMode) error
+	Chmod(name string, perm fs.FileMode) error
+	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
+	Rename(oldpath, newpath string) error
+	Remove(name string) error
+}
+
+// File is an open file of a FileSystem.
+type File interface {
+	io.Reader
+	io.Writer
+	io.Closer
+	Sync() error
+	Stat() (fs.FileInfo, error)
+}
+
+// OSFileSystem is FileSystem on the real operating system.
+type OSFileSystem struct{}
+
+// Lstat calls os.Lstat.
+func (OSFileSystem) Lstat(name string) (fs.FileInfo, error) { return os.Lstat(name) }
+
+// Mkdir calls os.Mkdir.
+func (OSFileSystem) Mkdir(name string, perm fs.FileMode) error { return os.Mkdir(name, perm) }
+
+// Chmod calls os.Chmod.
+func (OSFileSystem) Chmod(name string, perm fs.FileMode) error { return os.Chmod(name, perm) }
+
+// OpenFile calls os.OpenFile.
+func (OSFileSystem) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	return os.OpenFile(name, flag, perm)
+}
+
+// Rename calls os.Rename.
+func (OSFileSystem) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+
+// Remove calls os.Remove.
+func (OSFileSystem) Remove(name string) error { return os.Remove(name) }
+
+// StoreOptions configure OpenStore.
+type StoreOptions struct {
+	// Dir is the key folder; DefaultKeyDir if empty.
+	Dir string
+	// Owner is the uid that must own the folder and every file; 0 (root)
+	// unless a test runs unprivileged and sets its own uid.
+	Owner uint32
+	// FS performs the file operations; OSFileSystem if nil.
+	FS FileSystem
+}
+
+// Store keeps latched keys on disk as <guid>.key, plus the provisioning tag
+// files, in a folder only its owner (root) can read. It refuses to work in a
+// folder, or with a file, that a non-root user could have planted or read.
+type Store struct {
+	dir   string
+	owner uint32
+	fs    FileSystem
+}
+
+// OpenStore creates the folder (mode 0700) if it is missing and checks it:
+// not a symlink, owned by Owner, no group or other access. A violation is
+// an error matching ErrInsecurePath that names the path and the fix.
+func OpenStore(opts *StoreOptions) (*Store, error) {
+	if opts == nil {
+		opts = &StoreOptions{}
+	}
+	s := &Store{dir: opts.Dir, owner: opts.Owner, fs: opts.FS}
+	if s.dir == "" {
+		s.dir = DefaultKeyDir
+	}
+	s.dir = filepath.Clean(s.dir)
+	if s.fs == nil {
+		s.fs = OSFileSystem{}
+	}
+	if _, err := s.fs.Lstat(s.dir); errors.Is(err, fs.ErrNotExist) {
+		if err := s.fs.Mkdir(s.dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("keylatch: creating key folder %s: %w", s.dir, err)
+		}
+		// Mkdir's mode is reduced by the umask, never widened; this makes it
+		// exactly 0700 before anything is written.
+		if err := s.fs.Chmod(s.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("keylatch: setting mode of key folder %s: %w", s.dir, err)
+		}
+	}
+	if err := s.CheckDir(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dir returns the key folder.
+func (s *Store) Dir() string { return s.dir }
+
+// RulesDir returns the local rules folder upstream pairs with the key
+// folder: parent(keys)/rules.
+func (s *Store) RulesDir() string { return filepath.Join(filepath.Dir(s.dir), "rules") }
+
+// CheckDir checks the folder again; the latcher calls it before every use,
+// since the folder can be changed under a running agent.
+func (s *Store) CheckDir() error {
+	fi, err := s.fs.Lstat(s.dir)
+	if err != nil {
+		return fmt.Errorf("keylatch: key folder %s: %w", s.dir, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return insecure(s.dir, "is a symlink", "replace it with a real directory owned by root, mode 0700")
+	}
+	if !fi.IsDir() {
+		return insecure(s.dir, "is not a directory", "remove it; the agent recreates the folder")
+	}
+	return s.checkOwnerMode(s.dir, fi, "chown root:root "+s.dir+" && chmod 0700 "+s.dir)
+}
+
+func (s *Store) checkOwnerMode(path string, fi fs.FileInfo, fix string) error {
+	return s.checkOwnerModeMask(path, fi, 0o077, fix)
+}
+
+func (s *Store) checkOwnerModeMask(path string, fi fs.FileInfo, mask fs.FileMode, fix string) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return insecure(path, "has no owner information", fix)
+	}
+	if st.Uid != s.owner {
+		return insecure(path, fmt.Sprintf("is owned by uid %d, want %d", st.Uid, s.owner), fix)
+	}
+	if fi.Mode().Perm()&mask != 0 {
+		return insecure(path, fmt.Sprintf("has mode %04o, which lets group or others in", fi.Mode().Perm()), fix)
+	}
+	return nil
+}
+
+// InsecurePathError names a path the store refuses and how to fix it. It
+// matches ErrInsecurePath.
+type InsecurePathError struct {
+	Path, Problem, Fix string
+}
+
+func (e *InsecurePathError) Error() string {
+	return fmt.Sprintf("keylatch: %s %s; fix: %s", e.Path, e.Problem, e.Fix)
+}
+
+// Is makes errors.Is(err, ErrInsecurePath) true.
+func (e *InsecurePathError) Is(target error) bool { return target == ErrInsecurePath }
+
+func insecure(path, problem, fix string) error {
+	return &InsecurePathError{Path: path, Problem: problem, Fix: fix}
+}
+
+// validGUID keeps a host-supplied guid from naming a path outside the
+// folder.
+func validGUID(guid string) error {
+	if guid == "" || len(guid) > 128 || guid == "." || guid == ".." ||
+		strings.ContainsAny(guid, "/\\\x00") || strings.HasPrefix(guid, ".") {
+		return fmt.Errorf("keylatch: %q is not a usable key guid", guid)
+	}
+	return nil
+}
+
+// KeyPath returns where the key with guid is stored.
+func (s *Store) KeyPath(guid string) string { return filepath.Join(s.dir, guid+".key") }
+
+// Save writes k to <guid>.key atomically and durably: a temp file created
+// with O_EXCL and mode 0600 from the first byte, written, fsynced, renamed
+// over the target, then the folder fsynced.
+func (s *Store) Save(k msp.Key) error {
+	if err := validGUID(k.GUID); err != nil {
+		return err
+	}
+	data, err := msp.MarshalKeyFile(k)
+	if err != nil {
+		return fmt.Errorf("keylatch: encoding %s: %w", k, err)
+	}
+	return s.writeFile(k.GUID+".key", data)
+}
+
+// Load reads the key with guid. A missing file is ErrKeyNotFound; a file
+// that is truncated, malformed or holds another guid is ErrCorruptKey; a
+// symlink or a file others can read is ErrInsecurePath. Errors never carry
+// key material.
+func (s *Store) Load(guid string) (msp.Key, error) {
+	if err := validGUID(guid); err != nil {
+		return msp.Key{}, fmt.Errorf("%w: %w", ErrKeyNotFound, err)
+	}
+	if err := s.CheckDir(); err != nil {
+		return msp.Key{}, err
+	}
+	path := s.KeyPath(guid)
+	data, err := s.readFile(path)
+	if err != nil {
+		return msp.Key{}, err
+	}
+	k, err := msp.ParseKeyJSON(data)
+	if err != nil {
+		return msp.Key{}, fmt.Errorf("%w: %s: %w", ErrCorruptKey, path, err)
+	}
+	if k.GUID != guid {
+		return msp.Key{}, fmt.Errorf("%w: %s holds key %s", ErrCorruptKey, path, k.GUID)
+	}
+	return k, nil
+}
+
+// ReadRulesFile reads a local rules file from RulesDir. The folder and the
+// file must be owned by the store's owner and not writable by group or
+// others (read access is harmless: rules are not secret). A missing folder
+// or file is an error matching fs.ErrNotExist.
+func (s *Store) ReadRulesFile(name string) ([]byte, error) {
+	dir := s.RulesDir()
+	fi, err := s.fs.Lstat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 || !fi.IsDir() {
+		return nil, insecure(dir, "is not a real directory", "make it a directory owned by root, mode 0700")
+	}
+	if err := s.checkOwnerModeMask(dir, fi, 0o022, "chown root:root "+dir+" && chmod 0700 "+dir); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, name)
+	if _, err := s.fs.Lstat(path); err != nil {
+		return nil, err
+	}
+	return s.readChecked(path, 0o022, "chown root:root "+path+" && chmod 0600 "+path)
+}
+
+func (s *Store) readFile(path string) ([]byte, error) {
+	fi, err := s.fs.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keylatch: %s: %w", path, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, insecure(path, "is a symlink", "delete it; the agent fetches a new key")
+	}
+	return s.readChecked(path, 0o077, "chown root:root "+path+" && chmod 0600 "+path)
+}
+
+func (s *Store) readChecked(path string, mask fs.FileMode, fix string) ([]byte, error) {
+	// O_NOFOLLOW closes the window between Lstat and open.
+	f, err := s.fs.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, insecure(path, "is a symlink", "delete it; the agent fetches a new key")
+		}
+		return nil, fmt.Errorf("keylatch: opening %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("keylatch: %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, insecure(path, "is not a regular file", "delete it")
+	}
+	if err := s.checkOwnerModeMask(path, fi, mask, fix); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("keylatch: reading %s: %w", path, err)
+	}
+	return data, nil
+}
+
+// writeFile puts data at name in the folder atomically.
+func (s *Store) writeFile(name string, data []byte) (err error) {
+	if err := s.CheckDir(); err != nil {
+		return err
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return err
+	}
+	final := filepath.Join(s.dir, name)
+	tmp := filepath.Join(s.dir, "."+name+"."+hex.EncodeToString(rnd[:])+".tmp")
+	f, err := s.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("keylatch: creating %s: %w", tmp, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			_ = s.fs.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("keylatch: writing %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("keylatch: syncing %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("keylatch: closing %s: %w", tmp, err)
+	}
+	if err := s.fs.Rename(tmp, final); err != nil {
+		return fmt.Errorf("keylatch: renaming %s to %s: %w", tmp, final, err)
+	}
+	d, err := s.fs.OpenFile(s.dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("keylatch: opening %s to sync it: %w", s.dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("keylatch: syncing %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Provisioning tag files (gpa-protocol §7.2).
+const (
+	ProvisionedTag = "provisioned.tag"
+	StatusTag      = "status.tag"
+)
+
+// WriteProvisionedTag writes provisioned.tag with the timestamp
+// YYYY-MM-DDTHH:MM:SS.mmm.
+func (s *Store) WriteProvisionedTag(now time.Time) error {
+	return s.writeFile(ProvisionedTag, []byte(now.UTC().Format("2006-01-02T15:04:05.000")))
+}
+
+// WriteStatusTag writes status.tag: empty on success, otherwise the
+// failure lines, which the caller builds with StatusTagLine.
+func (s *Store) WriteStatusTag(failure string) error {
+	return s.writeFile(StatusTag, []byte(failure))
+}
+
+// StatusTagLine formats one failure line of status.tag: "<module> -
+// <message>\r\n" with the message XML-escaped as upstream does. module is
+// "ebpfProgramStatus", "keyLatchStatus" or "proxyListenerStatus".
+func StatusTagLine(module, message string) string {
+	return module + " - " + xmlEscape(message) + "\r\n"
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "'", "&apos;", `"`, "&quot;", "<", "&lt;", ">", "&gt;").Replace(s)
+}

@@ -1,0 +1,421 @@
+package keylatch
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/metadatasec/gpa/internal/testenv"
+	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/msp/msptest"
+)
+
+func testKey(t *testing.T, guid string) msp.Key {
+	t.Helper()
+	k, err := msp.NewKey(guid, "4A404E635266556A586E3272357538782F413F4428472B4B6250645367566B59")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := uint32(3)
+	k.Incarnation = &inc
+	k.Issued = "2021-05-05T 12:00:00Z"
+	return k
+}
+
+const guid1 = "9cf81e97-0316-4a3c-a4e1-48d7a5c4e0f5"
+
+func TestStoreRoundTrip(t *testing.T) {
+	s := openTestStore(t, testStoreDir(t), nil)
+	k := testKey(t, guid1)
+	if err := s.Save(k); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load(guid1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(k) || got.Issued != k.Issued || *got.Incarnation != 3 {
+		t.Fatalf("loaded %v", got)
+	}
+	fi, err := os.Stat(s.KeyPath(guid1))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v %v", fi.Mode(), err)
+	}
+	// Saving again replaces atomically and leaves no temp files.
+	if err := s.Save(k); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(s.Dir())
+	if len(ents) != 1 || ents[0].Name() != guid1+".key" {
+		t.Fatalf("folder holds %v", ents)
+	}
+	if _, err := s.Load("00000000-0000-0000-0000-00000000abcd"); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("missing key: %v", err)
+	}
+}
+
+func TestStoreRefusesBadFiles(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, s *Store)
+		want    error
+	}{
+		{"truncated", func(t *testing.T, s *Store) {
+			b, _ := msp.MarshalKeyFile(testKey(t, guid1))
+			writeRaw(t, s.KeyPath(guid1), b[:len(b)/2], 0o600)
+		}, ErrCorruptKey},
+		{"empty", func(t *testing.T, s *Store) { writeRaw(t, s.KeyPath(guid1), nil, 0o600) }, ErrCorruptKey},
+		{"not hex", func(t *testing.T, s *Store) {
+			writeRaw(t, s.KeyPath(guid1), []byte(`{"authorizationScheme":"Azure-HMAC-SHA256","guid":"`+guid1+`","issued":"","key":"ZZZZ"}`), 0o600)
+		}, ErrCorruptKey},
+		{"other guid inside", func(t *testing.T, s *Store) {
+			b, _ := msp.MarshalKeyFile(testKey(t, "aaaaaaaa-0316-4a3c-a4e1-48d7a5c4e0f5"))
+			writeRaw(t, s.KeyPath(guid1), b, 0o600)
+		}, ErrCorruptKey},
+		{"symlink", func(t *testing.T, s *Store) {
+			other := filepath.Join(s.Dir(), "real")
+			b, _ := msp.MarshalKeyFile(testKey(t, guid1))
+			writeRaw(t, other, b, 0o600)
+			if err := os.Symlink(other, s.KeyPath(guid1)); err != nil {
+				t.Fatal(err)
+			}
+		}, ErrInsecurePath},
+		{"world readable", func(t *testing.T, s *Store) {
+			b, _ := msp.MarshalKeyFile(testKey(t, guid1))
+			writeRaw(t, s.KeyPath(guid1), b, 0o644)
+		}, ErrInsecurePath},
+		{"directory", func(t *testing.T, s *Store) {
+			if err := os.Mkdir(s.KeyPath(guid1), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, ErrInsecurePath},
+		{"folder opened up later", func(t *testing.T, s *Store) {
+			if err := os.Chmod(s.Dir(), 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}, ErrInsecurePath},
+		{"path traversal guid", nil, ErrKeyNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openTestStore(t, testStoreDir(t), nil)
+			g := guid1
+			if tt.prepare != nil {
+				tt.prepare(t, s)
+			} else {
+				g = "../../etc/passwd"
+			}
+			k, err := s.Load(g)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Load: %v, want %v", err, tt.want)
+			}
+			if k.Valid() {
+				t.Fatal("a bad file gave a key")
+			}
+			assertNoSecret(t, testKey(t, guid1), err.Error())
+			if errors.Is(err, ErrInsecurePath) {
+				var ie *InsecurePathError
+				if !errors.As(err, &ie) || ie.Path == "" || !strings.Contains(err.Error(), "fix:") {
+					t.Fatalf("insecure-path error lacks path or fix: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func writeRaw(t *testing.T, path string, b []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenStoreRefusesInsecureFolder(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, dir string)
+	}{
+		{"mode 0777", func(t *testing.T, dir string) {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(dir, 0o777)
+		}},
+		{"mode 0750", func(t *testing.T, dir string) {
+			os.Mkdir(dir, 0o700)
+			os.Chmod(dir, 0o750)
+		}},
+		{"symlink", func(t *testing.T, dir string) {
+			real := dir + ".real"
+			os.Mkdir(real, 0o700)
+			if err := os.Symlink(real, dir); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a file", func(t *testing.T, dir string) { writeRaw(t, dir, []byte("x"), 0o600) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := testStoreDir(t)
+			tt.prepare(t, dir)
+			_, err := OpenStore(&StoreOptions{Dir: dir, Owner: uint32(os.Geteuid())})
+			if !errors.Is(err, ErrInsecurePath) || !strings.Contains(err.Error(), dir) {
+				t.Fatalf("OpenStore: %v", err)
+			}
+		})
+	}
+}
+
+func TestStoreRefusesForeignOwner(t *testing.T) {
+	testenv.MustBeRoot(t)
+	dir := testStoreDir(t)
+	s := openTestStore(t, dir, nil)
+	if err := s.Save(testKey(t, guid1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(s.KeyPath(guid1), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(guid1); !errors.Is(err, ErrInsecurePath) || !strings.Contains(err.Error(), "uid 65534") {
+		t.Fatalf("file owned by nobody: %v", err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStore(&StoreOptions{Dir: dir}); !errors.Is(err, ErrInsecurePath) {
+		t.Fatalf("folder owned by nobody: %v", err)
+	}
+}
+
+// faultFS wraps the OS and fails chosen operations.
+type faultFS struct {
+	OSFileSystem
+	writeErr  error // returned by Write of new files
+	createErr error // returned by OpenFile with O_CREATE
+	syncErr   error
+}
+
+func (f faultFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	if flag&os.O_CREATE != 0 && f.createErr != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: f.createErr}
+	}
+	file, err := f.OSFileSystem.OpenFile(name, flag, perm)
+	if err != nil || flag&os.O_CREATE == 0 {
+		return file, err
+	}
+	return faultFile{File: file, writeErr: f.writeErr, syncErr: f.syncErr}, nil
+}
+
+type faultFile struct {
+	File
+	writeErr, syncErr error
+}
+
+func (f faultFile) Write(p []byte) (int, error) {
+	if f.writeErr != nil {
+		// A full disk takes part of the data, then refuses.
+		n, _ := f.File.Write(p[:len(p)/2])
+		return n, f.writeErr
+	}
+	return f.File.Write(p)
+}
+
+func (f faultFile) Sync() error {
+	if f.syncErr != nil {
+		return f.syncErr
+	}
+	return f.File.Sync()
+}
+
+func TestSaveFailuresLeaveNothingBehind(t *testing.T) {
+	tests := []struct {
+		name string
+		fs   faultFS
+		want error
+	}{
+		{"disk full", faultFS{writeErr: syscall.ENOSPC}, syscall.ENOSPC},
+		{"read-only", faultFS{createErr: syscall.EROFS}, syscall.EROFS},
+		{"sync fails", faultFS{syncErr: syscall.EIO}, syscall.EIO},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := testStoreDir(t)
+			s := openTestStore(t, dir, tt.fs)
+			k := testKey(t, guid1)
+			err := s.Save(k)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Save: %v, want %v", err, tt.want)
+			}
+			assertNoSecret(t, k, err.Error())
+			ents, _ := os.ReadDir(dir)
+			if len(ents) != 0 {
+				t.Fatalf("left behind %v", ents)
+			}
+		})
+	}
+}
+
+// TestLatcherWithBrokenDisk checks the agent never reports latched when the
+// key cannot be stored, and latches once the disk is fixed.
+func TestLatcherWithBrokenDisk(t *testing.T) {
+	tests := []struct {
+		name  string
+		fs    faultFS
+		chmod bool
+	}{
+		{"disk full", faultFS{writeErr: syscall.ENOSPC}, false},
+		{"read-only", faultFS{createErr: syscall.EROFS}, false},
+		{"folder opened to the world", faultFS{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, &msptest.Options{Rules: enforceAll()}, nil)
+			broken := openTestStore(t, r.store.Dir(), tt.fs)
+			if tt.chmod {
+				os.Chmod(broken.Dir(), 0o777)
+			}
+			l, err := NewLatcher(&LatcherOptions{Client: r.client, Store: broken, Clock: r.clock, Logger: nil})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Poll(context.Background())
+			if s := l.Current(); s.Latched() || s.Key.Valid() {
+				t.Fatalf("latched without a stored key: %q", s.State)
+			}
+			msg := l.Status().Message
+			if !strings.HasPrefix(msg, MsgSaveFailed) {
+				t.Fatalf("status %q, want prefix %q", msg, MsgSaveFailed)
+			}
+			if n := len(r.host.RequestsTo("POST", KeyPath+"/"+r.host.IssuedKeys()[0].GUID+"/key-attestation")); n != 0 {
+				t.Fatal("attested a key that was not stored")
+			}
+			for _, k := range r.host.IssuedKeys() {
+				assertNoSecret(t, k, msg)
+			}
+			// Fixed disk: the same store folder through the real OS.
+			os.Chmod(broken.Dir(), 0o700)
+			fixed, err := NewLatcher(&LatcherOptions{Client: r.client, Store: r.store, Clock: r.clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fixed.Poll(context.Background())
+			if !fixed.Current().Latched() {
+				t.Fatalf("did not latch after the fix: %+v", fixed.Status())
+			}
+		})
+	}
+}
+
+// TestLatcherReplacesUnusableStoredKey covers a status naming a key whose
+// file is corrupt or a symlink: the file is not trusted, a new key is
+// acquired, and no key material reaches the logs.
+func TestLatcherReplacesUnusableStoredKey(t *testing.T) {
+	for _, mode := range []string{"corrupt", "symlink"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newRig(t, &msptest.Options{Rules: enforceAll()}, nil)
+			k := testKey(t, guid1)
+			r.host.LatchKey(k)
+			switch mode {
+			case "corrupt":
+				writeRaw(t, r.store.KeyPath(guid1), []byte(`{"authorizationScheme":"Azure-HMAC-SHA256","guid":"`+guid1+`","issu`), 0o600)
+			case "symlink":
+				b, _ := msp.MarshalKeyFile(k)
+				other := filepath.Join(t.TempDir(), "planted.key")
+				writeRaw(t, other, b, 0o600)
+				os.Symlink(other, r.store.KeyPath(guid1))
+			}
+			r.latcher.Poll(context.Background())
+			s := r.latcher.Current()
+			if !s.Latched() || s.Key.GUID == guid1 {
+				t.Fatalf("state %q key %s: the unusable file was trusted or nothing was latched", s.State, s.Key)
+			}
+			if n := len(r.host.RequestsTo("POST", KeyPath)); n != 1 {
+				t.Fatalf("%d acquisitions, want 1", n)
+			}
+			logs := r.logs.String()
+			if !strings.Contains(logs, guid1) {
+				t.Fatal("the unusable file was not reported")
+			}
+			assertNoSecret(t, k, logs)
+			assertNoSecret(t, s.Key, logs)
+		})
+	}
+}
+
+// TestStoreOnFullTmpfs fills a real 16 KiB tmpfs.
+func TestStoreOnFullTmpfs(t *testing.T) {
+	testenv.MustBeRoot(t)
+	dir := t.TempDir()
+	err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size=16k,mode=0700")
+	testenv.Require(t, "mounting a tmpfs", err)
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting %s: %v", dir, err)
+		}
+	})
+	s := openTestStore(t, filepath.Join(dir, "keys"), nil)
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := filler.Write(buf); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	err = s.Save(testKey(t, guid1))
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Save on a full tmpfs: %v, want ENOSPC", err)
+	}
+	if _, err := s.Load(guid1); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("after a failed save: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "filler"))
+	if err := s.Save(testKey(t, guid1)); err != nil {
+		t.Fatalf("after freeing space: %v", err)
+	}
+}
+
+func TestProvisionTags(t *testing.T) {
+	s := openTestStore(t, testStoreDir(t), nil)
+	if err := s.WriteStatusTag(StatusTagLine("keyLatchStatus", `Failed to attest the key: <500> & "x"`)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(s.Dir(), StatusTag))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "keyLatchStatus - Failed to attest the key: &lt;500&gt; &amp; &quot;x&quot;\r\n"; string(b) != want {
+		t.Fatalf("status.tag %q, want %q", b, want)
+	}
+	if err := s.WriteStatusTag(""); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(s.Dir(), StatusTag)); len(b) != 0 {
+		t.Fatalf("success status.tag %q, want empty", b)
+	}
+	now := testNow()
+	if err := s.WriteProvisionedTag(now); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(s.Dir(), ProvisionedTag))
+	if string(b) != "2026-01-02T03:04:05.678" {
+		t.Fatalf("provisioned.tag %q", b)
+	}
+	for _, n := range []string{StatusTag, ProvisionedTag} {
+		fi, _ := os.Stat(filepath.Join(s.Dir(), n))
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s mode %04o", n, fi.Mode().Perm())
+		}
+	}
+}
