@@ -401,3 +401,26 @@ func TestPoolReuse(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestResponseHopByHop: the host's hop-by-hop headers, and those its
+// Connection header names, do not reach the client; the marker replaces any
+// host value of x-ms-azure-host-authorization.
+func TestResponseHopByHop(t *testing.T) {
+	host := newFakeHost(t)
+	host.respond = func(c net.Conn, w *bufio.Writer, hr *hostRequest) bool {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=1\r\nUpgrade: h2c\r\n"+
+			"X-Keep: yes\r\nx-ms-azure-host-authorization: host\r\nContent-Length: 2\r\n\r\nok")
+		return w.Flush() == nil
+	}
+	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.IMDSAddr)})
+	tp.snap.Store(snapshotFor(t, 1, nil, nil))
+	resp := tp.raw(t, "GET /metadata/instance HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	for _, bad := range []string{"X-Hop", "Keep-Alive", "Upgrade", "host\r\n"} {
+		if strings.Contains(resp, bad) {
+			t.Errorf("response carries %q\n%s", bad, resp)
+		}
+	}
+	if !strings.Contains(resp, "X-Keep: yes") || strings.Count(strings.ToLower(resp), "x-ms-azure-host-authorization") != 1 {
+		t.Errorf("response\n%s", resp)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -619,9 +620,16 @@ func (cc *clientConn) relay(r *request, resp *http.Response, uc *upstreamConn) (
 	w.WriteString("HTTP/1.1 ")
 	w.WriteString(resp.Status)
 	w.WriteString("\r\n")
+	// Fields the host's Connection header names are hop-by-hop too.
+	var connTokens []string
+	for _, v := range resp.Header["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			connTokens = append(connTokens, strings.ToLower(strings.TrimSpace(t)))
+		}
+	}
 	for k, vs := range resp.Header {
 		lk := strings.ToLower(k)
-		if hopByHop[lk] {
+		if hopByHop[lk] || slices.Contains(connTokens, lk) {
 			continue
 		}
 		for _, v := range vs {
