@@ -15,6 +15,11 @@ import (
 // gpa-protocol §9.2 plus the decision. It never holds key material; the
 // command line is redacted by the resolver before it gets here.
 type Record struct {
+	// Time is when the request head was read. Method and URL are the
+	// request line's; ClientIP/ClientPort the accepted socket's peer; IP and
+	// Port the original destination ("None" and 0 when the caller is
+	// unknown); the user and process fields come from the caller's claims
+	// ("empty" when unknown).
 	Time            time.Time `json:"time"`
 	Method          string    `json:"method"`
 	URL             string    `json:"url"`

@@ -22,8 +22,12 @@ import (
 // ConnectRecord is what the kernel recorded when a process connected to a
 // protected endpoint: who connected and where it meant to go.
 type ConnectRecord struct {
+	// PID is the connecting process (the thread-group id), UID and GID its
+	// credentials at connect time.
 	PID, UID, GID uint32
-	OriginalDst   netip.AddrPort
+	// OriginalDst is where the process meant to connect before the
+	// redirect, for example 169.254.169.254:80.
+	OriginalDst netip.AddrPort
 }
 
 // AuditLookup finds and consumes the kernel's record of a redirected

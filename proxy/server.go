@@ -81,9 +81,11 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve accepts connections on ln until ctx ends (it then closes ln and
-// every connection and returns ctx.Err()) or Shutdown is called (it returns
-// ErrServerClosed). ln is closed on return.
+// Serve accepts connections on ln until ctx ends or Shutdown is called, and
+// serves each in its own goroutine. When ctx ends it closes ln and every
+// connection of the server at once (use Shutdown for a graceful stop) and
+// returns ctx.Err(); after Shutdown or Close it returns ErrServerClosed. ln
+// is closed on return.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if !s.track(ln) {
 		ln.Close()
