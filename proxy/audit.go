@@ -239,9 +239,10 @@ type Summaries struct {
 	// Now is the clock; nil means time.Now. Tests set it.
 	Now func() time.Time
 
-	mu     sync.Mutex
-	all    map[summaryKey]*summaryEntry
-	failed map[summaryKey]*summaryEntry
+	mu         sync.Mutex
+	all        map[summaryKey]*summaryEntry
+	failed     map[summaryKey]*summaryEntry
+	lastBucket int64
 }
 
 // Add implements SummarySink.
@@ -254,6 +255,14 @@ func (s *Summaries) Add(rec *Record) {
 	defer s.mu.Unlock()
 	if s.all == nil {
 		s.all, s.failed = make(map[summaryKey]*summaryEntry), make(map[summaryKey]*summaryEntry)
+	}
+	if bucket != s.lastBucket {
+		// Expire old buckets as time moves on even if nobody reads the
+		// summaries, so memory stays bounded by four hours of traffic.
+		s.lastBucket = bucket
+		cutoff := now.Add(-SummaryRetention).Truncate(SummaryBucket).Unix()
+		collect(s.all, cutoff)
+		collect(s.failed, cutoff)
 	}
 	add(s.all, k, rec.UserGroups, bucket)
 	if rec.FailedAuthorization() {

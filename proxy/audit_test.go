@@ -110,6 +110,14 @@ func TestSummaries(t *testing.T) {
 	if diff := cmp.Diff([]ConnectionSummary{row("200 OK", 1)}, failed); diff != "" {
 		t.Errorf("failed after expiry (-want +got):\n%s", diff)
 	}
+	// Without anyone reading, expired entries still go as time moves on.
+	now = now.Add(5 * time.Hour)
+	s.Add(&denied)
+	s.mu.Lock()
+	if len(s.all) != 1 || len(s.failed) != 1 {
+		t.Errorf("after 5 idle hours %d/%d entries kept, want 1/1", len(s.all), len(s.failed))
+	}
+	s.mu.Unlock()
 	b, _ := json.Marshal(conns[0])
 	if want := `{"userName":"alice","ip":"169.254.169.254","port":80,"processCmdLine":"curl x","responseStatus":"200 OK","count":2,"userGroups":["alice"],"processFullPath":"/usr/bin/curl"}`; string(b) != want {
 		t.Errorf("JSON %s\nwant %s", b, want)
