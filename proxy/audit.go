@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Record is the audit record of one request: the ProxySummary fields of
+// gpa-protocol §9.2 plus the decision. It never holds key material; the
+// command line is redacted by the resolver before it gets here.
+type Record struct {
+	// Time is when the request head was read. Method and URL are the
+	// request line's; ClientIP/ClientPort the accepted socket's peer; IP and
+	// Port the original destination ("None" and 0 when the caller is
+	// unknown); the user and process fields come from the caller's claims
+	// ("empty" when unknown).
+	Time            time.Time `json:"time"`
+	Method          string    `json:"method"`
+	URL             string    `json:"url"`
+	ClientIP        string    `json:"clientIp"`
+	ClientPort      uint16    `json:"clientPort"`
+	IP              string    `json:"ip"`
+	Port            uint16    `json:"port"`
+	UserID          uint32    `json:"userId"`
+	UserName        string    `json:"userName"`
+	UserGroups      []string  `json:"userGroups"`
+	ProcessFullPath string    `json:"processFullPath"`
+	ProcessCmdLine  string    `json:"processCmdLine"`
+	RunAsElevated   bool      `json:"runAsElevated"`
+	// ResponseStatus is the status the client got, as "403 Forbidden".
+	ResponseStatus string `json:"responseStatus"`
+	// StatusCode is the numeric form of ResponseStatus.
+	StatusCode int `json:"statusCode"`
+	// ElapsedTime is the time the proxy spent on the request in
+	// milliseconds, as upstream reports it; ElapsedMicros is finer.
+	ElapsedTime   int64 `json:"elapsedTime"`
+	ElapsedMicros int64 `json:"elapsedMicros"`
+	// Decision is "allow", "audit" (denied by the rules, forwarded because
+	// the endpoint is in Audit mode), "deny", or "" when the request never
+	// reached authorization (malformed, local endpoint, unknown caller).
+	Decision string `json:"decision"`
+	// Rule is the rule-set id that decided, Reason why.
+	Rule      string `json:"rule"`
+	Reason    string `json:"reason,omitempty"`
+	Privilege string `json:"privilege,omitempty"`
+	Identity  string `json:"identity,omitempty"`
+	Endpoint  string `json:"endpoint"`
+	Mode      string `json:"mode,omitempty"`
+	// Epoch is the latch snapshot the request was decided and signed under;
+	// Signed says whether it carried a signature upstream.
+	Epoch  uint64 `json:"epoch"`
+	Signed bool   `json:"signed"`
+	// Forwarded says whether the request reached the host endpoint.
+	Forwarded    bool   `json:"forwarded"`
+	ErrorDetails string `json:"errorDetails,omitempty"`
+}
+
+// FailedAuthorization reports whether the record belongs in the
+// failed-authorization summary: denied or audited by the rules, or from a
+// connection whose caller is unknown.
+func (r *Record) FailedAuthorization() bool {
+	return r.Decision == "deny" || r.Decision == "audit" || r.StatusCode == 421
+}
+
+// SummarySink receives every audit record, for aggregation into the
+// status.json summaries. Add is called synchronously on the request path, so
+// it must be quick, must not keep rec, and must be safe for concurrent use.
+type SummarySink interface {
+	Add(rec *Record)
+}
+
+// RotatingFile is an append-only log file that is archived when it would
+// grow past MaxBytes, keeping at most MaxFiles files (the live one
+// included), as upstream's connection log does: archives are named
+// "<file>.<YYYY-MM-DDTHH.MM.SS.mmm>-<unix-nanos>.log". It is safe for
+// concurrent use; each Write lands whole in one file.
+type RotatingFile struct {
+	path     string
+	maxBytes int64
+	maxFiles int
+
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+}
+
+// Default rotation limits of the connection log (gpa-protocol §9.1).
+const (
+	DefaultLogMaxBytes = 10 << 20
+	DefaultLogMaxFiles = 5
+)
+
+// OpenRotatingFile opens (creating, mode 0640) the log at path. Zero limits
+// take the defaults.
+func OpenRotatingFile(path string, maxBytes int64, maxFiles int) (*RotatingFile, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultLogMaxBytes
+	}
+	if maxFiles <= 0 {
+		maxFiles = DefaultLogMaxFiles
+	}
+	rf := &RotatingFile{path: path, maxBytes: maxBytes, maxFiles: maxFiles}
+	if err := rf.open(); err != nil {
+		return nil, err
+	}
+	return rf, nil
+}
+
+func (rf *RotatingFile) open() error {
+	f, err := os.OpenFile(rf.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("proxy: open connection log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("proxy: stat connection log: %w", err)
+	}
+	rf.f, rf.size = f, st.Size()
+	return nil
+}
+
+// Write appends p, rotating first if p would take the file past MaxBytes.
+func (rf *RotatingFile) Write(p []byte) (int, error) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	if rf.f == nil {
+		return 0, os.ErrClosed
+	}
+	if rf.size > 0 && rf.size+int64(len(p)) > rf.maxBytes {
+		if err := rf.rotate(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := rf.f.Write(p)
+	rf.size += int64(n)
+	return n, err
+}
+
+func (rf *RotatingFile) rotate() error {
+	rf.f.Close()
+	rf.f = nil
+	now := time.Now().UTC()
+	archive := fmt.Sprintf("%s.%s-%d.log", rf.path, now.Format("2006-01-02T15.04.05.000"), now.UnixNano())
+	if err := os.Rename(rf.path, archive); err != nil {
+		return fmt.Errorf("proxy: rotate connection log: %w", err)
+	}
+	rf.prune()
+	return rf.open()
+}
+
+// prune deletes the oldest archives so that, with the live file, at most
+// maxFiles remain. Archive names sort by time because of their timestamp.
+func (rf *RotatingFile) prune() {
+	dir, base := filepath.Split(rf.path)
+	if dir == "" {
+		dir = "."
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	var archives []string
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, base+".") && strings.HasSuffix(n, ".log") && n != base {
+			archives = append(archives, n)
+		}
+	}
+	slices.Sort(archives)
+	for len(archives) > rf.maxFiles-1 {
+		os.Remove(filepath.Join(dir, archives[0]))
+		archives = archives[1:]
+	}
+}
+
+// Close closes the file.
+func (rf *RotatingFile) Close() error {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	if rf.f == nil {
+		return nil
+	}
+	err := rf.f.Close()
+	rf.f = nil
+	return err
+}
+
+// writeRecord writes rec as one JSON line.
+func writeRecord(w *RotatingFile, rec *Record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	_, err = w.Write(b)
+	return err
+}
+
+// Summary bucketing of gpa-protocol §6.1.
+const (
+	SummaryBucket    = 15 * time.Minute
+	SummaryRetention = 4 * time.Hour
+)
+
+// ConnectionSummary is one row of proxyConnectionSummary or
+// failedAuthenticateSummary in status.json, fields in upstream's order.
+type ConnectionSummary struct {
+	UserName        string   `json:"userName"`
+	IP              string   `json:"ip"`
+	Port            uint16   `json:"port"`
+	ProcessCmdLine  string   `json:"processCmdLine"`
+	ResponseStatus  string   `json:"responseStatus"`
+	Count           uint64   `json:"count"`
+	UserGroups      []string `json:"userGroups"`
+	ProcessFullPath string   `json:"processFullPath"`
+}
+
+type summaryKey struct {
+	userName, clientIP, ip, processFullPath, processCmdLine, responseStatus string
+	port                                                                    uint16
+}
+
+type summaryEntry struct {
+	groups  []string
+	buckets map[int64]uint64 // bucket start (unix seconds) -> count
+}
+
+// Summaries aggregates audit records into the two status.json summaries:
+// every request, and the failed authorizations. Counts live in 15-minute
+// buckets; buckets older than 4 hours are dropped. It implements
+// SummarySink and is safe for concurrent use.
+type Summaries struct {
+	// Now is the clock; nil means time.Now. Tests set it.
+	Now func() time.Time
+
+	mu         sync.Mutex
+	all        map[summaryKey]*summaryEntry
+	failed     map[summaryKey]*summaryEntry
+	lastBucket int64
+}
+
+// Add implements SummarySink.
+func (s *Summaries) Add(rec *Record) {
+	now := s.now()
+	k := summaryKey{userName: rec.UserName, clientIP: rec.ClientIP, ip: rec.IP, port: rec.Port,
+		processFullPath: rec.ProcessFullPath, processCmdLine: rec.ProcessCmdLine, responseStatus: rec.ResponseStatus}
+	bucket := now.Truncate(SummaryBucket).Unix()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.all == nil {
+		s.all, s.failed = make(map[summaryKey]*summaryEntry), make(map[summaryKey]*summaryEntry)
+	}
+	if bucket != s.lastBucket {
+		// Expire old buckets as time moves on even if nobody reads the
+		// summaries, so memory stays bounded by four hours of traffic.
+		s.lastBucket = bucket
+		cutoff := now.Add(-SummaryRetention).Truncate(SummaryBucket).Unix()
+		collect(s.all, cutoff)
+		collect(s.failed, cutoff)
+	}
+	add(s.all, k, rec.UserGroups, bucket)
+	if rec.FailedAuthorization() {
+		add(s.failed, k, rec.UserGroups, bucket)
+	}
+}
+
+func add(m map[summaryKey]*summaryEntry, k summaryKey, groups []string, bucket int64) {
+	e := m[k]
+	if e == nil {
+		e = &summaryEntry{groups: slices.Clone(groups), buckets: make(map[int64]uint64)}
+		m[k] = e
+	}
+	e.buckets[bucket]++
+}
+
+func (s *Summaries) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Snapshot returns both summaries after dropping expired buckets, each
+// sorted by descending count, then by user, destination and status.
+func (s *Summaries) Snapshot() (connections, failed []ConnectionSummary) {
+	cutoff := s.now().Add(-SummaryRetention).Truncate(SummaryBucket).Unix()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return collect(s.all, cutoff), collect(s.failed, cutoff)
+}
+
+func collect(m map[summaryKey]*summaryEntry, cutoff int64) []ConnectionSummary {
+	out := []ConnectionSummary{}
+	for k, e := range m {
+		var n uint64
+		for b, c := range e.buckets {
+			if b < cutoff {
+				delete(e.buckets, b)
+				continue
+			}
+			n += c
+		}
+		if len(e.buckets) == 0 {
+			delete(m, k)
+			continue
+		}
+		groups := e.groups
+		if groups == nil {
+			groups = []string{}
+		}
+		out = append(out, ConnectionSummary{UserName: k.userName, IP: k.ip, Port: k.port,
+			ProcessCmdLine: k.processCmdLine, ResponseStatus: k.responseStatus, Count: n,
+			UserGroups: slices.Clone(groups), ProcessFullPath: k.processFullPath})
+	}
+	slices.SortFunc(out, func(a, b ConnectionSummary) int {
+		if a.Count != b.Count {
+			if a.Count > b.Count {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.UserName+"\x00"+a.IP+"\x00"+a.ResponseStatus+"\x00"+a.ProcessCmdLine,
+			b.UserName+"\x00"+b.IP+"\x00"+b.ResponseStatus+"\x00"+b.ProcessCmdLine)
+	})
+	return out
+}

@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/metadatasec/gpa/keylatch"
+)
+
+// Defaults of Config. The body limits and the listen address are
+// upstream's; the others are hardening upstream lacks.
+const (
+	DefaultAddr                = "127.0.0.1:3080"
+	DefaultMaxHeaderBytes      = 32 << 10
+	DefaultMaxURIBytes         = 8 << 10
+	DefaultMaxHeaders          = 100
+	DefaultMaxBodyBytes        = 100 << 10
+	DefaultMaxSkipSigBodyBytes = 100 << 20
+	DefaultMaxConns            = 512
+	DefaultReadHeaderTimeout   = 10 * time.Second
+	DefaultIdleTimeout         = 60 * time.Second
+	DefaultBodyReadTimeout     = 10 * time.Second
+	DefaultWriteTimeout        = 30 * time.Second
+	DefaultDialTimeout         = 5 * time.Second
+	DefaultResponseTimeout     = 30 * time.Second
+	DefaultMaxIdlePerEndpoint  = 32
+	DefaultUpstreamIdleTimeout = 30 * time.Second
+)
+
+// Config configures a Server. Resolver and Snapshots are required; every
+// other zero field takes its default.
+type Config struct {
+	// Addr is where ListenAndServe listens; DefaultAddr when empty. Serve
+	// uses the listener it is given instead.
+	Addr string
+	// MetricsAddr, when set, makes ListenAndServe also serve Prometheus
+	// metrics at /metrics on that address. Off by default.
+	MetricsAddr string
+
+	// Resolver identifies the process behind each client connection.
+	Resolver CallerResolver
+	// Snapshots returns the current latch snapshot. It is called once per
+	// request, and that one snapshot decides, dates and signs the request.
+	// A nil snapshot means nothing is latched: no rules, no key.
+	Snapshots func() *keylatch.Snapshot
+	// Dial opens upstream connections; a net.Dialer when nil. Tests map the
+	// metadata addresses to loopback servers here.
+	Dial DialFunc
+	// Now is the clock for x-ms-azure-host-date, so the key latch can supply
+	// host-synchronised time; time.Now when nil.
+	Now func() time.Time
+
+	// Provision serves GET /provision (gpa-protocol §7.3). The proxy checks
+	// the Metadata header first and answers 400 without it; nil answers 503.
+	Provision http.Handler
+	// AggregateStatus returns the compact status.json served at
+	// /gpa-aggregated-status to elevated callers; nil answers 503.
+	AggregateStatus func(ctx context.Context) ([]byte, error)
+
+	// AuditLog receives one JSON line per request, written in one Write
+	// call; typically a *RotatingFile. Nil disables it.
+	AuditLog io.Writer
+	// Summaries receives every audit record, for status.json; nil disables.
+	Summaries SummarySink
+	// Logger is for operational messages; slog.Default() when nil.
+	Logger *slog.Logger
+
+	// Limits on what a client may send.
+	MaxHeaderBytes      int   // request line excluded; 431 beyond
+	MaxURIBytes         int   // 414 beyond
+	MaxHeaders          int   // header lines; 431 beyond
+	MaxBodyBytes        int64 // signed requests; 413 beyond
+	MaxSkipSigBodyBytes int64 // skip-sig requests from root; 413 beyond
+	MaxConns            int   // concurrent client connections; 503 beyond
+
+	// Client-side timeouts. ReadHeaderTimeout bounds reading a request head
+	// (slowloris); IdleTimeout bounds the wait for the next request on a
+	// keep-alive connection; BodyReadTimeout and WriteTimeout bound each
+	// read of a request body and each write of a response.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	BodyReadTimeout   time.Duration
+	WriteTimeout      time.Duration
+
+	// Upstream: DialTimeout bounds connecting to a host endpoint (502 when
+	// exceeded); ResponseTimeout bounds every wait for bytes from it (504
+	// when no response head arrives in time). MaxIdlePerEndpoint and
+	// UpstreamIdleTimeout size the keep-alive pool.
+	DialTimeout         time.Duration
+	ResponseTimeout     time.Duration
+	MaxIdlePerEndpoint  int
+	UpstreamIdleTimeout time.Duration
+}
+
+// ErrConfig wraps every error New returns for an unusable Config.
+var ErrConfig = errors.New("proxy: invalid config")
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	if out.Resolver == nil {
+		return out, errors.Join(ErrConfig, errors.New("a CallerResolver is required"))
+	}
+	if out.Snapshots == nil {
+		return out, errors.Join(ErrConfig, errors.New("a Snapshots source is required"))
+	}
+	setDefault(&out.Addr, DefaultAddr)
+	setDefault(&out.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&out.MaxURIBytes, DefaultMaxURIBytes)
+	setDefault(&out.MaxHeaders, DefaultMaxHeaders)
+	setDefault(&out.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&out.MaxSkipSigBodyBytes, DefaultMaxSkipSigBodyBytes)
+	setDefault(&out.MaxConns, DefaultMaxConns)
+	setDefault(&out.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&out.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&out.BodyReadTimeout, DefaultBodyReadTimeout)
+	setDefault(&out.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&out.DialTimeout, DefaultDialTimeout)
+	setDefault(&out.ResponseTimeout, DefaultResponseTimeout)
+	setDefault(&out.MaxIdlePerEndpoint, DefaultMaxIdlePerEndpoint)
+	setDefault(&out.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.Dial == nil {
+		var d net.Dialer
+		out.Dial = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
+	}
+	return out, nil
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}

@@ -1,0 +1,227 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metadatasec/gpa/internal/testenv"
+	"github.com/metadatasec/gpa/keylatch"
+	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/msp/msptest"
+)
+
+const (
+	netnsChildEnv  = "GPA_PROXY_NETNS_CHILD"
+	netnsParentEnv = "GPA_PROXY_NETNS_PARENT"
+)
+
+// TestNetnsProduction runs the proxy with its production dialer and
+// ProcResolver against msptest listening on the real metadata addresses, in
+// a network namespace the test creates (unshare -n), so the real addresses
+// exist only on that namespace's loopback. The test binary re-executes
+// itself inside the namespace.
+func TestNetnsProduction(t *testing.T) {
+	if os.Getenv(netnsChildEnv) == "1" {
+		netnsChild(t)
+		return
+	}
+	testenv.MustBeRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	testenv.Require(t, "unshare(1)", err)
+	_, err = exec.LookPath("ip")
+	testenv.Require(t, "ip(8)", err)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, unshare, "--net", "--", exe, "-test.run", "^TestNetnsProduction$", "-test.v", "-test.count=1")
+	parentNS, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), netnsChildEnv+"=1", netnsParentEnv+"="+parentNS)
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil {
+		t.Fatalf("child in a new network namespace failed: %v", err)
+	}
+}
+
+// inOwnNetns reports whether this process is in a network namespace other
+// than its parent test's: the precondition for dialing a metadata address.
+func inOwnNetns() (bool, error) {
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return false, err
+	}
+	parent := os.Getenv(netnsParentEnv)
+	return parent != "" && self != parent, nil
+}
+
+// portLookup is the kernel's audit map in miniature: the test registers a
+// record for the client port it is about to connect from.
+type portLookup struct {
+	mu sync.Mutex
+	m  map[uint16]ConnectRecord
+}
+
+func (p *portLookup) LookupAndDelete(port uint16) (ConnectRecord, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r, ok := p.m[port]
+	if !ok {
+		return ConnectRecord{}, fmt.Errorf("%w: no record for port %d", ErrNoCaller, port)
+	}
+	delete(p.m, port)
+	return r, nil
+}
+
+func netnsChild(t *testing.T) {
+	own, err := inOwnNetns()
+	if err != nil || !own {
+		t.Fatalf("refusing to run: not in a private network namespace (%v)", err)
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"addr", "add", "169.254.169.254/32", "dev", "lo"},
+		{"addr", "add", "168.63.129.16/32", "dev", "lo"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, _ := lo.Addrs()
+	found := 0
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && (ipn.IP.Equal(net.IPv4(169, 254, 169, 254)) || ipn.IP.Equal(net.IPv4(168, 63, 129, 16))) {
+			found++
+		}
+	}
+	if found != 2 {
+		t.Fatalf("metadata addresses not on this namespace's lo: %v", addrs)
+	}
+
+	listen := func(ap netip.AddrPort) net.Listener {
+		ln, err := net.Listen("tcp", ap.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	exe, _ := os.Executable()
+	rules := &msp.AuthorizationItem{Mode: msp.ModeEnforce, DefaultAccess: msp.AccessDeny, ID: "netns-imds",
+		Rules: &msp.AccessControlRules{
+			Privileges:      []msp.Privilege{{Name: "inst", Path: "/metadata/instance"}},
+			Roles:           []msp.Role{{Name: "r", Privileges: []string{"inst"}}},
+			Identities:      []msp.Identity{{Name: "me", ProcessName: filepath.Base(exe), UserName: "root"}},
+			RoleAssignments: []msp.RoleAssignment{{Role: "r", Identities: []string{"me"}}},
+		}}
+	host := msptest.NewHost(&msptest.Options{
+		Listeners: msptest.Listeners{WireServer: listen(msp.WireServerAddr), HostGA: listen(msp.HostGAAddr), IMDS: listen(msp.IMDSAddr)},
+		Rules: map[msp.Endpoint]*msp.AuthorizationItem{
+			msp.EndpointIMDS:       rules,
+			msp.EndpointWireServer: {Mode: msp.ModeEnforce, DefaultAccess: msp.AccessAllow, ID: "netns-ws"},
+		},
+	})
+	defer host.Close()
+	store, err := keylatch.OpenStore(&keylatch.StoreOptions{Dir: filepath.Join(t.TempDir(), "keys")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The production client: it dials the real WireServer address.
+	latcher, err := keylatch.NewLatcher(&keylatch.LatcherOptions{Client: keylatch.NewClient(nil), Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 20 && (latcher.Current() == nil || latcher.Current().Signer == nil); i++ {
+		latcher.Poll(ctx)
+	}
+	if s := latcher.Current(); s == nil || s.Signer == nil {
+		t.Fatalf("no key latched: %+v", latcher.Status())
+	}
+
+	lookup := &portLookup{m: map[uint16]ConnectRecord{}}
+	srv, err := New(Config{
+		Resolver:  NewProcResolver(lookup, nil),
+		Snapshots: latcher.Current,
+		Now:       latcher.HostNow,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, pln)
+	defer srv.Close()
+
+	port := uint16(41000)
+	do := func(dst netip.AddrPort, uri string) int {
+		port++
+		lookup.mu.Lock()
+		lookup.m[port] = ConnectRecord{PID: uint32(os.Getpid()), UID: uint32(os.Geteuid()), OriginalDst: dst}
+		lookup.mu.Unlock()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)}}
+		c, err := d.Dial("tcp", pln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nMetadata: true\r\nConnection: close\r\n\r\n", uri, dst.Addr())
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		return rawStatus(string(b))
+	}
+	for _, tc := range []struct {
+		dst      netip.AddrPort
+		uri      string
+		want     int
+		hostSees bool
+	}{
+		{msp.IMDSAddr, "/metadata/instance?api-version=2021-02-01", 200, true},
+		{msp.IMDSAddr, "/metadata/identity/oauth2/token", 403, false},
+		{msp.WireServerAddr, "/machine?comp=goalstate", 200, true},
+	} {
+		host.ResetRequests()
+		if st := do(tc.dst, tc.uri); st != tc.want {
+			t.Errorf("%s%s: %d, want %d", tc.dst, tc.uri, st, tc.want)
+		}
+		reqs := host.Requests()
+		if (len(reqs) == 1) != tc.hostSees {
+			t.Errorf("%s: host saw %d requests", tc.uri, len(reqs))
+		}
+		if tc.hostSees && len(reqs) == 1 && !reqs[0].SignatureValid {
+			t.Errorf("%s: host refused the signature: %s", tc.uri, reqs[0].SignatureError)
+		}
+	}
+	// A connection nobody recorded gets 421.
+	c, err := net.Dial("tcp", pln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /metadata/instance HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if rawStatus(string(b)) != 421 {
+		t.Errorf("unrecorded connection: %q", b)
+	}
+}

@@ -1,0 +1,702 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/metadatasec/gpa/keylatch"
+	"github.com/metadatasec/gpa/msp"
+)
+
+// Paths the proxy answers itself (gpa-protocol §1), matched on the exact
+// request target.
+const (
+	ProvisionPath       = "/provision"
+	AggregateStatusPath = "/gpa-aggregated-status"
+)
+
+// allowedMethods is upstream's method allow-list, in the order its Allow
+// header lists them.
+const allowHeader = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+
+func allowedMethod(m string) bool {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH":
+		return true
+	}
+	return false
+}
+
+// traversal reports the requests upstream refuses before anything else: a
+// raw path with "//", or one that has ".." after a single percent-decode.
+func traversal(uri string) bool {
+	path, _, _ := strings.Cut(uri, "?")
+	if strings.Contains(path, "//") {
+		return true
+	}
+	return strings.Contains(percentDecodeLossy(path), "..")
+}
+
+func percentDecodeLossy(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+// handle runs the pipeline of gpa-protocol §4.3 for one request and reports
+// whether the connection stays open.
+func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
+	s := cc.srv
+	start := time.Now()
+	s.requests.Add(1)
+	rec := cc.newRecord(r, start)
+	status := 0
+	defer func() { cc.finish(rec, status) }()
+
+	// 1. Method allow-list.
+	if !allowedMethod(r.method) {
+		status = http.StatusMethodNotAllowed
+		cc.writeSimple(status, []msp.HeaderField{{Name: "Allow", Value: allowHeader},
+			{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}, []byte("Method Not Allowed"), true)
+		return false
+	}
+	// 2. Traversal guard.
+	if traversal(r.uri) {
+		status = http.StatusForbidden
+		rec.ErrorDetails = "path traversal"
+		cc.writeSimple(status, nil, nil, true)
+		return false
+	}
+	// 3, 4. The agent's own endpoints, before the destination is looked at.
+	if r.host == "" || cc.caller == nil || r.host == hostOf(cc.caller.OriginalDst) {
+		switch r.uri {
+		case ProvisionPath:
+			status, keep = cc.serveProvision(ctx, r)
+			return keep
+		case AggregateStatusPath:
+			status, keep = cc.serveAggregateStatus(ctx, r)
+			return keep
+		}
+	}
+	// 5. Unknown caller or destination: the connection did not come through
+	// the redirect.
+	if cc.caller == nil {
+		status = http.StatusMisdirectedRequest
+		rec.ErrorDetails = "caller not resolved"
+		cc.writeSimple(status, nil, nil, true)
+		return false
+	}
+	dst := cc.caller.OriginalDst
+	ep := msp.Classify(dst)
+	// Not an open proxy: an absolute-form target must name the destination
+	// the caller connected to, and only host endpoints are served.
+	if r.host != "" && r.host != hostOf(dst) && r.host != dst.String() {
+		status = http.StatusForbidden
+		rec.ErrorDetails = "absolute-form target names another host"
+		cc.writeSimple(status, nil, nil, true)
+		return false
+	}
+	if ep == msp.EndpointNone {
+		status = http.StatusForbidden
+		rec.ErrorDetails = "destination is not a host endpoint"
+		cc.writeSimple(status, nil, nil, true)
+		return false
+	}
+
+	// 6. Authorization under one snapshot, which also dates and signs.
+	snap := s.cfg.Snapshots()
+	if snap == nil {
+		snap = &keylatch.Snapshot{State: keylatch.StateUnknown}
+	}
+	rec.Epoch = snap.Epoch
+	s.metrics.epoch.Set(float64(snap.Epoch))
+	d := snap.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
+	rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
+	rec.Privilege, rec.Identity, rec.Mode = d.Privilege, d.Identity, d.Mode.String()
+	switch d.Verdict {
+	case msp.VerdictDeny:
+		status = http.StatusForbidden
+		rec.ErrorDetails = "Block unauthorized request"
+		body, _ := json.Marshal(denyBody{Error: "Forbidden", Endpoint: ep.String(), Mode: d.Mode.String(),
+			RuleSetID: d.RuleSetID, Reason: d.Reason.String()})
+		cc.writeSimple(status, []msp.HeaderField{{Name: "Content-Type", Value: "application/json; charset=utf-8"}}, body, true)
+		return false
+	case msp.VerdictAllowAudited:
+		cc.logger().Info("proxy: request denied in audit mode, forwarding it", "endpoint", ep.String(),
+			"ruleSetId", d.RuleSetID, "uri", r.uri, "user", cc.caller.Claims.UserName)
+	}
+
+	skipSig := d.Reason == msp.ReasonSkipSig
+	status, keep = cc.forward(ctx, r, rec, snap, dst, ep, skipSig)
+	return keep
+}
+
+type denyBody struct {
+	Error     string `json:"error"`
+	Endpoint  string `json:"endpoint"`
+	Mode      string `json:"mode"`
+	RuleSetID string `json:"ruleSetId"`
+	Reason    string `json:"reason"`
+}
+
+func hostOf(ap netip.AddrPort) string {
+	if ap.Port() == 80 {
+		return ap.Addr().String()
+	}
+	return ap.String()
+}
+
+// newRecord starts the audit record of a request; r may be nil for a
+// request that could not be parsed.
+func (cc *clientConn) newRecord(r *request, start time.Time) *Record {
+	rec := &Record{Time: start, IP: "None"}
+	if r != nil {
+		rec.Method, rec.URL = r.method, r.uri
+	}
+	ap := remoteAddrPort(cc.nc)
+	rec.ClientIP, rec.ClientPort = ap.Addr().Unmap().String(), ap.Port()
+	if c := cc.caller; c != nil {
+		rec.IP, rec.Port = c.OriginalDst.Addr().String(), c.OriginalDst.Port()
+		rec.Endpoint = msp.Classify(c.OriginalDst).String()
+		rec.UserID, rec.UserName, rec.UserGroups = c.Claims.UserID, c.Claims.UserName, c.Claims.UserGroups
+		rec.ProcessFullPath, rec.ProcessCmdLine, rec.RunAsElevated = c.Claims.ProcessFullPath, c.Claims.ProcessCmdLine, c.Claims.RunAsElevated
+	} else {
+		rec.Endpoint = msp.EndpointNone.String()
+		rec.UserName, rec.ProcessFullPath, rec.ProcessCmdLine = "empty", "empty", "empty"
+		rec.UserGroups = []string{}
+	}
+	return rec
+}
+
+// finish completes and emits the audit record.
+func (cc *clientConn) finish(rec *Record, status int) {
+	s := cc.srv
+	el := time.Since(rec.Time)
+	rec.ElapsedTime, rec.ElapsedMicros = el.Milliseconds(), el.Microseconds()
+	rec.StatusCode = status
+	rec.ResponseStatus = strconv.Itoa(status) + " " + http.StatusText(status)
+	s.metrics.requests.WithLabelValues(rec.Endpoint, rec.Decision, s.metrics.code(status)).Inc()
+	s.metrics.latency.WithLabelValues(rec.Endpoint).Observe(el.Seconds())
+	if s.cfg.AuditLog != nil {
+		b, err := json.Marshal(rec)
+		if err == nil {
+			b = append(b, '\n')
+			_, err = s.cfg.AuditLog.Write(b)
+		}
+		if err != nil {
+			cc.logger().Warn("proxy: cannot write connection log", "err", err)
+		}
+	}
+	if s.cfg.Summaries != nil {
+		s.cfg.Summaries.Add(rec)
+	}
+}
+
+// writeSimple writes a complete response generated by the proxy itself.
+func (cc *clientConn) writeSimple(status int, hdr []msp.HeaderField, body []byte, closeConn bool) {
+	w := cc.bw
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(status))
+	w.WriteByte(' ')
+	w.WriteString(http.StatusText(status))
+	w.WriteString("\r\n")
+	for _, h := range hdr {
+		writeHeader(w, h.Name, h.Value)
+	}
+	writeHeader(w, "Content-Length", strconv.Itoa(len(body)))
+	if closeConn {
+		writeHeader(w, "Connection", "close")
+	}
+	w.WriteString("\r\n")
+	w.Write(body)
+	w.Flush()
+}
+
+func writeHeader(w *bufio.Writer, name, value string) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.WriteString(value)
+	w.WriteString("\r\n")
+}
+
+// hasBody reports whether the request announced a body.
+func (r *request) hasBody() bool { return r.chunked || r.contentLength > 0 }
+
+func (r *request) get(name string) (string, bool) {
+	for i := len(r.header) - 1; i >= 0; i-- {
+		if strings.EqualFold(r.header[i].Name, name) {
+			return r.header[i].Value, true
+		}
+	}
+	return "", false
+}
+
+// serveProvision answers GET /provision through the configured handler.
+func (cc *clientConn) serveProvision(ctx context.Context, r *request) (int, bool) {
+	if _, ok := r.get("Metadata"); !ok {
+		cc.writeSimple(http.StatusBadRequest, nil, nil, true)
+		return http.StatusBadRequest, false
+	}
+	h := cc.srv.cfg.Provision
+	if h == nil {
+		cc.writeSimple(http.StatusServiceUnavailable, nil, nil, true)
+		return http.StatusServiceUnavailable, false
+	}
+	hr, err := http.NewRequestWithContext(ctx, r.method, r.uri, http.NoBody)
+	if err != nil {
+		cc.writeSimple(http.StatusBadRequest, nil, nil, true)
+		return http.StatusBadRequest, false
+	}
+	for _, f := range r.header {
+		hr.Header.Add(f.Name, f.Value)
+	}
+	hr.RemoteAddr = cc.nc.RemoteAddr().String()
+	rw := &bufferedResponse{header: make(http.Header)}
+	h.ServeHTTP(rw, hr)
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	var hdr []msp.HeaderField
+	for k, vs := range rw.header {
+		if strings.EqualFold(k, "Content-Length") || strings.EqualFold(k, "Connection") {
+			continue
+		}
+		for _, v := range vs {
+			hdr = append(hdr, msp.HeaderField{Name: k, Value: v})
+		}
+	}
+	closeConn := r.close || r.hasBody() || rw.status >= 400
+	cc.writeSimple(rw.status, hdr, rw.body, closeConn)
+	return rw.status, !closeConn
+}
+
+// serveAggregateStatus answers GET /gpa-aggregated-status (gpa-protocol
+// §4.3 step 5): the Metadata header is required, and only elevated callers
+// may read the status.
+func (cc *clientConn) serveAggregateStatus(ctx context.Context, r *request) (int, bool) {
+	if _, ok := r.get("Metadata"); !ok {
+		cc.writeSimple(http.StatusBadRequest, nil, nil, true)
+		return http.StatusBadRequest, false
+	}
+	if cc.caller == nil || !cc.caller.Claims.RunAsElevated {
+		cc.writeSimple(http.StatusForbidden, nil, nil, true)
+		return http.StatusForbidden, false
+	}
+	f := cc.srv.cfg.AggregateStatus
+	if f == nil {
+		cc.writeSimple(http.StatusServiceUnavailable, nil, nil, true)
+		return http.StatusServiceUnavailable, false
+	}
+	body, err := f(ctx)
+	if err != nil {
+		cc.logger().Warn("proxy: aggregate status unavailable", "err", err)
+		cc.writeSimple(http.StatusInternalServerError, nil, nil, true)
+		return http.StatusInternalServerError, false
+	}
+	closeConn := r.close || r.hasBody()
+	cc.writeSimple(http.StatusOK, []msp.HeaderField{{Name: "Content-Type", Value: "application/json; charset=utf-8"}}, body, closeConn)
+	return http.StatusOK, !closeConn
+}
+
+// bufferedResponse is the http.ResponseWriter handed to the Provision
+// handler; the proxy writes the result itself.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+func (b *bufferedResponse) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+
+// errBodyTooLarge is a request body over the limit (413).
+var errBodyTooLarge = errors.New("proxy: request body too large")
+
+// readBody reads the whole request body, up to limit bytes.
+func (cc *clientConn) readBody(r *request, limit int64) ([]byte, error) {
+	if !r.hasBody() {
+		return nil, nil
+	}
+	if r.expect100 {
+		cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := cc.bw.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	defer cc.bodyDeadlines()()
+	if !r.chunked {
+		buf := make([]byte, r.contentLength)
+		_, err := io.ReadFull(cc.br, buf)
+		return buf, err
+	}
+	// The chunked reader must read from cc.br itself: given anything else
+	// it adds its own buffer, which would swallow the trailers and the next
+	// request.
+	body, err := io.ReadAll(io.LimitReader(httputil.NewChunkedReader(cc.br), limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > limit {
+		return nil, errBodyTooLarge
+	}
+	if err := readTrailers(cc.br, cc.srv.cfg.MaxHeaderBytes); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// forward sends the request to the host endpoint, with the claims and date
+// headers and, unless it is a skip-sig request, the signature, and relays
+// the response. It returns the status the client got and whether the client
+// connection stays open.
+func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap *keylatch.Snapshot, dst netip.AddrPort, ep msp.Endpoint, skipSig bool) (int, bool) {
+	s := cc.srv
+	limit := s.cfg.MaxBodyBytes
+	if skipSig {
+		limit = s.cfg.MaxSkipSigBodyBytes
+	}
+	if r.hadCL && r.contentLength > limit {
+		rec.ErrorDetails = "request body too large"
+		cc.writeSimple(http.StatusRequestEntityTooLarge, nil, nil, true)
+		return http.StatusRequestEntityTooLarge, false
+	}
+
+	hdr := make([]msp.HeaderField, 0, len(r.header)+5)
+	hdr = append(hdr, r.header...)
+	if _, ok := r.get("Host"); !ok {
+		hdr = append(hdr, msp.HeaderField{Name: "Host", Value: hostOf(dst)})
+	}
+	hdr = append(hdr,
+		msp.HeaderField{Name: msp.HeaderClaims, Value: msp.ClaimsHeaderValue(cc.caller.Claims.RunAsElevated)},
+		msp.HeaderField{Name: msp.HeaderDate, Value: msp.FormatDate(s.cfg.Now())})
+
+	var body []byte
+	if !skipSig {
+		var err error
+		body, err = cc.readBody(r, limit)
+		if err != nil {
+			if errors.Is(err, errBodyTooLarge) {
+				rec.ErrorDetails = "request body too large"
+				cc.writeSimple(http.StatusRequestEntityTooLarge, nil, nil, true)
+				return http.StatusRequestEntityTooLarge, false
+			}
+			rec.ErrorDetails = "reading request body: " + err.Error()
+			cc.writeSimple(http.StatusBadRequest, nil, nil, true)
+			return http.StatusBadRequest, false
+		}
+		if r.hadCL || len(body) > 0 {
+			hdr = append(hdr, msp.HeaderField{Name: "Content-Length", Value: strconv.Itoa(len(body))})
+		}
+		if snap.Signer != nil {
+			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
+			auth, err := snap.Signer.Sign(&m)
+			if err != nil {
+				rec.ErrorDetails = "signing: " + err.Error()
+				cc.writeSimple(http.StatusBadGateway, nil, nil, true)
+				return http.StatusBadGateway, false
+			}
+			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth})
+			rec.Signed = true
+		}
+	} else {
+		switch {
+		case r.chunked:
+			hdr = append(hdr, msp.HeaderField{Name: "Transfer-Encoding", Value: "chunked"})
+		case r.hadCL:
+			hdr = append(hdr, msp.HeaderField{Name: "Content-Length", Value: strconv.FormatInt(r.contentLength, 10)})
+		}
+	}
+
+	resp, uc, kind, err := cc.roundTrip(ctx, r, hdr, body, dst, skipSig, limit)
+	if err != nil {
+		s.metrics.upstream.WithLabelValues(ep.String(), kind).Inc()
+		rec.ErrorDetails = "upstream " + kind + ": " + err.Error()
+		st := statusForUpstream(kind)
+		if kind == "body" {
+			if errors.Is(err, errBodyTooLarge) {
+				st = http.StatusRequestEntityTooLarge
+			} else {
+				st = http.StatusBadRequest
+			}
+		}
+		cc.writeSimple(st, nil, nil, true)
+		return st, false
+	}
+	rec.Forwarded = true
+	keep, err := cc.relay(r, resp, uc)
+	if err != nil {
+		s.metrics.upstream.WithLabelValues(ep.String(), "response").Inc()
+		rec.ErrorDetails = "relaying response: " + err.Error()
+		return resp.StatusCode, false
+	}
+	return resp.StatusCode, keep
+}
+
+func statusForUpstream(kind string) int {
+	switch kind {
+	case "dial", "closed":
+		return http.StatusBadGateway
+	case "timeout":
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusServiceUnavailable
+}
+
+// roundTrip writes the request upstream and reads the response head. A
+// buffered request that fails on a reused keep-alive connection before any
+// response byte arrived is retried once on a new connection: the host
+// closed the idle connection as we picked it. kind classifies failures:
+// dial, closed, timeout, send, or body (the client's streamed body failed).
+func (cc *clientConn) roundTrip(ctx context.Context, r *request, hdr []msp.HeaderField, body []byte, dst netip.AddrPort, stream bool, limit int64) (*http.Response, *upstreamConn, string, error) {
+	s := cc.srv
+	for attempt := 0; ; attempt++ {
+		uc, err := s.pool.get(ctx, dst)
+		if err != nil {
+			return nil, nil, "dial", err
+		}
+		uc.br.Reset(&deadlineReader{conn: uc.conn, r: uc.conn, timeout: s.cfg.ResponseTimeout})
+		uc.bw.Reset(&deadlineWriter{conn: uc.conn, timeout: s.cfg.ResponseTimeout})
+		writeRequestHead(uc.bw, r.method, r.uri, hdr)
+		var kind string
+		if stream {
+			if err = cc.streamBody(r, uc.bw, limit); err != nil {
+				uc.conn.Close()
+				return nil, nil, "body", err
+			}
+		} else {
+			uc.bw.Write(body)
+		}
+		err = uc.bw.Flush()
+		var resp *http.Response
+		if err == nil {
+			resp, err = readResponse(uc.br, r.method)
+		}
+		if err == nil {
+			return resp, uc, "", nil
+		}
+		uc.conn.Close()
+		var ne net.Error
+		switch {
+		case errors.As(err, &ne) && ne.Timeout():
+			kind = "timeout"
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err):
+			kind = "closed"
+		default:
+			kind = "send"
+		}
+		if kind == "closed" && uc.reused && !stream && attempt == 0 {
+			continue
+		}
+		return nil, nil, kind, err
+	}
+}
+
+func isReset(err error) bool {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		s := se.Err.Error()
+		return strings.Contains(s, "reset") || strings.Contains(s, "broken pipe")
+	}
+	return false
+}
+
+// readResponse reads a response head, skipping 1xx informational
+// responses; 101 is refused because the proxy does not do upgrades.
+func readResponse(br *bufio.Reader, method string) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			resp.Body.Close()
+			return nil, errors.New("host switched protocols")
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode < 100 {
+			return resp, nil
+		}
+		resp.Body.Close()
+	}
+}
+
+func writeRequestHead(w *bufio.Writer, method, uri string, hdr []msp.HeaderField) {
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(uri)
+	w.WriteString(" HTTP/1.1\r\n")
+	for _, h := range hdr {
+		writeHeader(w, h.Name, h.Value)
+	}
+	w.WriteString("\r\n")
+}
+
+// streamBody copies a skip-sig request body upstream as it arrives.
+func (cc *clientConn) streamBody(r *request, w *bufio.Writer, limit int64) error {
+	if !r.hasBody() {
+		return nil
+	}
+	if r.expect100 {
+		cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := cc.bw.Flush(); err != nil {
+			return err
+		}
+	}
+	defer cc.bodyDeadlines()()
+	if !r.chunked {
+		_, err := io.CopyN(w, cc.br, r.contentLength)
+		return err
+	}
+	cw := httputil.NewChunkedWriter(w)
+	n, err := io.Copy(cw, io.LimitReader(httputil.NewChunkedReader(cc.br), limit+1))
+	if err != nil {
+		return err
+	}
+	if n > limit {
+		return errBodyTooLarge
+	}
+	if err := cw.Close(); err != nil {
+		return err
+	}
+	w.WriteString("\r\n")
+	return readTrailers(cc.br, cc.srv.cfg.MaxHeaderBytes)
+}
+
+// relay writes the host's response to the client with the response marker,
+// and returns the upstream connection to the pool when its response was
+// read completely.
+func (cc *clientConn) relay(r *request, resp *http.Response, uc *upstreamConn) (bool, error) {
+	s := cc.srv
+	keep := !r.close && !s.closing.Load()
+	noBody := r.method == "HEAD" || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	chunked := false
+	w := cc.bw
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(resp.Status)
+	w.WriteString("\r\n")
+	// Fields the host's Connection header names are hop-by-hop too.
+	var connTokens []string
+	for _, v := range resp.Header["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			connTokens = append(connTokens, strings.ToLower(strings.TrimSpace(t)))
+		}
+	}
+	for k, vs := range resp.Header {
+		lk := strings.ToLower(k)
+		if hopByHop[lk] || slices.Contains(connTokens, lk) {
+			continue
+		}
+		for _, v := range vs {
+			writeHeader(w, k, v)
+		}
+	}
+	writeHeader(w, msp.HeaderAuthorization, msp.ResponseMarker)
+	switch {
+	case noBody:
+		if resp.ContentLength >= 0 && r.method == "HEAD" {
+			writeHeader(w, "Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		}
+	case resp.ContentLength >= 0:
+		writeHeader(w, "Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	case r.proto == "HTTP/1.1":
+		chunked = true
+		writeHeader(w, "Transfer-Encoding", "chunked")
+	default:
+		keep = false // an HTTP/1.0 client reads to close
+	}
+	if !keep {
+		writeHeader(w, "Connection", "close")
+	}
+	w.WriteString("\r\n")
+
+	var err error
+	if !noBody {
+		if chunked {
+			cw := httputil.NewChunkedWriter(w)
+			if _, err = io.Copy(cw, resp.Body); err == nil {
+				err = cw.Close()
+				w.WriteString("\r\n")
+			}
+		} else if resp.ContentLength >= 0 {
+			_, err = io.CopyN(w, resp.Body, resp.ContentLength)
+		} else {
+			_, err = io.Copy(w, resp.Body)
+		}
+	}
+	if err != nil {
+		// The host failed mid-response: the client must see a truncated
+		// message, never a well-formed short one, so the connection is
+		// cut without finishing the framing.
+		resp.Body.Close()
+		uc.conn.Close()
+		w.Flush()
+		return false, err
+	}
+	resp.Body.Close()
+	if resp.Close || !noBody && resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 {
+		uc.conn.Close()
+	} else {
+		s.pool.put(uc)
+	}
+	if err := w.Flush(); err != nil {
+		return false, err
+	}
+	return keep, nil
+}
+
+// bodyDeadlines makes every read from the client extend the read deadline
+// by BodyReadTimeout while a body is read, so a slow but steady upload
+// works and a stalled one ends; the returned func restores the default.
+func (cc *clientConn) bodyDeadlines() func() {
+	cc.dr.timeout = cc.srv.cfg.BodyReadTimeout
+	return func() {
+		cc.dr.timeout = 0
+		_ = cc.nc.SetReadDeadline(time.Time{})
+	}
+}

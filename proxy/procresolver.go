@@ -1,0 +1,243 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ConnectRecord is what the kernel recorded when a process connected to a
+// protected endpoint: who connected and where it meant to go.
+type ConnectRecord struct {
+	// PID is the connecting process (the thread-group id), UID and GID its
+	// credentials at connect time.
+	PID, UID, GID uint32
+	// OriginalDst is where the process meant to connect before the
+	// redirect, for example 169.254.169.254:80.
+	OriginalDst netip.AddrPort
+}
+
+// AuditLookup finds and consumes the kernel's record of a redirected
+// connection by its client source port (host order). Records are one-shot:
+// a second lookup of the same port must fail. The eBPF audit map is adapted
+// to this interface by the agent.
+type AuditLookup interface {
+	LookupAndDelete(localPort uint16) (ConnectRecord, error)
+}
+
+// ProcResolver is the production CallerResolver: the audit record names the
+// process and the original destination; /proc and the user database fill in
+// the rest, as upstream does at accept time (gpa-protocol §4.2).
+type ProcResolver struct {
+	lookup   AuditLookup
+	procRoot string
+	users    *userCache
+}
+
+// ProcResolverOptions configure NewProcResolver.
+type ProcResolverOptions struct {
+	// ProcRoot is the proc file system; "/proc" when empty. Tests point it
+	// at a fake tree.
+	ProcRoot string
+	// UserCacheSize bounds the uid -> user cache; 256 when zero.
+	UserCacheSize int
+	// UserCacheTTL is how long a cached user is trusted; 10 minutes when
+	// zero. Upstream never refreshes, so group changes went unseen.
+	UserCacheTTL time.Duration
+	// LookupUser resolves a uid to a user name and group names; the os/user
+	// database when nil.
+	LookupUser func(uid uint32) (name string, groups []string, err error)
+}
+
+// NewProcResolver returns a resolver over lookup.
+func NewProcResolver(lookup AuditLookup, opts *ProcResolverOptions) *ProcResolver {
+	var o ProcResolverOptions
+	if opts != nil {
+		o = *opts
+	}
+	setDefault(&o.ProcRoot, "/proc")
+	setDefault(&o.UserCacheSize, 256)
+	setDefault(&o.UserCacheTTL, 10*time.Minute)
+	if o.LookupUser == nil {
+		o.LookupUser = lookupOSUser
+	}
+	return &ProcResolver{lookup: lookup, procRoot: o.ProcRoot,
+		users: &userCache{max: o.UserCacheSize, ttl: o.UserCacheTTL, lookup: o.LookupUser, m: make(map[uint32]userEntry)}}
+}
+
+// Resolve implements CallerResolver.
+func (p *ProcResolver) Resolve(_ context.Context, conn net.Conn) (*Caller, error) {
+	ap := remoteAddrPort(conn)
+	rec, err := p.lookup.LookupAndDelete(ap.Port())
+	if err != nil {
+		if errors.Is(err, ErrNoCaller) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: client port %d: %w", ErrNoCaller, ap.Port(), err)
+	}
+	if !rec.OriginalDst.IsValid() {
+		return nil, fmt.Errorf("%w: client port %d: record has no destination", ErrNoCaller, ap.Port())
+	}
+	c := &Caller{OriginalDst: rec.OriginalDst}
+	cl := &c.Claims
+	cl.UserID, cl.ProcessID = rec.UID, rec.PID
+	cl.RunAsElevated = rec.UID == 0
+	cl.ClientIP, cl.ClientPort = ap.Addr().Unmap().String(), ap.Port()
+	pid := strconv.FormatUint(uint64(rec.PID), 10)
+	if exe, err := os.Readlink(filepath.Join(p.procRoot, pid, "exe")); err == nil {
+		cl.ProcessFullPath = exe
+		cl.ProcessName = filepath.Base(exe)
+	}
+	cl.ProcessCmdLine = readCmdline(filepath.Join(p.procRoot, pid, "cmdline"))
+	cl.UserName, cl.UserGroups = p.users.get(rec.UID)
+	return c, nil
+}
+
+// readCmdline returns the first four arguments of a process, joined by
+// spaces and redacted, or "undefined" when the file cannot be read.
+func readCmdline(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "undefined"
+	}
+	defer f.Close()
+	// Four arguments rarely need more; a bound keeps a hostile process from
+	// making the proxy read megabytes per connection.
+	b, err := io.ReadAll(io.LimitReader(f, 16<<10))
+	if err != nil {
+		return "undefined"
+	}
+	var args []string
+	for _, a := range bytes.Split(b, []byte{0}) {
+		if len(a) == 0 {
+			continue
+		}
+		args = append(args, strings.ToValidUTF8(string(a), "\uFFFD"))
+		if len(args) == 4 {
+			break
+		}
+	}
+	return RedactCmdline(args)
+}
+
+var (
+	// name=value or name:value where the name says secret.
+	secretAssign = regexp.MustCompile(`(?i)((?:^|[^a-z0-9])(?:[a-z0-9_-]*(?:password|passwd|pwd|secret|token|apikey|api-key|api_key|access[_-]?key|client[_-]?secret|credential|sig|signature|sas|auth|authorization|bearer|key))\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;]+)`)
+	// an Authorization header passed on the command line
+	bearer = regexp.MustCompile(`(?i)\b(bearer|basic|Azure-HMAC-SHA256)\s+\S+`)
+	// user:password@ in URLs
+	userinfo = regexp.MustCompile(`(://[^/\s:@]*:)[^/\s@]+@`)
+	// JSON web tokens
+	jwt = regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`)
+	// a flag whose next argument is a secret: --password X, -p X
+	secretFlag = regexp.MustCompile(`(?i)^-{1,2}[a-z0-9_-]*(password|passwd|secret|token|key|credential|sig|signature)$`)
+)
+
+// Redacted replaces every secret the redactor finds.
+const Redacted = "[REDACTED]"
+
+// RedactCmdline joins args with spaces, replacing values that look like
+// secrets (password=..., --token X, Authorization values, user:pass@ in URLs,
+// JWTs) with [REDACTED]. It errs on the side of redacting.
+func RedactCmdline(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if i > 0 && secretFlag.MatchString(args[i-1]) {
+			out[i] = Redacted
+			continue
+		}
+		a = jwt.ReplaceAllString(a, Redacted)
+		a = bearer.ReplaceAllString(a, "${1} "+Redacted)
+		a = userinfo.ReplaceAllString(a, "${1}"+Redacted+"@")
+		a = secretAssign.ReplaceAllString(a, "${1}"+Redacted)
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
+
+// userCache maps uids to user names and groups, bounded in size and age.
+type userCache struct {
+	max    int
+	ttl    time.Duration
+	lookup func(uint32) (string, []string, error)
+
+	mu sync.Mutex
+	m  map[uint32]userEntry
+}
+
+type userEntry struct {
+	name   string
+	groups []string
+	at     time.Time
+}
+
+func (c *userCache) get(uid uint32) (string, []string) {
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[uid]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < c.ttl {
+		return e.name, slices.Clone(e.groups)
+	}
+	name, groups, err := c.lookup(uid)
+	if err != nil {
+		name, groups = "undefined", []string{}
+	}
+	if groups == nil {
+		groups = []string{}
+	}
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		// Evict the oldest entry; the cache is small, a scan is cheap next
+		// to the user-database lookup it saves.
+		var oldest uint32
+		var at time.Time
+		first := true
+		for k, v := range c.m {
+			if first || v.at.Before(at) {
+				oldest, at, first = k, v.at, false
+			}
+		}
+		delete(c.m, oldest)
+	}
+	c.m[uid] = userEntry{name: name, groups: groups, at: now}
+	c.mu.Unlock()
+	return name, slices.Clone(groups)
+}
+
+func (c *userCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+func lookupOSUser(uid uint32) (string, []string, error) {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return "", nil, err
+	}
+	gids, err := u.GroupIds()
+	if err != nil {
+		return u.Username, nil, nil
+	}
+	groups := make([]string, 0, len(gids))
+	for _, g := range gids {
+		if gr, err := user.LookupGroupId(g); err == nil {
+			groups = append(groups, gr.Name)
+		}
+	}
+	return u.Username, groups, nil
+}

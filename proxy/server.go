@@ -1,0 +1,321 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Server is the authorizing, signing proxy. Create it with New; it is safe
+// for concurrent use and can serve several listeners.
+type Server struct {
+	cfg     Config
+	pool    *pool
+	metrics *metrics
+
+	requests atomic.Uint64
+	closing  atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*clientConn]struct{}
+	active    sync.WaitGroup
+	slots     chan struct{}
+}
+
+// New validates cfg and returns a server that is not serving yet.
+func New(cfg Config) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:       c,
+		pool:      newPool(c.Dial, c.DialTimeout, c.MaxIdlePerEndpoint, c.UpstreamIdleTimeout),
+		metrics:   newMetrics(),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*clientConn]struct{}),
+		slots:     make(chan struct{}, c.MaxConns),
+	}, nil
+}
+
+// RequestCount returns the number of requests received, those the proxy
+// answered itself included: status.json's proxyConnectionsCount.
+func (s *Server) RequestCount() uint64 { return s.requests.Load() }
+
+// MetricsHandler serves the proxy's metrics in the Prometheus text format.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler }
+
+// ListenAndServe listens on cfg.Addr (and serves metrics on cfg.MetricsAddr
+// when set) until ctx ends or Shutdown is called.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("proxy: failed to bind TcpListener '%s': %w", s.cfg.Addr, err)
+	}
+	if s.cfg.MetricsAddr != "" {
+		mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("proxy: listen for metrics on %s: %w", s.cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.MetricsHandler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = ms.Serve(mln) }()
+		defer ms.Close()
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln until ctx ends or Shutdown is called, and
+// serves each in its own goroutine. When ctx ends it closes ln and every
+// connection of the server at once (use Shutdown for a graceful stop) and
+// returns ctx.Err(); after Shutdown or Close it returns ErrServerClosed. ln
+// is closed on return.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.track(ln) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(ln)
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		s.closeConns(false)
+	})
+	defer stop()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.cfg.Logger.Warn("proxy: accept failed, retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("proxy: accept: %w", err)
+		}
+		backoff = 0
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.metrics.refused.Inc()
+			s.refuse(nc)
+			continue
+		}
+		cc := &clientConn{srv: s, nc: nc}
+		if !s.add(cc) {
+			<-s.slots
+			nc.Close()
+			return ErrServerClosed
+		}
+		go cc.serve(ctx)
+	}
+}
+
+// refuse answers a connection over the limit without reading from it.
+func (s *Server) refuse(nc net.Conn) {
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	nc.Close()
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish, and returns when every connection is gone or ctx ends, in
+// which case the remaining connections are closed and ctx.Err() returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	s.closeConns(true)
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			s.pool.closeIdle(true)
+			return nil
+		case <-ctx.Done():
+			s.closeConns(false)
+			<-done
+			s.pool.closeIdle(true)
+			return ctx.Err()
+		case <-t.C:
+			// A connection that finished its request since the last tick is
+			// idle now.
+			s.closeConns(true)
+		}
+	}
+}
+
+// Close closes every listener and connection at once.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	s.closeConns(false)
+	s.active.Wait()
+	s.pool.closeIdle(true)
+	return nil
+}
+
+func (s *Server) track(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(ln net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
+	ln.Close()
+}
+
+func (s *Server) add(cc *clientConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[cc] = struct{}{}
+	s.active.Add(1)
+	s.metrics.conns.Inc()
+	return true
+}
+
+func (s *Server) remove(cc *clientConn) {
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+	s.metrics.conns.Dec()
+	<-s.slots
+	s.active.Done()
+}
+
+// closeConns closes idle connections, or all of them.
+func (s *Server) closeConns(idleOnly bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for cc := range s.conns {
+		if !idleOnly || cc.idle.Load() {
+			cc.nc.Close()
+		}
+	}
+}
+
+// clientConn is one accepted client connection and its caller.
+type clientConn struct {
+	srv    *Server
+	nc     net.Conn
+	dr     *deadlineReader
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	caller *Caller
+	// idle is true while waiting for the next request, so Shutdown can
+	// close the connection without cutting a request short.
+	idle atomic.Bool
+}
+
+func (cc *clientConn) serve(ctx context.Context) {
+	s := cc.srv
+	defer s.remove(cc)
+	defer cc.nc.Close()
+	defer func() {
+		if v := recover(); v != nil {
+			s.metrics.panics.Inc()
+			s.cfg.Logger.Error("proxy: panic serving connection", "remote", cc.nc.RemoteAddr().String(),
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The kernel's record of the connection is one-shot and can be evicted,
+	// so the caller is resolved at accept time, not at the first request.
+	caller, err := s.cfg.Resolver.Resolve(ctx, cc.nc)
+	if err != nil {
+		s.cfg.Logger.Info("proxy: caller not resolved; the connection may have been made to the listener directly",
+			"remote", cc.nc.RemoteAddr().String(), "err", err)
+	} else {
+		cc.caller = caller
+	}
+	cc.dr = &deadlineReader{conn: cc.nc, r: cc.nc}
+	cc.br = bufio.NewReaderSize(cc.dr, 4<<10)
+	cc.bw = bufio.NewWriterSize(&deadlineWriter{conn: cc.nc, timeout: s.cfg.WriteTimeout}, 4<<10)
+
+	first := true
+	for {
+		cc.idle.Store(true)
+		if s.closing.Load() {
+			return
+		}
+		wait := s.cfg.IdleTimeout
+		if first {
+			wait = s.cfg.ReadHeaderTimeout
+		}
+		_ = cc.nc.SetReadDeadline(time.Now().Add(wait))
+		if _, err := cc.br.Peek(1); err != nil {
+			return
+		}
+		cc.idle.Store(false)
+		first = false
+		_ = cc.nc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+		req, err := readRequestHead(cc.br, wireLimits{maxURI: s.cfg.MaxURIBytes, maxHeaderBytes: s.cfg.MaxHeaderBytes, maxHeaders: s.cfg.MaxHeaders})
+		if err != nil {
+			var he *httpError
+			if errors.As(err, &he) {
+				s.requests.Add(1)
+				cc.reject(he)
+			}
+			return
+		}
+		_ = cc.nc.SetReadDeadline(time.Time{})
+		if !cc.handle(ctx, req) {
+			return
+		}
+	}
+}
+
+// reject answers a request that could not be parsed, and audits it.
+func (cc *clientConn) reject(he *httpError) {
+	rec := cc.newRecord(nil, time.Now())
+	rec.ErrorDetails = he.msg
+	cc.writeSimple(he.status, nil, nil, true)
+	cc.finish(rec, he.status)
+}
+
+func (cc *clientConn) logger() *slog.Logger { return cc.srv.cfg.Logger }

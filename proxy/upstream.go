@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DialFunc opens a TCP connection to a host endpoint. The production dialer
+// is a plain net.Dialer: the agent's own process is exempt from the kernel
+// redirect, so its connections reach the real endpoint.
+type DialFunc func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+
+// upstreamConn is one keep-alive connection to a host endpoint.
+type upstreamConn struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	dst    netip.AddrPort
+	reused bool
+	idleAt time.Time
+}
+
+// pool keeps idle keep-alive connections per host endpoint, so a client that
+// opens a new connection per request does not make the proxy pay a TCP
+// handshake upstream each time. Idle connections hold no goroutine.
+type pool struct {
+	dial        DialFunc
+	dialTimeout time.Duration
+	maxIdle     int
+	idleTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   map[netip.AddrPort][]*upstreamConn
+	closed bool
+}
+
+func newPool(dial DialFunc, dialTimeout time.Duration, maxIdle int, idleTimeout time.Duration) *pool {
+	return &pool{dial: dial, dialTimeout: dialTimeout, maxIdle: maxIdle, idleTimeout: idleTimeout,
+		idle: make(map[netip.AddrPort][]*upstreamConn)}
+}
+
+// errDial marks failures to open an upstream connection (answered 502).
+var errDial = errors.New("proxy: cannot connect to host endpoint")
+
+// get returns an idle connection to dst that still looks alive, or dials a
+// new one.
+func (p *pool) get(ctx context.Context, dst netip.AddrPort) (*upstreamConn, error) {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		list := p.idle[dst]
+		if len(list) == 0 {
+			p.mu.Unlock()
+			break
+		}
+		uc := list[len(list)-1]
+		list[len(list)-1] = nil
+		p.idle[dst] = list[:len(list)-1]
+		p.mu.Unlock()
+		if now.Sub(uc.idleAt) < p.idleTimeout && alive(uc) {
+			uc.reused = true
+			return uc, nil
+		}
+		uc.conn.Close()
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
+	defer cancel()
+	c, err := p.dial(dctx, dst)
+	if err != nil {
+		return nil, errors.Join(errDial, err)
+	}
+	return &upstreamConn{conn: c, br: bufio.NewReaderSize(c, 8<<10), bw: bufio.NewWriterSize(c, 8<<10), dst: dst}, nil
+}
+
+// put returns a connection whose last response was read completely.
+func (p *pool) put(uc *upstreamConn) {
+	if uc.br.Buffered() > 0 {
+		// The host sent bytes nobody asked for; the stream is out of sync.
+		uc.conn.Close()
+		return
+	}
+	uc.idleAt = time.Now()
+	_ = uc.conn.SetDeadline(time.Time{})
+	p.mu.Lock()
+	if p.closed || len(p.idle[uc.dst]) >= p.maxIdle {
+		p.mu.Unlock()
+		uc.conn.Close()
+		return
+	}
+	p.idle[uc.dst] = append(p.idle[uc.dst], uc)
+	p.mu.Unlock()
+}
+
+// closeIdle closes every idle connection; with final it also refuses later
+// puts.
+func (p *pool) closeIdle(final bool) {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = make(map[netip.AddrPort][]*upstreamConn)
+	if final {
+		p.closed = true
+	}
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, uc := range list {
+			uc.conn.Close()
+		}
+	}
+}
+
+// alive peeks at an idle connection without blocking: a host that closed it,
+// or sent unsolicited bytes, makes it unusable. Without this check the first
+// request after the host's idle timeout would fail.
+func alive(uc *upstreamConn) bool {
+	sc, ok := uc.conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var buf [1]byte
+	cerr := rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return cerr == nil && ok
+}
+
+// deadlineReader extends the read deadline before every read, so a slow
+// but progressing body is fine and a stalled one times out.
+type deadlineReader struct {
+	conn    net.Conn
+	r       io.Reader
+	timeout time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if d.timeout > 0 {
+		_ = d.conn.SetReadDeadline(time.Now().Add(d.timeout))
+	}
+	return d.r.Read(p)
+}
+
+// deadlineWriter does the same for writes.
+type deadlineWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if d.timeout > 0 {
+		_ = d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	}
+	return d.conn.Write(p)
+}

@@ -1,0 +1,338 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/metadatasec/gpa/msp"
+)
+
+// httpError is a request the proxy refuses before it reaches the pipeline.
+// It always closes the connection: after a framing error the byte stream can
+// no longer be trusted.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.status, http.StatusText(e.status), e.msg)
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// request is one parsed client request. header keeps the client's header
+// lines in wire order, minus the framing and hop-by-hop fields, which the
+// proxy regenerates itself.
+type request struct {
+	method string
+	uri    string // origin-form target, as received (or converted from absolute-form)
+	proto  string // "HTTP/1.1" or "HTTP/1.0"
+	host   string // authority of an absolute-form target, "" for origin-form
+	header []msp.HeaderField
+
+	contentLength int64 // -1 when the body is chunked or absent
+	chunked       bool
+	hadCL         bool
+	expect100     bool
+	close         bool // the client asked to close after this request
+	headerBytes   int
+}
+
+// wireLimits bound what a client may send.
+type wireLimits struct {
+	maxURI         int
+	maxHeaderBytes int
+	maxHeaders     int
+}
+
+// readLine reads one line terminated by LF (CRLF or bare LF) without the
+// terminator, refusing lines longer than max.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var out []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(out)+len(frag) > max+2 {
+			return nil, errLineTooLong
+		}
+		if err == bufio.ErrBufferFull {
+			out = append(out, frag...)
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(out)+len(frag) > 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if out == nil {
+			out = frag
+		} else {
+			out = append(out, frag...)
+		}
+		out = out[:len(out)-1]
+		if n := len(out); n > 0 && out[n-1] == '\r' {
+			out = out[:n-1]
+		}
+		return out, nil
+	}
+}
+
+// hopByHop are the header fields that describe one connection and are never
+// forwarded, plus the MSP headers a client must never be able to supply.
+var hopByHop = map[string]bool{
+	"connection":            true,
+	"keep-alive":            true,
+	"proxy-connection":      true,
+	"proxy-authenticate":    true,
+	"proxy-authorization":   true,
+	"te":                    true,
+	"trailer":               true,
+	"transfer-encoding":     true,
+	"upgrade":               true,
+	"content-length":        true, // regenerated from the body the proxy forwards
+	"expect":                true, // answered by the proxy, which buffers the body
+	msp.HeaderAuthorization: true,
+	msp.HeaderClaims:        true,
+	msp.HeaderDate:          true,
+}
+
+// readRequestHead reads and validates a request line and header block. A
+// nil error with a nil request never happens; io.EOF means the client
+// closed cleanly between requests.
+func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
+	// Tolerate the empty lines RFC 9112 §2.2 allows before a request.
+	var line []byte
+	var err error
+	for range 4 {
+		line, err = readLine(br, lim.maxURI+32)
+		if err == errLineTooLong {
+			return nil, &httpError{http.StatusRequestURITooLong, "request line too long"}
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(line) > 0 {
+			break
+		}
+	}
+	method, rest, ok1 := strings.Cut(string(line), " ")
+	uri, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || uri == "" || strings.Contains(proto, " ") {
+		return nil, &httpError{http.StatusBadRequest, "malformed request line"}
+	}
+	if len(uri) > lim.maxURI {
+		return nil, &httpError{http.StatusRequestURITooLong, "request URI too long"}
+	}
+	if proto != "HTTP/1.1" && proto != "HTTP/1.0" {
+		return nil, &httpError{http.StatusHTTPVersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are served"}
+	}
+	if !validToken(method) {
+		return nil, &httpError{http.StatusBadRequest, "malformed method"}
+	}
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c >= 0x7f {
+			return nil, &httpError{http.StatusBadRequest, "request URI is not printable ASCII"}
+		}
+	}
+	r := &request{method: method, uri: uri, proto: proto, contentLength: -1, headerBytes: len(line) + 2}
+	var (
+		hosts, cls, tes []string
+		connTokens      []string
+		expect          string
+	)
+	for {
+		line, err := readLine(br, lim.maxHeaderBytes)
+		if err == errLineTooLong {
+			return nil, &httpError{http.StatusRequestHeaderFieldsTooLarge, "header line too long"}
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if len(line) == 0 {
+			break
+		}
+		r.headerBytes += len(line) + 2
+		if r.headerBytes > lim.maxHeaderBytes || len(r.header) >= lim.maxHeaders {
+			return nil, &httpError{http.StatusRequestHeaderFieldsTooLarge, "header block too large"}
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, &httpError{http.StatusBadRequest, "obsolete header line folding"}
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !validToken(string(line[:colon])) {
+			return nil, &httpError{http.StatusBadRequest, "malformed header line"}
+		}
+		name := string(line[:colon])
+		value := strings.Trim(string(line[colon+1:]), " \t")
+		for i := 0; i < len(value); i++ {
+			if c := value[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+				return nil, &httpError{http.StatusBadRequest, "header value is not visible ASCII"}
+			}
+		}
+		lower := strings.ToLower(name)
+		switch lower {
+		case "host":
+			hosts = append(hosts, value)
+		case "content-length":
+			cls = append(cls, value)
+		case "transfer-encoding":
+			tes = append(tes, value)
+		case "connection":
+			for _, t := range strings.Split(value, ",") {
+				if t = strings.ToLower(strings.TrimSpace(t)); t != "" {
+					connTokens = append(connTokens, t)
+				}
+			}
+		case "expect":
+			expect = value
+		}
+		r.header = append(r.header, msp.HeaderField{Name: name, Value: value})
+	}
+
+	if r.proto == "HTTP/1.1" && len(hosts) != 1 {
+		return nil, &httpError{http.StatusBadRequest, "want exactly one Host header"}
+	}
+	if len(hosts) > 1 {
+		return nil, &httpError{http.StatusBadRequest, "more than one Host header"}
+	}
+	// Framing: a message with both Transfer-Encoding and Content-Length is
+	// the classic smuggling vector, so it is refused instead of repaired.
+	if len(tes) > 0 {
+		if len(cls) > 0 {
+			return nil, &httpError{http.StatusBadRequest, "both Transfer-Encoding and Content-Length"}
+		}
+		if r.proto != "HTTP/1.1" || len(tes) != 1 || !strings.EqualFold(tes[0], "chunked") {
+			return nil, &httpError{http.StatusNotImplemented, "only a single chunked Transfer-Encoding is supported"}
+		}
+		r.chunked = true
+	}
+	if len(cls) > 0 {
+		for _, v := range cls[1:] {
+			if v != cls[0] {
+				return nil, &httpError{http.StatusBadRequest, "conflicting Content-Length headers"}
+			}
+		}
+		n, err := strconv.ParseInt(cls[0], 10, 64)
+		if err != nil || n < 0 || cls[0][0] == '+' {
+			return nil, &httpError{http.StatusBadRequest, "invalid Content-Length"}
+		}
+		r.contentLength, r.hadCL = n, true
+	}
+	if expect != "" {
+		if !strings.EqualFold(expect, "100-continue") {
+			return nil, &httpError{http.StatusExpectationFailed, "unsupported expectation"}
+		}
+		r.expect100 = r.proto == "HTTP/1.1"
+	}
+	r.close = r.proto == "HTTP/1.0"
+	for _, t := range connTokens {
+		switch t {
+		case "close":
+			r.close = true
+		case "keep-alive":
+			if r.proto == "HTTP/1.0" {
+				r.close = false
+			}
+		}
+	}
+	// Drop hop-by-hop fields, the ones the Connection header names, and any
+	// MSP header the client tried to supply: the proxy alone sets those.
+	r.header = stripHeaders(r.header, connTokens)
+
+	// Targets of methods the pipeline refuses anyway (CONNECT's authority
+	// form) are left alone, so they get upstream's 405 rather than a 400.
+	if !strings.HasPrefix(r.uri, "/") && allowedMethod(r.method) {
+		if err := r.absoluteToOrigin(); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func stripHeaders(h []msp.HeaderField, connTokens []string) []msp.HeaderField {
+	out := h[:0]
+	for _, f := range h {
+		lower := strings.ToLower(f.Name)
+		if hopByHop[lower] {
+			continue
+		}
+		named := false
+		for _, t := range connTokens {
+			if t == lower && lower != "host" {
+				named = true
+				break
+			}
+		}
+		if !named {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// absoluteToOrigin turns "http://host[:port]/path" into origin form and
+// records the authority, so the pipeline can refuse requests for hosts other
+// than the caller's original destination. Anything else ("*", CONNECT's
+// authority form, other schemes) is refused.
+func (r *request) absoluteToOrigin() error {
+	u := r.uri
+	if len(u) < 7 || !strings.EqualFold(u[:7], "http://") {
+		return &httpError{http.StatusBadRequest, "request target must be origin-form or an http URL"}
+	}
+	rest := u[7:]
+	i := strings.IndexAny(rest, "/?")
+	authority, path := rest, "/"
+	if i >= 0 {
+		authority, path = rest[:i], rest[i:]
+	}
+	if strings.HasPrefix(path, "?") {
+		path = "/" + path
+	}
+	if authority == "" || strings.Contains(authority, "@") {
+		return &httpError{http.StatusBadRequest, "bad authority in request target"}
+	}
+	r.host, r.uri = authority, path
+	return nil
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// readTrailers consumes the trailer section after the last chunk. Trailers
+// are dropped: they would arrive after the signature was computed.
+func readTrailers(br *bufio.Reader, max int) error {
+	total := 0
+	for {
+		line, err := readLine(br, max)
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		total += len(line)
+		if total > max {
+			return errLineTooLong
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metadatasec/gpa/keylatch"
+	"github.com/metadatasec/gpa/msp"
+)
+
+var fuzzLimits = wireLimits{maxURI: 1024, maxHeaderBytes: 2048, maxHeaders: 20}
+
+// FuzzReadRequestHead: any input either fails with an error or yields a
+// request whose forwarded headers hold no framing, hop-by-hop or MSP header
+// and whose target is origin-form, within the limits.
+func FuzzReadRequestHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+		"GET http://169.254.169.254/x HTTP/1.1\r\nHost: x\r\nConnection: X-A\r\nX-A: 1\r\n\r\n",
+		"GET / HTTP/1.0\r\nx-ms-azure-host-authorization: a\r\n\r\n",
+		"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := readRequestHead(bufio.NewReader(strings.NewReader(string(data))), fuzzLimits)
+		if err != nil {
+			return
+		}
+		if r.chunked && r.hadCL {
+			t.Fatalf("both chunked and Content-Length accepted")
+		}
+		if len(r.uri) > fuzzLimits.maxURI || r.headerBytes > fuzzLimits.maxHeaderBytes+fuzzLimits.maxURI+64 {
+			t.Fatalf("limits exceeded: uri %d, header bytes %d", len(r.uri), r.headerBytes)
+		}
+		if allowedMethod(r.method) && !strings.HasPrefix(r.uri, "/") {
+			t.Fatalf("target %q is not origin-form", r.uri)
+		}
+		for _, h := range r.header {
+			if hopByHop[strings.ToLower(h.Name)] {
+				t.Fatalf("header %q survived", h.Name)
+			}
+			if strings.ContainsAny(h.Value, "\r\n") {
+				t.Fatalf("header value %q has a line break", h.Value)
+			}
+		}
+	})
+}
+
+// TestHTTP10AndIdleTimeout: an HTTP/1.0 client without Host gets one, the
+// connection closes after the response; an idle keep-alive connection is
+// closed after IdleTimeout.
+func TestHTTP10AndIdleTimeout(t *testing.T) {
+	host := newFakeHost(t)
+	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.IMDSAddr), tweak: func(c *Config) { c.IdleTimeout = 100 * time.Millisecond }})
+	tp.snap.Store(snapshotFor(t, 1, nil, nil))
+	resp := tp.raw(t, "GET /metadata/instance HTTP/1.0\r\n\r\n")
+	if rawStatus(resp) != 200 || !strings.Contains(resp, "Connection: close") {
+		t.Errorf("HTTP/1.0: %q", resp)
+	}
+	if h, _ := host.requests()[0].Msg.Get("Host"); h != "169.254.169.254" {
+		t.Errorf("Host %q", h)
+	}
+
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /metadata/instance HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	r, err := http.ReadResponse(br, nil)
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("%v %v", r, err)
+	}
+	io.Copy(io.Discard, r.Body)
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("idle connection: %v, want EOF", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("idle connection closed after %v", el)
+	}
+}
+
+// TestNewConfig: the required hooks are required.
+func TestNewConfig(t *testing.T) {
+	snaps := func() *keylatch.Snapshot { return nil }
+	for _, cfg := range []Config{{}, {Resolver: &StaticResolver{}}, {Snapshots: snaps}} {
+		if _, err := New(cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("New(%+v) = %v, want ErrConfig", cfg, err)
+		}
+	}
+	s, err := New(Config{Resolver: &StaticResolver{}, Snapshots: snaps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg.Addr != DefaultAddr || s.cfg.MaxBodyBytes != 100<<10 || s.cfg.MaxSkipSigBodyBytes != 100<<20 {
+		t.Errorf("defaults: %+v", s.cfg)
+	}
+}
+
+// TestListenAndServeMetrics: metrics are served on MetricsAddr, and only
+// when it is set.
+func TestListenAndServeMetrics(t *testing.T) {
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	addr, maddr := free(), free()
+	s, err := New(Config{Addr: addr, MetricsAddr: maddr, Resolver: &StaticResolver{},
+		Snapshots: func() *keylatch.Snapshot { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ListenAndServe(ctx) }()
+	var body string
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		resp, err := http.Get("http://" + maddr + "/metrics")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		break
+	}
+	if !strings.Contains(body, "gpa_proxy_open_connections") {
+		t.Errorf("metrics: %.200q", body)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if rawStatus(string(b)) != 421 {
+		t.Errorf("direct request: %q", b)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("ListenAndServe: %v", err)
+	}
+}
