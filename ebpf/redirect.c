@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
-//
+
+//go:build ignore
+
 // Kernel half of the MSP redirect: rewrite connect() to protected host
 // endpoints so it lands on the local proxy, and remember who made each
 // redirected connection so the proxy can ask by source port.
