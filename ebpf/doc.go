@@ -77,6 +77,9 @@
 // attach program ..."), and *MapError. Their texts match the MSP
 // troubleshooting guide.
 //
+// The package builds on little-endian Linux only (the object is compiled
+// for bpfel); elsewhere it is empty.
+//
 // # The sharp edge
 //
 // Attaching to the cgroup v2 root redirects every process on the machine,

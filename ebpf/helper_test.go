@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
 
 package ebpf
 
@@ -81,7 +81,7 @@ func dialOnce(fam, addr string) (int, dialResult) {
 		fd int
 		sa unix.Sockaddr
 	)
-	if fam == "6" {
+	if fam == "6" || fam == "6tfo" {
 		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 	} else {
@@ -91,7 +91,14 @@ func dialOnce(fam, addr string) (int, dialResult) {
 	if err != nil {
 		return -1, dialResult{Err: "socket: " + err.Error()}
 	}
-	if err := unix.Connect(fd, sa); err != nil {
+	if strings.HasSuffix(fam, "tfo") {
+		// TCP Fast Open connects inside sendto(); it must not be a
+		// way around the connect hooks.
+		if err := unix.Sendto(fd, []byte("x"), unix.MSG_FASTOPEN, sa); err != nil {
+			unix.Close(fd)
+			return -1, dialResult{Err: "sendto(MSG_FASTOPEN): " + err.Error()}
+		}
+	} else if err := unix.Connect(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, dialResult{Err: "connect: " + err.Error()}
 	}
@@ -251,11 +258,11 @@ func startHelper(t testing.TB, o helperOpts) *helper {
 	return h
 }
 
-// dial asks the helper to connect to dst over AF_INET (family 4) or
-// AF_INET6 (family 6).
-func (h *helper) dial(t testing.TB, family int, dst netip.AddrPort) dialResult {
+// dial asks the helper to connect to dst over AF_INET (family "4") or
+// AF_INET6 ("6"); with a "tfo" suffix it connects by sendto(MSG_FASTOPEN).
+func (h *helper) dial(t testing.TB, family string, dst netip.AddrPort) dialResult {
 	t.Helper()
-	if _, err := fmt.Fprintf(h.stdin, "%d %s\n", family, dst); err != nil {
+	if _, err := fmt.Fprintf(h.stdin, "%s %s\n", family, dst); err != nil {
 		t.Fatal(err)
 	}
 	line, err := h.out.ReadBytes('\n')

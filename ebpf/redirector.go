@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
 
 package ebpf
 
@@ -39,7 +39,9 @@ type Options struct {
 }
 
 // Redirector owns the loaded programs, their cgroup links and the maps.
-// Close it when done; with no PinPath, closing detaches everything.
+// Close it when done; with no PinPath, closing detaches everything. The map
+// accessors may be used from many goroutines at once, but not concurrently
+// with or after Close.
 type Redirector struct {
 	policy PolicyMap
 	skip   SkipMap

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
 
 package ebpf
 
@@ -101,20 +101,22 @@ func TestRedirect(t *testing.T) {
 		cgroup    *testCgroup
 		cred      *syscall.Credential
 		skip      bool
-		family    int
+		family    string
 		dst       netip.AddrPort
 		wantProxy bool
 		wantPeer  netip.AddrPort
 	}{
-		{name: "protected as root", cgroup: cg, family: 4, dst: protected.addr, wantProxy: true, wantPeer: protected.addr},
-		{name: "protected as uid 65534", cgroup: cg, cred: nobody, family: 4, dst: protected.addr, wantProxy: true, wantPeer: protected.addr},
-		{name: "protected via AF_INET6 v4-mapped", cgroup: cg, family: 6, dst: mapped, wantProxy: true, wantPeer: mapped},
-		{name: "protected via AF_INET6 as uid 65534", cgroup: cg, cred: nobody, family: 6, dst: mapped, wantProxy: true, wantPeer: mapped},
-		{name: "not protected", cgroup: cg, family: 4, dst: other.addr, wantPeer: other.addr},
-		{name: "not protected AF_INET6", cgroup: cg, family: 6, dst: netip.AddrPortFrom(netip.AddrFrom16(other.addr.Addr().As16()), other.addr.Port()),
+		{name: "protected as root", cgroup: cg, family: "4", dst: protected.addr, wantProxy: true, wantPeer: protected.addr},
+		{name: "protected as uid 65534", cgroup: cg, cred: nobody, family: "4", dst: protected.addr, wantProxy: true, wantPeer: protected.addr},
+		{name: "protected via AF_INET6 v4-mapped", cgroup: cg, family: "6", dst: mapped, wantProxy: true, wantPeer: mapped},
+		{name: "protected via AF_INET6 as uid 65534", cgroup: cg, cred: nobody, family: "6", dst: mapped, wantProxy: true, wantPeer: mapped},
+		{name: "protected via TCP Fast Open", cgroup: cg, family: "4tfo", dst: protected.addr, wantProxy: true, wantPeer: protected.addr},
+		{name: "protected via TCP Fast Open on AF_INET6", cgroup: cg, family: "6tfo", dst: mapped, wantProxy: true, wantPeer: mapped},
+		{name: "not protected", cgroup: cg, family: "4", dst: other.addr, wantPeer: other.addr},
+		{name: "not protected AF_INET6", cgroup: cg, family: "6", dst: netip.AddrPortFrom(netip.AddrFrom16(other.addr.Addr().As16()), other.addr.Port()),
 			wantPeer: netip.AddrPortFrom(netip.AddrFrom16(other.addr.Addr().As16()), other.addr.Port())},
-		{name: "skip-listed process", cgroup: cg, skip: true, family: 4, dst: protected.addr, wantPeer: protected.addr},
-		{name: "process outside the cgroup", cgroup: nil, family: 4, dst: protected.addr, wantPeer: protected.addr},
+		{name: "skip-listed process", cgroup: cg, skip: true, family: "4", dst: protected.addr, wantPeer: protected.addr},
+		{name: "process outside the cgroup", cgroup: nil, family: "4", dst: protected.addr, wantPeer: protected.addr},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,17 +205,17 @@ func TestPolicyUpdatesApplyToNextConnect(t *testing.T) {
 	if list, err := r.Policy().List(); err != nil || len(list) != 0 {
 		t.Fatalf("fresh policy = %v, %v; want empty", list, err)
 	}
-	expectLanding(t, protected, proxy, h.dial(t, 4, protected.addr))
+	expectLanding(t, protected, proxy, h.dial(t, "4", protected.addr))
 
 	if err := r.Policy().Set(protected.addr, proxy.addr); err != nil {
 		t.Fatal(err)
 	}
-	expectLanding(t, proxy, protected, h.dial(t, 4, protected.addr))
+	expectLanding(t, proxy, protected, h.dial(t, "4", protected.addr))
 
 	if err := r.Policy().Set(protected.addr, proxy2.addr); err != nil {
 		t.Fatal(err)
 	}
-	expectLanding(t, proxy2, proxy, h.dial(t, 4, protected.addr))
+	expectLanding(t, proxy2, proxy, h.dial(t, "4", protected.addr))
 	list, err := r.Policy().List()
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +227,7 @@ func TestPolicyUpdatesApplyToNextConnect(t *testing.T) {
 	if err := r.Policy().Delete(protected.addr); err != nil {
 		t.Fatal(err)
 	}
-	expectLanding(t, protected, proxy2, h.dial(t, 4, protected.addr))
+	expectLanding(t, protected, proxy2, h.dial(t, "4", protected.addr))
 	if err := r.Policy().Delete(protected.addr); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second Delete = %v, want ErrNotFound", err)
 	}
@@ -307,7 +309,7 @@ func TestCloseDetaches(t *testing.T) {
 		t.Errorf("programs still attached after Close: %v", got)
 	}
 	h := startHelper(t, helperOpts{mode: "dial", cgroup: cg})
-	expectLanding(t, protected, proxy, h.dial(t, 4, protected.addr))
+	expectLanding(t, protected, proxy, h.dial(t, "4", protected.addr))
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
@@ -582,7 +584,7 @@ func TestPinnedRestartKeepsRedirecting(t *testing.T) {
 		t.Errorf("attached programs changed when the pinned Redirector closed: %v -> %v", first, got)
 	}
 	h := startHelper(t, helperOpts{mode: "dial", cgroup: cg})
-	expectLanding(t, proxy, protected, h.dial(t, 4, protected.addr))
+	expectLanding(t, proxy, protected, h.dial(t, "4", protected.addr))
 
 	// Restart: same links, new programs, same maps (and their records).
 	r2, err := Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin})
@@ -606,7 +608,7 @@ func TestPinnedRestartKeepsRedirecting(t *testing.T) {
 	if diff := cmp.Diff([]PolicyEntry{{Dst: protected.addr, Proxy: proxy.addr}}, list, netipEqual); diff != "" {
 		t.Errorf("policy after restart (-want +got):\n%s", diff)
 	}
-	port := expectLanding(t, proxy, protected, h.dial(t, 4, protected.addr))
+	port := expectLanding(t, proxy, protected, h.dial(t, "4", protected.addr))
 	if rec, err := r2.Audit().LookupAndDelete(port); err != nil || rec.PID != h.pid {
 		t.Errorf("audit after restart = %+v, %v; want pid %d", rec, err, h.pid)
 	}
