@@ -131,11 +131,10 @@ func Load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 	var mapOpts ebpf.MapOptions
 	if opts.PinPath != "" {
 		mapOpts.PinPath = filepath.Join(opts.PinPath, "maps")
-		if err := os.MkdirAll(mapOpts.PinPath, 0o700); err != nil {
-			return nil, &MapError{Op: "create", Map: mapOpts.PinPath, Err: err}
-		}
-		if err := os.MkdirAll(filepath.Join(opts.PinPath, "links"), 0o700); err != nil {
-			return nil, &MapError{Op: "create", Map: filepath.Join(opts.PinPath, "links"), Err: err}
+		for _, d := range []string{mapOpts.PinPath, filepath.Join(opts.PinPath, "links")} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, fmt.Errorf("ebpf: create pin directory: %w", err)
+			}
 		}
 	}
 	for _, name := range mapNames {
@@ -215,7 +214,10 @@ func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name str
 			return nil, fmt.Errorf("open pinned link %s: %w", pin, err)
 		}
 	}
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: cg.Name(), Attach: at, Program: prog})
+	// A bpf_link on the directory already checked to be cgroup v2 (no
+	// re-open by path), and no fallback to the legacy attach API: only
+	// links can be pinned and updated in place, and 5.15 has them.
+	l, err := link.AttachRawLink(link.RawLinkOptions{Target: int(cg.Fd()), Program: prog, Attach: at})
 	if err != nil {
 		return nil, err
 	}

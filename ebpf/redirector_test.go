@@ -655,3 +655,21 @@ func TestPinnedLinksForAnotherCgroupAreReplaced(t *testing.T) {
 		t.Errorf("%d programs attached after RemovePins", n)
 	}
 }
+
+func TestPinPathNotOnBPFFS(t *testing.T) {
+	cg := newTestCgroup(t)
+	pin := filepath.Join(t.TempDir(), "gpa")
+	r, err := Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin})
+	if err == nil {
+		r.Close()
+		t.Fatal("Load pinned to a non-bpffs directory")
+	}
+	t.Logf("Load error: %v", err)
+	var me *MapError
+	if !errors.As(err, &me) || me.Op != "create" {
+		t.Errorf("error %T %v, want *MapError from create", err, err)
+	}
+	if got := attachedPrograms(t, cg); countAttached(got) != 0 {
+		t.Errorf("programs attached after failed Load: %v", got)
+	}
+}
