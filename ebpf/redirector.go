@@ -28,7 +28,9 @@ type Options struct {
 	// pins, Close leaves the programs attached and the next Load swaps the
 	// programs in place and keeps the maps, so a restarting agent leaves no
 	// window in which connect() bypasses it. RemovePins detaches and
-	// removes them. Empty means nothing outlives Close.
+	// removes them. Pinned maps whose layout differs from this version's
+	// are refused (a *MapError wrapping ebpf.ErrMapIncompatible): call
+	// RemovePins and load again. Empty means nothing outlives Close.
 	PinPath string
 
 	// Logger receives attach and replace events. Nil discards them.
@@ -80,7 +82,7 @@ var mapNames = []string{
 // opts.CgroupPath. Errors are *RequirementError (the host cannot run it),
 // *CgroupError (bad path), *ProgramError (the kernel refused a program;
 // the text is the troubleshooting guide's) or *MapError. On error nothing
-// stays loaded or attached.
+// stays loaded or attached, except what is pinned under Options.PinPath.
 func Load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 	h := opts.host
 	if h == nil {
