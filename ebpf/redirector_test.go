@@ -673,3 +673,35 @@ func TestPinPathNotOnBPFFS(t *testing.T) {
 		t.Errorf("programs attached after failed Load: %v", got)
 	}
 }
+
+func TestPinnedMapsOfAnotherLayoutAreRefused(t *testing.T) {
+	cg := newTestCgroup(t)
+	pin := mountBPFFS(t)
+	t.Cleanup(func() { RemovePins(pin) })
+
+	r, err := Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	// A "newer version" whose gpa_caller_map is larger.
+	h := realHost()
+	h.editSpec = func(s *ebpf.CollectionSpec) { s.Maps[redirectMapGpaCallerMap].MaxEntries *= 2 }
+	_, err = Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin, host: h})
+	if !errors.Is(err, ebpf.ErrMapIncompatible) {
+		t.Fatalf("Load over incompatible pins = %v, want ErrMapIncompatible", err)
+	}
+	// The old programs keep redirecting until the pins are removed.
+	if n := countAttached(attachedPrograms(t, cg)); n != len(attachments) {
+		t.Errorf("%d programs attached after the refused Load, want %d", n, len(attachments))
+	}
+	if err := RemovePins(pin); err != nil {
+		t.Fatal(err)
+	}
+	r, err = Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin, host: h})
+	if err != nil {
+		t.Fatalf("Load after RemovePins: %v", err)
+	}
+	r.Close()
+}
