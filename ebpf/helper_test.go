@@ -37,6 +37,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperDial())
 	case "bench":
 		os.Exit(helperBench())
+	case "netns":
+		os.Exit(helperNetns())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper mode")
 		os.Exit(2)
@@ -211,11 +213,12 @@ type helper struct {
 }
 
 type helperOpts struct {
-	mode   string      // "dial" or "bench"
+	mode   string      // "dial", "bench" or "netns"
 	cgroup *testCgroup // nil: stay in the test's cgroup
 	cred   *syscall.Credential
 	exe    string // binary to run; os.Args[0] if empty
 	env    []string
+	netns  bool // start in a new network namespace
 }
 
 func startHelper(t testing.TB, o helperOpts) *helper {
@@ -229,6 +232,9 @@ func startHelper(t testing.TB, o helperOpts) *helper {
 	cmd.Env = append([]string{helperEnv + "=" + o.mode, "PATH=/usr/bin:/bin"}, o.env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred, Pdeathsig: syscall.SIGKILL}
+	if o.netns {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
 	if o.cgroup != nil {
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(o.cgroup.fd.Fd())
