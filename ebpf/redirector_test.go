@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -403,37 +404,22 @@ func liveObjects(progs []ebpf.ProgramID, maps []ebpf.MapID, links []link.ID) []s
 	for _, id := range progs {
 		if p, err := ebpf.NewProgramFromID(id); err == nil {
 			p.Close()
-			alive = append(alive, "program "+itoa(uint64(id)))
+			alive = append(alive, "program "+strconv.FormatUint(uint64(id), 10))
 		}
 	}
 	for _, id := range maps {
 		if m, err := ebpf.NewMapFromID(id); err == nil {
 			m.Close()
-			alive = append(alive, "map "+itoa(uint64(id)))
+			alive = append(alive, "map "+strconv.FormatUint(uint64(id), 10))
 		}
 	}
 	for _, id := range links {
 		if l, err := link.NewFromID(id); err == nil {
 			l.Close()
-			alive = append(alive, "link "+itoa(uint64(id)))
+			alive = append(alive, "link "+strconv.FormatUint(uint64(id), 10))
 		}
 	}
 	return alive
-}
-
-func itoa(n uint64) string { return uintString(n) }
-
-func uintString(n uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 // cgroupV1Dir returns a cgroup v1 directory if the machine has one (hybrid
