@@ -1,0 +1,169 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
+
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+)
+
+// Sentinel errors. The typed errors below wrap them; test with errors.Is.
+var (
+	// ErrNotFound means the key is not in the map: no policy for that
+	// destination, no skip entry for that process, or no caller record for
+	// that port (never redirected, already consumed, or evicted).
+	ErrNotFound = errors.New("ebpf: not found")
+	// ErrInvalidAddress means an address cannot be stored in the maps: it
+	// must be IPv4 (or IPv4-mapped IPv6) with a non-zero port.
+	ErrInvalidAddress = errors.New("ebpf: invalid address")
+	// ErrKernelTooOld means the running kernel is older than 5.15.
+	ErrKernelTooOld = errors.New("ebpf: kernel too old")
+	// ErrNoCgroup2 means cgroup v2 is not available, not mounted, or the
+	// path given is not on a cgroup v2 mount.
+	ErrNoCgroup2 = errors.New("ebpf: cgroup v2 not available")
+	// ErrNoBTF means the kernel does not expose BTF.
+	ErrNoBTF = errors.New("ebpf: kernel BTF not available")
+	// ErrNotSupported means the kernel lacks a program or map type the
+	// redirector needs. It wraps cilium/ebpf's ErrNotSupported when the
+	// probe said so.
+	ErrNotSupported = errors.New("ebpf: kernel feature not supported")
+)
+
+// Remediations quoted in errors; they match the MSP troubleshooting guide.
+const (
+	remedyKernel  = "upgrade the kernel to Linux 5.15 or later"
+	remedyCgroup2 = "mount cgroup v2: boot with systemd.unified_cgroup_hierarchy=1 " +
+		`(RHEL-like images: grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1", then reboot)`
+	remedyBTF     = "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux)"
+	remedyFeature = "upgrade the kernel to Linux 5.15 or later with cgroup sock_addr and sock_ops program support"
+)
+
+// RequirementError reports a host that cannot run the redirector, before
+// anything is loaded. errors.Is matches Kind (ErrKernelTooOld, ErrNoCgroup2,
+// ErrNoBTF, ErrNotSupported) and Err.
+type RequirementError struct {
+	// Kind is the sentinel naming the missing requirement.
+	Kind error
+	// Detail says what was found, for example "kernel 5.4.0".
+	Detail string
+	// Remediation tells the user how to fix the host.
+	Remediation string
+	// Err is the underlying cause, if any.
+	Err error
+}
+
+func (e *RequirementError) Error() string {
+	var b strings.Builder
+	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "ebpf: "))
+	if e.Detail != "" {
+		b.WriteString(" (" + e.Detail + ")")
+	}
+	if e.Err != nil {
+		b.WriteString(": " + e.Err.Error())
+	}
+	if e.Remediation != "" {
+		b.WriteString("; " + e.Remediation)
+	}
+	return b.String()
+}
+
+// Unwrap returns the sentinel and the cause.
+func (e *RequirementError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Kind}
+	}
+	return []error{e.Kind, e.Err}
+}
+
+// ProgramOp is the step at which a program failed.
+type ProgramOp string
+
+// The steps a program goes through.
+const (
+	OpLoad   ProgramOp = "load"
+	OpAttach ProgramOp = "attach"
+)
+
+// ProgramError reports a program the kernel refused. Its text is the one the
+// MSP troubleshooting guide shows: "Failed to load program 'connect4' with
+// error: ..." or "Failed to attach program 'connect4' with error: ...".
+type ProgramError struct {
+	Op      ProgramOp
+	Program string
+	// VerifierLog is the complete verifier output for load failures that
+	// produced one; Error includes only its tail.
+	VerifierLog []string
+	Err         error
+}
+
+func (e *ProgramError) Error() string {
+	return fmt.Sprintf("Failed to %s program '%s' with error: %v", e.Op, e.Program, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ProgramError) Unwrap() error { return e.Err }
+
+func newLoadError(prog string, err error) *ProgramError {
+	pe := &ProgramError{Op: OpLoad, Program: prog, Err: err}
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		pe.VerifierLog = ve.Log
+	}
+	return pe
+}
+
+// CgroupError reports a cgroup path that cannot be used, in the guide's
+// words: "Failed to open cgroup '<path>' with error: ...". errors.Is matches
+// ErrNoCgroup2 when the path is not on cgroup v2, and os.ErrNotExist when
+// it is missing.
+type CgroupError struct {
+	Path string
+	Err  error
+}
+
+func (e *CgroupError) Error() string {
+	msg := fmt.Sprintf("Failed to open cgroup '%s' with error: %v", e.Path, e.Err)
+	if errors.Is(e.Err, ErrNoCgroup2) {
+		msg += "; " + remedyCgroup2
+	}
+	return msg
+}
+
+// Unwrap returns the cause.
+func (e *CgroupError) Unwrap() error { return e.Err }
+
+// MapError reports a failed map operation, worded as upstream words it.
+// errors.Is(err, ErrNotFound) reports a missing key.
+type MapError struct {
+	// Op is "create", "update", "delete" or "lookup".
+	Op string
+	// Map is the kernel map name, for example "policy_map".
+	Map string
+	// Key describes the key, for example "168.63.129.16:80"; empty for
+	// whole-map operations.
+	Key string
+	Err error
+}
+
+func (e *MapError) Error() string {
+	switch e.Op {
+	case "create":
+		return fmt.Sprintf("Failed to load HashMap '%s' with error: %v", e.Map, e.Err)
+	case "update":
+		return fmt.Sprintf("Failed to update HashMap '%s' for '%s' with error: %v", e.Map, e.Key, e.Err)
+	case "iterate":
+		return fmt.Sprintf("Failed to iterate HashMap '%s' with error: %v", e.Map, e.Err)
+	}
+	return fmt.Sprintf("Failed to %s element '%s' in BPF map '%s'. %v", e.Op, e.Key, e.Map, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *MapError) Unwrap() error { return e.Err }
+
+// Is reports a missing key as ErrNotFound.
+func (e *MapError) Is(target error) bool {
+	return target == ErrNotFound && errors.Is(e.Err, ebpf.ErrKeyNotExist)
+}

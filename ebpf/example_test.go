@@ -1,0 +1,72 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
+
+package ebpf_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/metadatasec/gpa/ebpf"
+	"github.com/metadatasec/gpa/msp"
+)
+
+// The agent's start-up: attach at the root of the cgroup v2 hierarchy,
+// exempt itself, and protect IMDS. Not run as a test: it would redirect the
+// whole machine.
+func ExampleLoad() {
+	ctx := context.Background()
+	root, err := ebpf.CgroupV2Root()
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := ebpf.Load(ctx, ebpf.Options{CgroupPath: root, PinPath: "/sys/fs/bpf/azure-proxy-agent"})
+	var req *ebpf.RequirementError
+	switch {
+	case errors.As(err, &req):
+		log.Fatalf("Failed to start redirector: %v", err) // includes the remediation
+	case err != nil:
+		log.Fatalf("Failed to start redirector: %v", err)
+	}
+	defer r.Close()
+
+	if err := r.Skip().Add(uint32(os.Getpid())); err != nil {
+		log.Fatal(err)
+	}
+	if err := r.Policy().Set(msp.IMDSAddr, msp.ProxyAddr); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// The proxy, on each accepted connection, asks who made it; a missing
+// record means the connection cannot be attributed and must be refused.
+func ExampleAuditMap_LookupAndDelete() {
+	var r *ebpf.Redirector // from ebpf.Load
+	var clientPort uint16  // the accepted connection's remote port
+
+	rec, err := r.Audit().LookupAndDelete(clientPort)
+	if errors.Is(err, ebpf.ErrNotFound) {
+		fmt.Println("421: caller unknown")
+		return
+	}
+	if err != nil {
+		log.Print(err)
+		return
+	}
+	fmt.Println(rec.PID, rec.UID, rec.IsRoot(), rec.OriginalDst)
+}
+
+// The error text is the one the troubleshooting guide quotes.
+func ExampleProgramError() {
+	err := &ebpf.ProgramError{Op: ebpf.OpAttach, Program: "connect4", Err: errors.New("create link: invalid argument")}
+	fmt.Println("Failed to start redirector: " + err.Error())
+	// Output: Failed to start redirector: Failed to attach program 'connect4' with error: create link: invalid argument
+}
+
+func ExampleCheckKernel() {
+	if err := ebpf.CheckKernel(); err != nil {
+		fmt.Println("this machine cannot run the MSP redirector:", err)
+	}
+}

@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+
+//go:build ignore
+
+// Kernel half of the MSP redirect: rewrite connect() to protected host
+// endpoints so it lands on the local proxy, and remember who made each
+// redirected connection so the proxy can ask by source port.
+//
+// Map names and the layouts of the upstream structs (policy_map,
+// skip_process_map, audit_map) follow the Azure Guest Proxy Agent so tools
+// that read those maps keep working. Everything else (gpa_sock_map,
+// gpa_caller_map, struct gpa_caller_record) is ours.
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define GPA_IPPROTO_TCP 6
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+// Upstream layout, 24 bytes. ip[0] holds an IPv4 address in network order;
+// ip[1..3] are zero for IPv4. port holds htons(port) in its low 16 bits.
+struct gpa_destination_entry {
+	__u32 ip[4];
+	__u32 port;
+	__u32 protocol;
+};
+
+// Upstream layout, 4 bytes. The key and the value are the same struct.
+struct gpa_skip_process_entry {
+	__u32 pid;
+};
+
+// Upstream layout, 8 bytes. source_port is the local port in host order.
+struct gpa_audit_key {
+	__u32 protocol;
+	__u32 source_port;
+};
+
+// Upstream layout, 20 bytes.
+struct gpa_audit_event {
+	__u32 logon_id;
+	__u32 process_id;
+	__u32 is_root;
+	__u32 destination_ipv4;
+	__u32 destination_port;
+};
+
+// Our extended caller record, 48 bytes. Addresses and ports use the same
+// encoding as gpa_destination_entry.
+struct gpa_caller_record {
+	__u64 cgroup_id;
+	__u32 uid;
+	__u32 gid;
+	__u32 tgid;
+	__u32 destination_ipv4;
+	__u32 destination_port;
+	__u32 protocol;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10);
+	__type(key, struct gpa_destination_entry);
+	__type(value, struct gpa_destination_entry);
+} policy_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10);
+	__type(key, struct gpa_skip_process_entry);
+	__type(value, struct gpa_skip_process_entry);
+} skip_process_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 200);
+	__type(key, struct gpa_audit_key);
+	__type(value, struct gpa_audit_event);
+} audit_map SEC(".maps");
+
+// Connect-time caller by socket cookie. Lives as long as the socket (the
+// sock_ops program removes it on TCP_CLOSE; LRU is the backstop), because
+// getpeername needs the original destination for the whole connection.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct gpa_caller_record);
+} gpa_sock_map SEC(".maps");
+
+// Connect-time caller by {protocol, local port}: what the proxy reads (and
+// deletes) when it accepts the connection.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct gpa_audit_key);
+	__type(value, struct gpa_caller_record);
+} gpa_caller_map SEC(".maps");
+
+// redirect_target returns the proxy address for a protected IPv4
+// destination, or NULL when the destination is not protected or the calling
+// process is in the skip list.
+static __always_inline struct gpa_destination_entry *
+redirect_target(__u32 ip4, __u32 port, __u32 protocol)
+{
+	struct gpa_destination_entry key = {};
+	key.ip[0] = ip4;
+	key.port = port;
+	key.protocol = protocol;
+
+	struct gpa_destination_entry *target = bpf_map_lookup_elem(&policy_map, &key);
+	if (!target)
+		return NULL;
+
+	struct gpa_skip_process_entry skip = {
+		.pid = bpf_get_current_pid_tgid() >> 32,
+	};
+	if (bpf_map_lookup_elem(&skip_process_map, &skip))
+		return NULL;
+	return target;
+}
+
+// remember_caller records the calling task against the socket cookie. A
+// failure here is not fatal: the connection is still redirected and the
+// proxy, finding no record, refuses it (fail closed).
+static __always_inline void
+remember_caller(struct bpf_sock_addr *ctx, __u32 ip4, __u32 port, __u32 protocol)
+{
+	struct gpa_caller_record rec = {};
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	rec.cgroup_id = bpf_get_current_cgroup_id();
+	rec.uid = (__u32)uid_gid;
+	rec.gid = (__u32)(uid_gid >> 32);
+	rec.tgid = bpf_get_current_pid_tgid() >> 32;
+	rec.destination_ipv4 = ip4;
+	rec.destination_port = port;
+	rec.protocol = protocol;
+	bpf_get_current_comm(rec.comm, sizeof(rec.comm));
+
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	bpf_map_update_elem(&gpa_sock_map, &cookie, &rec, BPF_ANY);
+}
+
+SEC("cgroup/connect4")
+int connect4(struct bpf_sock_addr *ctx)
+{
+	__u32 ip4 = ctx->user_ip4;
+	__u32 port = ctx->user_port;
+	__u32 protocol = ctx->protocol;
+
+	struct gpa_destination_entry *target = redirect_target(ip4, port, protocol);
+	if (!target)
+		return 1;
+
+	remember_caller(ctx, ip4, port, protocol);
+	ctx->user_ip4 = target->ip[0];
+	ctx->user_port = target->port;
+	return 1;
+}
+
+// An AF_INET6 socket may dial an IPv4 endpoint as ::ffff:a.b.c.d. Redirect
+// those exactly like connect4, keeping the mapped form so the socket stays
+// valid for its family.
+SEC("cgroup/connect6")
+int connect6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->user_ip6[0] != 0 || ctx->user_ip6[1] != 0 ||
+	    ctx->user_ip6[2] != bpf_htonl(0x0000ffff))
+		return 1;
+
+	__u32 ip4 = ctx->user_ip6[3];
+	__u32 port = ctx->user_port;
+	__u32 protocol = ctx->protocol;
+
+	struct gpa_destination_entry *target = redirect_target(ip4, port, protocol);
+	if (!target)
+		return 1;
+
+	remember_caller(ctx, ip4, port, protocol);
+	ctx->user_ip6[3] = target->ip[0];
+	ctx->user_port = target->port;
+	return 1;
+}
+
+// Report the dialled address, not the proxy, so the redirect is invisible to
+// applications that check their peer.
+SEC("cgroup/getpeername4")
+int getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct gpa_caller_record *rec = bpf_map_lookup_elem(&gpa_sock_map, &cookie);
+	if (!rec)
+		return 1;
+	ctx->user_ip4 = rec->destination_ipv4;
+	ctx->user_port = rec->destination_port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct gpa_caller_record *rec = bpf_map_lookup_elem(&gpa_sock_map, &cookie);
+	if (!rec)
+		return 1;
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+	ctx->user_ip6[3] = rec->destination_ipv4;
+	ctx->user_port = rec->destination_port;
+	return 1;
+}
+
+// connect_audit runs when TCP sends the SYN (the local port is chosen by then) and
+// moves the connect-time record to a key the proxy can compute from the
+// accepted connection: {protocol, client port}.
+SEC("sockops")
+int connect_audit(struct bpf_sock_ops *skops)
+{
+	__u64 cookie;
+	struct gpa_caller_record *rec;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB: {
+		cookie = bpf_get_socket_cookie(skops);
+		rec = bpf_map_lookup_elem(&gpa_sock_map, &cookie);
+		if (!rec)
+			return 1;
+
+		struct gpa_audit_key key = {
+			.protocol = rec->protocol,
+			.source_port = skops->local_port,
+		};
+		struct gpa_audit_event ev = {
+			.logon_id = rec->uid,
+			.process_id = rec->tgid,
+			.is_root = rec->uid == 0,
+			.destination_ipv4 = rec->destination_ipv4,
+			.destination_port = rec->destination_port,
+		};
+		bpf_map_update_elem(&gpa_caller_map, &key, rec, BPF_ANY);
+		bpf_map_update_elem(&audit_map, &key, &ev, BPF_ANY);
+		// Ask for state changes so the cookie entry goes away with
+		// the socket.
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	}
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			return 1;
+		cookie = bpf_get_socket_cookie(skops);
+		bpf_map_delete_elem(&gpa_sock_map, &cookie);
+		return 1;
+	}
+	return 1;
+}

@@ -1,0 +1,316 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
+
+package ebpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+)
+
+// Options configures Load.
+type Options struct {
+	// CgroupPath is the cgroup v2 directory whose processes (and
+	// descendants) are redirected. The agent passes the hierarchy root
+	// (CgroupV2Root); tests pass a child cgroup they created. Required.
+	CgroupPath string
+
+	// PinPath, if set, is a directory on a bpffs mount (for example
+	// /sys/fs/bpf/azure-proxy-agent) where maps and links are pinned. With
+	// pins, Close leaves the programs attached and the next Load swaps the
+	// programs in place and keeps the maps, so a restarting agent leaves no
+	// window in which connect() bypasses it. RemovePins detaches and
+	// removes them. Pinned maps whose layout differs from this version's
+	// are refused (a *MapError wrapping ebpf.ErrMapIncompatible): call
+	// RemovePins and load again. Empty means nothing outlives Close.
+	PinPath string
+
+	// Logger receives attach and replace events. Nil discards them.
+	Logger *slog.Logger
+
+	// host overrides how the machine is inspected (tests only).
+	host *host
+}
+
+// Redirector owns the loaded programs, their cgroup links and the maps.
+// Close it when done; with no PinPath, closing detaches everything. The map
+// accessors may be used from many goroutines at once, but not concurrently
+// with or after Close.
+type Redirector struct {
+	policy PolicyMap
+	skip   SkipMap
+	audit  AuditMap
+
+	cgroupPath string
+	pinPath    string
+	maps       map[string]*ebpf.Map
+	progs      map[string]*ebpf.Program
+	links      []link.Link
+}
+
+// attachment says where each program goes. The audit hook comes first and
+// the redirect last, so no connection is redirected before its caller can
+// be recorded and shown its original peer.
+var attachments = []struct {
+	prog   string
+	attach ebpf.AttachType
+}{
+	{redirectProgConnectAudit, ebpf.AttachCGroupSockOps},
+	{redirectProgGetpeername4, ebpf.AttachCgroupInet4GetPeername},
+	{redirectProgGetpeername6, ebpf.AttachCgroupInet6GetPeername},
+	{redirectProgConnect4, ebpf.AttachCGroupInet4Connect},
+	{redirectProgConnect6, ebpf.AttachCGroupInet6Connect},
+}
+
+var mapNames = []string{
+	redirectMapPolicyMap,
+	redirectMapSkipProcessMap,
+	redirectMapAuditMap,
+	redirectMapGpaSockMap,
+	redirectMapGpaCallerMap,
+}
+
+// Load checks the kernel, loads the programs and attaches them to
+// opts.CgroupPath. Errors are *RequirementError (the host cannot run it),
+// *CgroupError (bad path), *ProgramError (the kernel refused a program;
+// the text is the troubleshooting guide's) or *MapError. On error nothing
+// stays loaded or attached, except what is pinned under Options.PinPath.
+func Load(ctx context.Context, opts Options) (_ *Redirector, err error) {
+	h := opts.host
+	if h == nil {
+		h = realHost()
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+
+	if err := h.check(); err != nil {
+		return nil, err
+	}
+	cg, cgID, err := openCgroup(opts.CgroupPath)
+	if err != nil {
+		return nil, err
+	}
+	defer cg.Close()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	spec, err := loadRedirect()
+	if err != nil {
+		return nil, fmt.Errorf("ebpf: embedded object: %w", err)
+	}
+	if h.editSpec != nil {
+		h.editSpec(spec)
+	}
+
+	r := &Redirector{
+		cgroupPath: opts.CgroupPath,
+		pinPath:    opts.PinPath,
+		maps:       make(map[string]*ebpf.Map),
+		progs:      make(map[string]*ebpf.Program),
+	}
+	defer func() {
+		if err != nil {
+			// Without pinning this detaches whatever was attached.
+			// With pinning, links pinned so far stay: they are the
+			// previous agent's programs or new ones a retry updates
+			// in place, and detaching them would open a bypass
+			// window. RemovePins clears them.
+			r.Close()
+		}
+	}()
+
+	var mapOpts ebpf.MapOptions
+	if opts.PinPath != "" {
+		mapOpts.PinPath = filepath.Join(opts.PinPath, "maps")
+		for _, d := range []string{mapOpts.PinPath, filepath.Join(opts.PinPath, "links")} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, fmt.Errorf("ebpf: create pin directory: %w", err)
+			}
+		}
+	}
+	for _, name := range mapNames {
+		ms := spec.Maps[name].Copy()
+		if opts.PinPath != "" {
+			ms.Pinning = ebpf.PinByName
+		}
+		m, err := ebpf.NewMapWithOptions(ms, mapOpts)
+		if err != nil {
+			return nil, &MapError{Op: "create", Map: name, Err: err}
+		}
+		r.maps[name] = m
+	}
+
+	for _, a := range attachments {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		ps := spec.Programs[a.prog].Copy()
+		for name, m := range r.maps {
+			if err := ps.Instructions.AssociateMap(name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
+				return nil, newLoadError(a.prog, err)
+			}
+		}
+		prog, err := ebpf.NewProgram(ps)
+		if err != nil {
+			return nil, newLoadError(a.prog, err)
+		}
+		r.progs[a.prog] = prog
+	}
+
+	for _, a := range attachments {
+		l, err := r.attach(log, cg, cgID, a.prog, a.attach)
+		if err != nil {
+			return nil, &ProgramError{Op: OpAttach, Program: a.prog, Err: err}
+		}
+		r.links = append(r.links, l)
+	}
+
+	r.policy = PolicyMap{m: r.maps[redirectMapPolicyMap]}
+	r.skip = SkipMap{m: r.maps[redirectMapSkipProcessMap]}
+	r.audit = AuditMap{caller: r.maps[redirectMapGpaCallerMap], upstream: r.maps[redirectMapAuditMap]}
+	log.Info("eBPF redirector attached", "cgroup", opts.CgroupPath, "pinned", opts.PinPath != "")
+	return r, nil
+}
+
+// attach links prog to the cgroup. With pinning, an existing pinned link
+// for the same cgroup gets the new program swapped in atomically
+// (BPF_LINK_UPDATE), so connections never see the cgroup without it.
+func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name string, at ebpf.AttachType) (link.Link, error) {
+	prog := r.progs[name]
+	pin := ""
+	if r.pinPath != "" {
+		pin = filepath.Join(r.pinPath, "links", name)
+		old, err := link.LoadPinnedLink(pin, nil)
+		switch {
+		case err == nil:
+			info, ierr := old.Info()
+			if ierr == nil && info.Cgroup() != nil && info.Cgroup().CgroupId == cgID {
+				if uerr := old.Update(prog); uerr == nil {
+					log.Info("replaced pinned eBPF program", "program", name, "link", pin)
+					return old, nil
+				} else {
+					log.Warn("cannot update pinned link, re-attaching", "program", name, "link", pin, "error", uerr)
+				}
+			} else {
+				log.Warn("pinned link is for another cgroup or unreadable, re-attaching", "program", name, "link", pin)
+			}
+			// The old link points elsewhere (or its cgroup is gone):
+			// drop it and attach afresh.
+			if err := old.Unpin(); err != nil {
+				old.Close()
+				return nil, fmt.Errorf("unpin stale link %s: %w", pin, err)
+			}
+			old.Close()
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("open pinned link %s: %w", pin, err)
+		}
+	}
+	// A bpf_link on the directory already checked to be cgroup v2 (no
+	// re-open by path), and no fallback to the legacy attach API: only
+	// links can be pinned and updated in place, and 5.15 has them.
+	l, err := link.AttachRawLink(link.RawLinkOptions{Target: int(cg.Fd()), Program: prog, Attach: at})
+	if err != nil {
+		return nil, err
+	}
+	if pin != "" {
+		if err := l.Pin(pin); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("pin link at %s: %w", pin, err)
+		}
+	}
+	log.Debug("attached eBPF program", "program", name, "cgroup", cg.Name())
+	return l, nil
+}
+
+// Policy returns the redirect policy map.
+func (r *Redirector) Policy() *PolicyMap { return &r.policy }
+
+// Skip returns the skip list of processes never redirected.
+func (r *Redirector) Skip() *SkipMap { return &r.skip }
+
+// Audit returns the caller lookup for accepted connections.
+func (r *Redirector) Audit() *AuditMap { return &r.audit }
+
+// CgroupPath returns the cgroup the programs are attached to.
+func (r *Redirector) CgroupPath() string { return r.cgroupPath }
+
+// Close releases every file descriptor the Redirector holds. Without
+// pinning that detaches the programs and frees the maps; with pinning the
+// pinned links and maps stay in place for the next Load (use RemovePins to
+// take them down). Close is safe to call more than once.
+func (r *Redirector) Close() error {
+	var errs []error
+	for _, l := range r.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	r.links = nil
+	for name, p := range r.progs {
+		if err := p.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(r.progs, name)
+	}
+	for name, m := range r.maps {
+		if err := m.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		delete(r.maps, name)
+	}
+	return errors.Join(errs...)
+}
+
+// RemovePins detaches the programs pinned under pinPath by an earlier Load
+// (this or a previous process) and removes their pins and the pinned maps.
+// Use it on uninstall, or to clear pins left by a different version. Pins
+// that are already gone are not an error.
+func RemovePins(pinPath string) error {
+	if pinPath == "" {
+		return errors.New("ebpf: RemovePins: empty pin path")
+	}
+	var errs []error
+	for _, a := range attachments {
+		p := filepath.Join(pinPath, "links", a.prog)
+		l, err := link.LoadPinnedLink(p, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			// Not a link (or unreadable): remove the file so the
+			// name is free, but say so.
+			errs = append(errs, fmt.Errorf("ebpf: open pinned link %s: %w", p, err))
+			if rerr := os.Remove(p); rerr != nil {
+				errs = append(errs, rerr)
+			}
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("ebpf: unpin %s: %w", p, err))
+		}
+		l.Close()
+	}
+	for _, name := range mapNames {
+		p := filepath.Join(pinPath, "maps", name)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("ebpf: remove pinned map %s: %w", p, err))
+		}
+	}
+	for _, d := range []string{"links", "maps"} {
+		if err := os.Remove(filepath.Join(pinPath, d)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("ebpf: remove %s: %w", filepath.Join(pinPath, d), err))
+		}
+	}
+	return errors.Join(errs...)
+}
