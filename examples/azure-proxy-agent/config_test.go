@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp"
+)
+
+func TestParseShippedConfig(t *testing.T) {
+	c, err := ParseConfig([]byte("\xEF\xBB\xBF" + ShippedConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		LogFolder: "/var/log/azure-proxy-agent", EventFolder: "/var/log/azure-proxy-agent/events",
+		LatchKeyFolder: "/var/lib/azure-proxy-agent/keys", MonitorIntervalInSeconds: 60, PollKeyStatusIntervalInSeconds: 15,
+		EbpfProgramName: "ebpf_cgroup.o", CgroupRoot: "/sys/fs/cgroup", FileLogLevel: "Trace", FileLogLevelForEvents: "Info",
+		FileLogLevelForSystemEvents: "Info", CanonicalRequestMode: "Shadow",
+		ListenAddress: "127.0.0.1:3080", StatusFolder: "/var/log/azure-proxy-agent",
+	}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if m, _ := c.MatcherMode(); m != msp.MatcherCanonical {
+		t.Errorf("matcher = %v", m)
+	}
+	if ap, _ := c.EndpointAddr(msp.EndpointIMDS); ap != msp.IMDSAddr {
+		t.Errorf("imds = %v", ap)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, json string
+		want       []string
+	}{
+		{"not json", `{`, []string{"unexpected end"}},
+		{"missing keys", `{"logFolder":"/l"}`, []string{"missing required key eventFolder", "missing required key latchKeyFolder", "missing required key ebpfProgramName"}},
+		{"wrong type", strings.Replace(ShippedConfig, `15`, `"15"`, 1), []string{"cannot unmarshal"}},
+		{"bad listen", strings.Replace(ShippedConfig, `"logFolder"`, `"listenAddress":"0.0.0.0:3080","logFolder"`, 1), []string{"must be a loopback"}},
+		{"bad matcher", strings.Replace(ShippedConfig, `"logFolder"`, `"matcher":"fuzzy","logFolder"`, 1), []string{"unknown matcher"}},
+		{"bad canonical mode", strings.Replace(ShippedConfig, `"Shadow"`, `"sometimes"`, 1), []string{"canonicalRequestMode"}},
+		{"bad override", strings.Replace(ShippedConfig, `"logFolder"`, `"imdsAddress":"nowhere","logFolder"`, 1), []string{"imds address"}},
+		{"zero poll", strings.Replace(ShippedConfig, `: 15`, `: 0`, 1), []string{"at least 1"}},
+		{"relative keys", strings.Replace(ShippedConfig, `"/var/lib/azure-proxy-agent/keys"`, `"keys"`, 1), []string{"must be absolute"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.json))
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("err = %v, want ErrConfig", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadConfig(filepath.Join(dir, "missing.json")); !errors.Is(err, ErrConfig) {
+		t.Errorf("missing file: %v", err)
+	}
+	t.Setenv("GPA_TEST_ROOT", "/srv/gpa")
+	p := filepath.Join(dir, "c.json")
+	cfg := strings.Replace(ShippedConfig, `"/var/lib/azure-proxy-agent/keys"`, `"%GPA_TEST_ROOT%/keys"`, 1)
+	cfg = strings.Replace(cfg, `"logFolder"`, `"someFutureKey": true, "logFolder"`, 1)
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LatchKeyFolder != "/srv/gpa/keys" {
+		t.Errorf("latchKeyFolder = %q, want %%VAR%% expanded", c.LatchKeyFolder)
+	}
+}

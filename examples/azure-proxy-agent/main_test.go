@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metadatasec/gpa/ebpf"
+	"github.com/metadatasec/gpa/internal/testenv"
+	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/msp/msptest"
+)
+
+// The test binary doubles as the agent binary for the demo test: the demo
+// re-executes itself, and so do its sample callers.
+const envAsAgent = "GPA_TEST_RUN_AS_AGENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envAsAgent) == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], time.Now(), os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		args []string
+		want *cli
+		err  string
+	}{
+		{nil, &cli{}, ""},
+		{[]string{"console"}, &cli{command: "console"}, ""},
+		{[]string{"--status"}, &cli{status: true}, ""},
+		{[]string{"-s", "-w", "120"}, &cli{status: true, wait: 120 * time.Second, waitSeen: true}, ""},
+		{[]string{"--status", "--wait", "10", "-c", "/x.json"}, &cli{status: true, wait: 10 * time.Second, waitSeen: true, config: "/x.json"}, ""},
+		{[]string{"-v"}, &cli{version: true}, ""},
+		{[]string{"--wait", "5"}, nil, "--wait requires --status"},
+		{[]string{"--status", "--wait", "soon"}, nil, "whole seconds"},
+		{[]string{"--status", "--wait"}, nil, "needs a value"},
+		{[]string{"--frobnicate"}, nil, "unknown flag"},
+		{[]string{"launch"}, nil, "unknown command"},
+	}
+	for _, tt := range tests {
+		got, err := parseArgs(tt.args)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%v: err = %v, want %q", tt.args, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tt.args, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(cli{})); diff != "" {
+			t.Errorf("%v (-want +got):\n%s", tt.args, diff)
+		}
+	}
+}
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, time.Now(), strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestVersionHelpAndUsage(t *testing.T) {
+	if code, out, _ := runCLI(t, "--version"); code != 0 || strings.TrimSpace(out) != version {
+		t.Errorf("--version: %d %q", code, out)
+	}
+	if code, out, _ := runCLI(t, "--help"); code != 0 || !strings.Contains(out, "--status [--wait N]") {
+		t.Errorf("--help: %d %q", code, out)
+	}
+	if code, _, errOut := runCLI(t, "--wait", "3"); code != 2 || !strings.Contains(errOut, "usage") {
+		t.Errorf("bad usage: %d %q", code, errOut)
+	}
+}
+
+func TestServiceRefusesBadConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(p, []byte(`{"logFolder":"/l"}`), 0o644)
+	code, _, errOut := runCLI(t, "-c", p)
+	if code != 1 || !strings.Contains(errOut, "missing required key") || !strings.Contains(errOut, p) {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+	code, _, errOut = runCLI(t, "-c", filepath.Join(t.TempDir(), "nope.json"), "console")
+	if code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Errorf("missing file: exit %d: %s", code, errOut)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// testAgent runs the agent in-process against msptest on loopback and
+// returns a config file that --status can read.
+func testAgent(t *testing.T, o runOptions, cgroup string) (cfgPath string, cfg *Config, stop func()) {
+	t.Helper()
+	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
+		msp.EndpointIMDS: {Mode: msp.ModeAudit, DefaultAccess: msp.AccessAllow, ID: "t"}}})
+	t.Cleanup(host.Close)
+	dir := t.TempDir()
+	var err error
+	cfg, err = ParseConfig([]byte(ShippedConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.LogFolder, cfg.StatusFolder = filepath.Join(dir, "log"), filepath.Join(dir, "log")
+	cfg.LatchKeyFolder = filepath.Join(dir, "keys")
+	cfg.PollKeyStatusIntervalInSeconds = 1
+	cfg.ListenAddress = freeAddr(t)
+	cfg.WireServerAddress = host.WireServerAddr().String()
+	cfg.CgroupPath = cgroup
+	cfgPath = filepath.Join(dir, "proxy-agent.json")
+	b := strings.Replace(ShippedConfig, `"logFolder"`, `"listenAddress":"`+cfg.ListenAddress+`","logFolder"`, 1)
+	if err := os.WriteFile(cfgPath, []byte(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	o.Stderr = &bytes.Buffer{}
+	go func() {
+		defer close(done)
+		if err := runAgent(ctx, cfg, o); err != nil {
+			t.Errorf("runAgent: %v", err)
+		}
+	}()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return cfgPath, cfg, stop
+}
+
+// The cloud-init contract against a live in-process agent whose eBPF
+// cannot start: --status keeps polling, then reports the failure (exit 2)
+// once provisioning times out.
+func TestStatusReportsRedirectorFailure(t *testing.T) {
+	testenv.MustBeRoot(t) // the key store insists on root-owned folders
+	cfgPath, _, _ := testAgent(t, runOptions{NoRedirect: true, ProvisionTimeout: 1500 * time.Millisecond}, "")
+	// Not finished yet: no --wait gives 1 at once.
+	code, out, _ := runCLI(t, "-c", cfgPath, "--status")
+	if code != 1 {
+		t.Errorf("--status before the timeout: exit %d %q", code, out)
+	}
+	start := time.Now()
+	code, out, _ = runCLI(t, "-c", cfgPath, "--status", "--wait", "10")
+	if code != 2 || !strings.Contains(out, "ebpfProgramStatus - Failed to start redirector") || len(out) > 400 {
+		t.Errorf("--status --wait 10: exit %d %q", code, out)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("took %v", el)
+	}
+}
+
+func TestStatusUnreachable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(p, []byte(strings.Replace(ShippedConfig, `"logFolder"`, `"listenAddress":"`+freeAddr(t)+`","logFolder"`, 1)), 0o644)
+	code, out, _ := runCLI(t, "-c", p, "--status", "--wait", "1")
+	if code != 1 || !strings.Contains(out, "Failed to query the current provision state") {
+		t.Errorf("exit %d %q", code, out)
+	}
+}
+
+func childCgroup(t *testing.T) string {
+	t.Helper()
+	root, err := ebpf.CgroupV2Root()
+	testenv.Require(t, "a cgroup v2 mount", err)
+	dir, err := os.MkdirTemp(root, "gpa-agent-test-")
+	if err != nil {
+		testenv.SkipOrFail(t, "cannot create a child cgroup: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	return dir
+}
+
+// With eBPF on a child cgroup and a host to latch from, provisioning
+// completes: --status exits 0, and status.json says SUCCESS.
+func TestStatusSucceedsWithLiveAgent(t *testing.T) {
+	testenv.MustBeRoot(t)
+	cg := childCgroup(t)
+	cfgPath, cfg, stop := testAgent(t, runOptions{}, cg)
+	code, out, _ := runCLI(t, "-c", cfgPath, "--status", "--wait", "20")
+	if code != 0 {
+		t.Fatalf("--status --wait 20: exit %d %q", code, out)
+	}
+	// Idempotent, and quick once ready.
+	start := time.Now()
+	if code, _, _ := runCLI(t, "-c", cfgPath, "--status"); code != 0 || time.Since(start) > time.Second {
+		t.Errorf("second --status: exit %d after %v", code, time.Since(start))
+	}
+	for _, f := range []string{"provisioned.tag", "status.tag"} {
+		if _, err := os.Stat(filepath.Join(cfg.LatchKeyFolder, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	statusFile := filepath.Join(cfg.StatusFolder, "status.json")
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if b, _ = os.ReadFile(statusFile); bytes.Contains(b, []byte(`"status": "SUCCESS"`)) {
+			break
+		}
+	}
+	if !bytes.Contains(b, []byte(`"status": "SUCCESS"`)) {
+		t.Errorf("status.json never said SUCCESS:\n%s", b)
+	}
+	if attachedPrograms(t, cg) == "" {
+		t.Error("bpftool shows no programs on the test cgroup while the agent runs")
+	}
+	stop()
+	// A stopped agent says so.
+	b, _ = os.ReadFile(statusFile)
+	if !bytes.Contains(b, []byte(`"status": "ERROR"`)) || !bytes.Contains(b, []byte("proxy listener stopped")) {
+		t.Errorf("status.json after stop:\n%s", b)
+	}
+	// Close detached everything from the test cgroup.
+	if progs := attachedPrograms(t, cg); progs != "" {
+		t.Errorf("programs still attached to %s: %s", cg, progs)
+	}
+}
+
+func attachedPrograms(t *testing.T, cgroup string) string {
+	t.Helper()
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		testenv.SkipOrFail(t, "needs bpftool to list the programs attached to a cgroup: %v", err)
+	}
+	out, err := exec.Command("bpftool", "cgroup", "show", cgroup).CombinedOutput()
+	if err != nil {
+		t.Fatalf("bpftool cgroup show %s: %v\n%s", cgroup, err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) <= 1 {
+		return ""
+	}
+	return string(out)
+}
+
+// The README's main command, end to end: it must succeed, show the
+// decisions, and leave nothing behind.
+func TestDemo(t *testing.T) {
+	testenv.MustBeRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		testenv.SkipOrFail(t, "needs unshare: %v", err)
+	}
+	root, err := ebpf.CgroupV2Root()
+	testenv.Require(t, "a cgroup v2 mount", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "demo")
+	cmd.Env = append(os.Environ(), envAsAgent+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"exit 0 after",
+		"identity-matched instance-metadata (demo-imds-rules)     200, signature valid",
+		"audit     default (demo-imds-rules)",
+		"403     deny      root-required",
+		"403     deny      default (demo-imds-rules)                                nothing (blocked by the agent)",
+		"path traversal",
+		"phase 3: key reset",
+		`"status": "SUCCESS"`,
+		`"secureChannelState": "WireServer Enforce -  IMDS Enforce - HostGA Enforce"`,
+		"cgroup " + root,
+		"removed",
+	} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("demo output:\n%s", out)
+	}
+	left, _ := filepath.Glob(filepath.Join(root, "gpa-demo-*"))
+	tmp, _ := filepath.Glob(filepath.Join(os.TempDir(), "gpa-demo-*"))
+	if len(left)+len(tmp) > 0 {
+		t.Errorf("left behind: %v %v", left, tmp)
+	}
+	if strings.Contains(string(out), "INVALID") {
+		t.Error("the host saw an invalid signature")
+	}
+}
