@@ -37,7 +37,15 @@ const nobodyID = 65534
 // runDemo runs the whole protocol on this machine without touching it: a
 // network namespace of its own with the metadata addresses on its loopback,
 // a child cgroup for the callers, the simulated host, and the real agent.
-func runDemo(ctx context.Context, stdout, stderr io.Writer) int {
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var keepAudit string
+	switch {
+	case len(args) == 2 && args[0] == "--audit-log":
+		keepAudit = args[1]
+	case len(args) != 0:
+		fmt.Fprintln(stderr, "usage: azure-proxy-agent demo [--audit-log FILE]")
+		return 2
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, `azure-proxy-agent demo needs root: it creates a network namespace (169.254.169.254 and
 168.63.129.16 on its own loopback, nothing leaves the machine), a child cgroup, and loads
@@ -46,9 +54,17 @@ eBPF programs into that cgroup only. Run it as root, for example:
 		return 2
 	}
 	if os.Getenv(sandbox.EnvInNetns) != "1" {
-		return reexecInNetns(ctx, stdout, stderr)
+		if keepAudit != "" {
+			abs, err := filepath.Abs(keepAudit)
+			if err != nil {
+				fmt.Fprintln(stderr, "demo:", err)
+				return 2
+			}
+			args = []string{"--audit-log", abs}
+		}
+		return reexecInNetns(ctx, args, stdout, stderr)
 	}
-	d := &demo{out: stdout}
+	d := &demo{out: stdout, keepAudit: keepAudit}
 	err := d.run(ctx)
 	d.cleanup()
 	if err != nil {
@@ -58,13 +74,13 @@ eBPF programs into that cgroup only. Run it as root, for example:
 	return 0
 }
 
-func reexecInNetns(ctx context.Context, stdout, stderr io.Writer) int {
+func reexecInNetns(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
 	}
-	cmd, err := sandbox.Command(ctx, exe, "demo")
+	cmd, err := sandbox.Command(ctx, append([]string{exe, "demo"}, args...)...)
 	if err != nil {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
@@ -97,6 +113,8 @@ type demo struct {
 	caller   string // the binary the callers run
 	hasCurl  bool
 	cleaned  []string
+	// keepAudit, if set, receives a copy of the connection log.
+	keepAudit string
 }
 
 // auditLines collects the proxy's audit records.
@@ -494,6 +512,11 @@ func (d *demo) cleanup() {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if d.dir != "" && d.keepAudit != "" {
+		if b, err := os.ReadFile(filepath.Join(d.dir, "log", connectionLogName)); err == nil && os.WriteFile(d.keepAudit, b, 0o600) == nil {
+			d.cleaned = append(d.cleaned, "connection log kept in "+d.keepAudit)
 		}
 	}
 	if d.dir != "" {

@@ -51,6 +51,10 @@ func parseArgs(args []string) (*cli, error) {
 	c := &cli{}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
+		if c.command == "demo" || c.command == demoCallerCommand {
+			c.rest = append(c.rest, a) // the subcommand's own arguments
+			continue
+		}
 		value := func() (string, error) {
 			if i+1 >= len(args) {
 				return "", fmt.Errorf("%s needs a value", a)
@@ -110,7 +114,8 @@ const usage = `usage:
   azure-proxy-agent [-c CONFIG] console              run in the foreground (Enter stops it)
   azure-proxy-agent [-c CONFIG] --status [--wait N]  provisioning state: exit 0 done, 1 not done, 2 done with errors
   azure-proxy-agent --version
-  azure-proxy-agent demo                             the protocol end to end on a simulated host (needs root)
+  azure-proxy-agent demo [--audit-log FILE]          the protocol end to end on a simulated host (needs root);
+                                                     --audit-log keeps the connection log for msp-policy
 `
 
 func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -130,7 +135,7 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 	case c.status:
 		return runStatus(ctx, c, start, stdout)
 	case c.command == "demo":
-		return runDemo(ctx, stdout, stderr)
+		return runDemo(ctx, c.rest, stdout, stderr)
 	case c.command == demoCallerCommand:
 		return runDemoCaller(ctx, c.rest, stdout, stderr)
 	}

@@ -152,7 +152,8 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		writeJSON(stdout, rep)
 	} else {
-		fmt.Fprintf(stdout, "replayed %d requests to protected endpoints (%d to others ignored)\n", rep.Total, rep.NotProtected)
+		fmt.Fprintf(stdout, "replayed %d requests to %s (ignored: %d to endpoints without a candidate rule set, %d not to a host endpoint)\n",
+			rep.Total, ep, rep.OtherEndpoints, rep.NotProtected)
 		fmt.Fprintf(stdout, "  allowed %d, audited %d, denied %d; legacy matcher differs on %d\n", rep.Allowed, rep.Audited, rep.Denied, rep.Divergent)
 		if len(rep.Changes) > 0 {
 			fmt.Fprintln(stdout, "\nchanges from what the agent decided, largest first:")

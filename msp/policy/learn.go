@@ -126,6 +126,12 @@ func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 			continue
 		}
 		skip := func(reason string) { res.Skipped = append(res.Skipped, Skipped{Record: rec, Reason: reason}) }
+		if rec.ActualVerdict() == msp.VerdictDeny {
+			// What the agent refused (in Enforce, or before authorization:
+			// malformed, traversal) is not evidence of need.
+			skip("denied by the agent")
+			continue
+		}
 		if o.Endpoint.RequiresRoot() && !rec.RunAsElevated {
 			skip("non-root callers are always refused by " + o.Endpoint.DisplayName())
 			continue

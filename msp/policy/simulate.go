@@ -18,6 +18,7 @@ type Outcome struct {
 // matchers side by side.
 type Simulator struct {
 	canonical, legacy *msp.Policy
+	endpoints         map[msp.Endpoint]bool
 }
 
 // NewSimulator compiles the candidate rule sets (endpoint → item) for both
@@ -31,7 +32,13 @@ func NewSimulator(items map[msp.Endpoint]*msp.AuthorizationItem) (*Simulator, er
 	if err != nil {
 		return nil, err
 	}
-	return &Simulator{canonical: c, legacy: l}, nil
+	eps := map[msp.Endpoint]bool{}
+	for ep, item := range items {
+		if item != nil {
+			eps[ep] = true
+		}
+	}
+	return &Simulator{canonical: c, legacy: l, endpoints: eps}, nil
 }
 
 // Decide evaluates one request for ep with both matchers.
@@ -59,6 +66,9 @@ type Report struct {
 	Audited      int `json:"audited"`
 	Denied       int `json:"denied"`
 	NotProtected int `json:"notProtected"`
+	// OtherEndpoints counts records to protected endpoints the candidate
+	// has no rule set for; they are not replayed.
+	OtherEndpoints int `json:"otherEndpoints,omitempty"`
 	// Changes are grouped by (exe, user, path prefix), largest first, and
 	// within a count newly denied groups first.
 	Changes []Change `json:"changes"`
@@ -80,6 +90,10 @@ func (s *Simulator) Replay(records []AuditRecord) *Report {
 		ep := rec.Endpoint()
 		if ep == msp.EndpointNone {
 			rep.NotProtected++
+			continue
+		}
+		if !s.endpoints[ep] {
+			rep.OtherEndpoints++
 			continue
 		}
 		rep.Total++
