@@ -5,8 +5,8 @@
 //	msp-policy simulate --rules FILE --endpoint imds --audit-log FILE [--json]
 //	msp-policy learn --audit-log FILE [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--json]
 //
-// simulate exits 0 when nothing would be denied and 3 otherwise, so it can
-// gate a rollout; 1 on errors and 2 on bad usage.
+// simulate exits 0 when nothing the agent let through would be denied and 3
+// otherwise, so it can gate a rollout; 1 on errors and 2 on bad usage.
 package main
 
 import (
@@ -154,7 +154,8 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	} else {
 		fmt.Fprintf(stdout, "replayed %d requests to %s (ignored: %d to endpoints without a candidate rule set, %d not to a host endpoint)\n",
 			rep.Total, ep, rep.OtherEndpoints, rep.NotProtected)
-		fmt.Fprintf(stdout, "  allowed %d, audited %d, denied %d; legacy matcher differs on %d\n", rep.Allowed, rep.Audited, rep.Denied, rep.Divergent)
+		fmt.Fprintf(stdout, "  allowed %d, audited %d, denied %d (%d of them let through today); legacy matcher differs on %d\n",
+			rep.Allowed, rep.Audited, rep.Denied, rep.NewlyDenied, rep.Divergent)
 		if len(rep.Changes) > 0 {
 			fmt.Fprintln(stdout, "\nchanges from what the agent decided, largest first:")
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

@@ -156,7 +156,7 @@ func TestLearnThenSimulateGate(t *testing.T) {
 	// A stricter candidate gates the rollout with exit 3 and names the change.
 	strict := writeFile(t, "strict.json", rules("deny", `"exePath":"/usr/bin/curl"`, "/metadata/instance"))
 	code, out, _ := runCLI(t, "simulate", "--rules", strict, "--audit-log", logFile)
-	if code != exitDenied || !strings.Contains(out, "/opt/app/app") || !strings.Contains(out, "denied 30") {
+	if code != exitDenied || !strings.Contains(out, "/opt/app/app") || !strings.Contains(out, "denied 30 (30 of them let through today)") {
 		t.Errorf("gate: exit %d\n%s", code, out)
 	}
 }

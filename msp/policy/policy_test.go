@@ -225,7 +225,7 @@ func TestReplayReportsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := sim.Replay(log)
-	want := &Report{Total: 4, Allowed: 2, Denied: 2, NotProtected: 1, OtherEndpoints: 1, Changes: []Change{
+	want := &Report{Total: 4, Allowed: 2, Denied: 2, NewlyDenied: 1, NotProtected: 1, OtherEndpoints: 1, Changes: []Change{
 		{Exe: "/usr/bin/python3", User: "bob", PathPrefix: "/metadata/instance", Was: msp.VerdictAllow, Now: msp.VerdictDeny, Count: 1, Example: "/metadata/instance/compute"},
 	}}
 	if diff := cmp.Diff(want, rep); diff != "" {

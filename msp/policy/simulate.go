@@ -66,6 +66,9 @@ type Report struct {
 	Audited      int `json:"audited"`
 	Denied       int `json:"denied"`
 	NotProtected int `json:"notProtected"`
+	// NewlyDenied counts requests the agent forwarded (allowed or audited)
+	// that the candidate would deny: what breaks when it is enforced.
+	NewlyDenied int `json:"newlyDenied"`
 	// OtherEndpoints counts records to protected endpoints the candidate
 	// has no rule set for; they are not replayed.
 	OtherEndpoints int `json:"otherEndpoints,omitempty"`
@@ -76,9 +79,10 @@ type Report struct {
 	Divergent int `json:"divergent"`
 }
 
-// WouldDeny reports whether the candidate denies anything observed: what
-// gates a switch to Enforce.
-func (r *Report) WouldDeny() bool { return r.Denied > 0 }
+// WouldDeny reports whether the candidate denies anything the agent let
+// through: what gates a switch to Enforce. Requests the agent already
+// refused (malformed, traversal, Enforce denials) do not count.
+func (r *Report) WouldDeny() bool { return r.NewlyDenied > 0 }
 
 // Replay decides every record under the candidate with the canonical
 // matcher and compares with what the agent recorded.
@@ -111,6 +115,9 @@ func (s *Simulator) Replay(records []AuditRecord) *Report {
 			rep.Divergent++
 		}
 		was := rec.ActualVerdict()
+		if was.Forwarded() && now == msp.VerdictDeny {
+			rep.NewlyDenied++
+		}
 		if was == now {
 			continue
 		}
