@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/metadatasec/gpa/status"
 )
 
 // Record is the audit record of one request: the ProxySummary fields of
@@ -202,131 +204,23 @@ func writeRecord(w *RotatingFile, rec *Record) error {
 	return err
 }
 
-// Summary bucketing of gpa-protocol §6.1.
-const (
-	SummaryBucket    = 15 * time.Minute
-	SummaryRetention = 4 * time.Hour
-)
-
-// ConnectionSummary is one row of proxyConnectionSummary or
-// failedAuthenticateSummary in status.json, fields in upstream's order.
-type ConnectionSummary struct {
-	UserName        string   `json:"userName"`
-	IP              string   `json:"ip"`
-	Port            uint16   `json:"port"`
-	ProcessCmdLine  string   `json:"processCmdLine"`
-	ResponseStatus  string   `json:"responseStatus"`
-	Count           uint64   `json:"count"`
-	UserGroups      []string `json:"userGroups"`
-	ProcessFullPath string   `json:"processFullPath"`
-}
-
-type summaryKey struct {
-	userName, clientIP, ip, processFullPath, processCmdLine, responseStatus string
-	port                                                                    uint16
-}
-
-type summaryEntry struct {
-	groups  []string
-	buckets map[int64]uint64 // bucket start (unix seconds) -> count
-}
-
-// Summaries aggregates audit records into the two status.json summaries:
-// every request, and the failed authorizations. Counts live in 15-minute
-// buckets; buckets older than 4 hours are dropped. It implements
-// SummarySink and is safe for concurrent use.
-type Summaries struct {
-	// Now is the clock; nil means time.Now. Tests set it.
-	Now func() time.Time
-
-	mu         sync.Mutex
-	all        map[summaryKey]*summaryEntry
-	failed     map[summaryKey]*summaryEntry
-	lastBucket int64
+// RegistrySummaries is the SummarySink the agent uses: it counts every
+// request (proxyConnectionsCount) and feeds the two connection summaries
+// of status.json, whose 15-minute buckets the status package keeps.
+type RegistrySummaries struct {
+	Registry *status.Registry
 }
 
 // Add implements SummarySink.
-func (s *Summaries) Add(rec *Record) {
-	now := s.now()
-	k := summaryKey{userName: rec.UserName, clientIP: rec.ClientIP, ip: rec.IP, port: rec.Port,
-		processFullPath: rec.ProcessFullPath, processCmdLine: rec.ProcessCmdLine, responseStatus: rec.ResponseStatus}
-	bucket := now.Truncate(SummaryBucket).Unix()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.all == nil {
-		s.all, s.failed = make(map[summaryKey]*summaryEntry), make(map[summaryKey]*summaryEntry)
+func (s RegistrySummaries) Add(r *Record) {
+	s.Registry.CountRequest()
+	c := status.Connection{UserName: r.UserName, UserGroups: r.UserGroups, ClientIP: r.ClientIP, IP: r.IP, Port: r.Port,
+		ProcessFullPath: r.ProcessFullPath, ProcessCmdLine: r.ProcessCmdLine, ResponseStatus: r.ResponseStatus}
+	if c.IP == "" {
+		c.IP = "None"
 	}
-	if bucket != s.lastBucket {
-		// Expire old buckets as time moves on even if nobody reads the
-		// summaries, so memory stays bounded by four hours of traffic.
-		s.lastBucket = bucket
-		cutoff := now.Add(-SummaryRetention).Truncate(SummaryBucket).Unix()
-		collect(s.all, cutoff)
-		collect(s.failed, cutoff)
+	s.Registry.Connections().Record(r.Time, c)
+	if r.FailedAuthorization() {
+		s.Registry.FailedAuthentications().Record(r.Time, c)
 	}
-	add(s.all, k, rec.UserGroups, bucket)
-	if rec.FailedAuthorization() {
-		add(s.failed, k, rec.UserGroups, bucket)
-	}
-}
-
-func add(m map[summaryKey]*summaryEntry, k summaryKey, groups []string, bucket int64) {
-	e := m[k]
-	if e == nil {
-		e = &summaryEntry{groups: slices.Clone(groups), buckets: make(map[int64]uint64)}
-		m[k] = e
-	}
-	e.buckets[bucket]++
-}
-
-func (s *Summaries) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
-
-// Snapshot returns both summaries after dropping expired buckets, each
-// sorted by descending count, then by user, destination and status.
-func (s *Summaries) Snapshot() (connections, failed []ConnectionSummary) {
-	cutoff := s.now().Add(-SummaryRetention).Truncate(SummaryBucket).Unix()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return collect(s.all, cutoff), collect(s.failed, cutoff)
-}
-
-func collect(m map[summaryKey]*summaryEntry, cutoff int64) []ConnectionSummary {
-	out := []ConnectionSummary{}
-	for k, e := range m {
-		var n uint64
-		for b, c := range e.buckets {
-			if b < cutoff {
-				delete(e.buckets, b)
-				continue
-			}
-			n += c
-		}
-		if len(e.buckets) == 0 {
-			delete(m, k)
-			continue
-		}
-		groups := e.groups
-		if groups == nil {
-			groups = []string{}
-		}
-		out = append(out, ConnectionSummary{UserName: k.userName, IP: k.ip, Port: k.port,
-			ProcessCmdLine: k.processCmdLine, ResponseStatus: k.responseStatus, Count: n,
-			UserGroups: slices.Clone(groups), ProcessFullPath: k.processFullPath})
-	}
-	slices.SortFunc(out, func(a, b ConnectionSummary) int {
-		if a.Count != b.Count {
-			if a.Count > b.Count {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.UserName+"\x00"+a.IP+"\x00"+a.ResponseStatus+"\x00"+a.ProcessCmdLine,
-			b.UserName+"\x00"+b.IP+"\x00"+b.ResponseStatus+"\x00"+b.ProcessCmdLine)
-	})
-	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/proxy"
+	"github.com/metadatasec/gpa/status"
 )
 
 // A proxy in front of a stand-in IMDS, with a static resolver: what a test
@@ -75,14 +76,15 @@ func ExampleRedactCmdline() {
 }
 
 // The status.json summaries from audit records.
-func ExampleSummaries() {
-	s := &proxy.Summaries{Now: func() time.Time { return time.Date(2025, 4, 23, 12, 0, 0, 0, time.UTC) }}
-	rec := &proxy.Record{UserName: "root", IP: "168.63.129.16", Port: 80, ProcessFullPath: "/usr/bin/curl",
-		ProcessCmdLine: "curl", ResponseStatus: "403 Forbidden", StatusCode: 403, Decision: "deny", UserGroups: []string{"root"}}
-	s.Add(rec)
-	s.Add(rec)
-	conns, failed := s.Snapshot()
-	fmt.Println(conns[0].ResponseStatus, conns[0].Count, len(failed))
+func ExampleRegistrySummaries() {
+	reg := status.NewRegistry(status.RegistryOptions{})
+	sink := proxy.RegistrySummaries{Registry: reg}
+	rec := &proxy.Record{Time: time.Date(2025, 4, 23, 12, 0, 0, 0, time.UTC), UserName: "root", IP: "168.63.129.16", Port: 80,
+		ProcessFullPath: "/usr/bin/curl", ProcessCmdLine: "curl", ResponseStatus: "403 Forbidden", StatusCode: 403, Decision: "deny", UserGroups: []string{"root"}}
+	sink.Add(rec)
+	sink.Add(rec)
+	s := reg.Snapshot(rec.Time)
+	fmt.Println(s.ProxyConnectionSummary[0].ResponseStatus, s.ProxyConnectionSummary[0].Count, len(s.FailedAuthenticateSummary))
 	// Output:
 	// 403 Forbidden 2 1
 }

@@ -166,7 +166,7 @@ func runAgent(ctx context.Context, cfg *Config, o runOptions) error {
 			return reg.Snapshot(time.Now()).MarshalCompact()
 		},
 		AuditLog:  audit,
-		Summaries: summarySink{reg},
+		Summaries: proxy.RegistrySummaries{Registry: reg},
 		Logger:    logger,
 	})
 	if err != nil {
@@ -332,21 +332,6 @@ type noAudit struct{}
 
 func (noAudit) LookupAndDelete(uint16) (proxy.ConnectRecord, error) {
 	return proxy.ConnectRecord{}, errors.New("eBPF redirector not running")
-}
-
-type summarySink struct{ reg *status.Registry }
-
-func (s summarySink) Add(r *proxy.Record) {
-	s.reg.CountRequest()
-	c := status.Connection{UserName: r.UserName, UserGroups: r.UserGroups, ClientIP: r.ClientIP, IP: r.IP, Port: r.Port,
-		ProcessFullPath: r.ProcessFullPath, ProcessCmdLine: r.ProcessCmdLine, ResponseStatus: r.ResponseStatus}
-	if c.IP == "" {
-		c.IP = "None"
-	}
-	s.reg.Connections().Record(r.Time, c)
-	if r.FailedAuthorization() {
-		s.reg.FailedAuthentications().Record(r.Time, c)
-	}
 }
 
 func keyLatchStates(s *keylatch.Snapshot) status.KeyLatchStates {

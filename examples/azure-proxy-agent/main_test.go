@@ -298,9 +298,15 @@ func TestDemo(t *testing.T) {
 	if t.Failed() {
 		t.Logf("demo output:\n%s", out)
 	}
-	left, _ := filepath.Glob(filepath.Join(root, "gpa-demo-*"))
-	tmp, _ := filepath.Glob(filepath.Join(os.TempDir(), "gpa-demo-*"))
-	if len(left)+len(tmp) > 0 {
-		t.Errorf("left behind: %v %v", left, tmp)
+	// The exact cgroup and state folder this demo made (others may run at
+	// the same time) are gone.
+	made := regexp.MustCompile(`cgroup (\S+) removed; state folder (\S+) removed`).FindSubmatch(out)
+	if made == nil {
+		t.Fatal("the demo did not report what it removed")
+	}
+	for _, p := range made[1:] {
+		if _, err := os.Stat(string(p)); !os.IsNotExist(err) {
+			t.Errorf("%s left behind (%v)", p, err)
+		}
 	}
 }
