@@ -369,11 +369,19 @@ func (d *demo) runCallers(ctx context.Context, cs []sampleCaller) {
 		before, hostBefore := d.audit.count(), len(d.host.Requests())
 		code := d.call(ctx, c)
 		rec := d.waitAudit(before)
+		// The agent's own key-status polls reach the host too; find this
+		// caller's request by its target.
+		var mine []msptest.Request
+		for _, r := range d.host.Requests()[hostBefore:] {
+			if !r.SecureChannel && r.RawURI == requestTarget(c.url) {
+				mine = append(mine, r)
+			}
+		}
 		var hostSaw string
-		if reqs := d.host.Requests()[hostBefore:]; len(reqs) == 0 {
+		if len(mine) == 0 {
 			hostSaw = "nothing (blocked by the agent)"
 		} else {
-			r := reqs[len(reqs)-1]
+			r := mine[len(mine)-1]
 			switch {
 			case r.SignatureValid:
 				hostSaw = fmt.Sprintf("%d, signature valid", r.Status)
@@ -394,6 +402,15 @@ func (d *demo) runCallers(ctx context.Context, cs []sampleCaller) {
 		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%s\t%s\n", who, u, code, rec.decision(), rec.rule(), hostSaw)
 	}
 	tw.Flush()
+}
+
+// requestTarget is the origin-form target of an absolute http URL.
+func requestTarget(u string) string {
+	rest := strings.TrimPrefix(u, "http://")
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		return rest[i:]
+	}
+	return "/"
 }
 
 type auditRecord struct {
