@@ -91,9 +91,9 @@ func TestDiagnose(t *testing.T) {
 		edit: func(*status.AggregateStatus) {},
 		want: []row{ok("status.timestamp"), ok("status.proxyAgentStatus"), ok("status.keyLatchStatus"), ok("status.ebpfProgramStatus"), ok("status.proxyListenerStatus")},
 	}, {
-		name: "stale",
-		edit: func(s *status.AggregateStatus) { s.Timestamp.Time = now.Add(-5*time.Minute - time.Second) },
-		want: []row{{Check: "status.timestamp", Result: "FAIL", Cause: "none"}, ok("status.proxyAgentStatus"), ok("status.keyLatchStatus"), ok("status.ebpfProgramStatus"), ok("status.proxyListenerStatus")},
+		name:       "stale",
+		edit:       func(s *status.AggregateStatus) { s.Timestamp.Time = now.Add(-5*time.Minute - time.Second) },
+		want:       []row{{Check: "status.timestamp", Result: "FAIL", Cause: "none"}, ok("status.proxyAgentStatus"), ok("status.keyLatchStatus"), ok("status.ebpfProgramStatus"), ok("status.proxyListenerStatus")},
 		wantAction: map[string]string{"status.timestamp": "systemctl status azure-proxy-agent"},
 	}, {
 		name:       "stale on windows",
