@@ -55,12 +55,17 @@ func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
 	if err := json.Unmarshal(body, &st); err != nil {
 		return row(check, fail, restart, "GET %s answered something that is not the agent's provisioning state", status.ProvisionPath)
 	}
-	lines := strings.Fields(strings.ReplaceAll(st.ErrorMessage, "\r\n", " | "))
+	var lines []string
+	for l := range strings.Lines(st.ErrorMessage) {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
 	switch {
 	case !st.Finished:
 		return row(check, warn, "wait up to 120 s after the agent starts, then run again", "answers GET %s: provisioning not finished yet", status.ProvisionPath)
 	case st.ErrorMessage != "":
-		return row(check, fail, "see the status.* rows for the cause", "answers GET %s: provisioning finished with errors: %s", status.ProvisionPath, shorten(strings.Join(lines, " "), 200))
+		return row(check, fail, "see the status.* rows for the cause", "answers GET %s: provisioning finished with errors: %s", status.ProvisionPath, shorten(strings.Join(lines, " | "), 200))
 	}
 	return row(check, ok, "", "answers GET %s: provisioning finished without error", status.ProvisionPath)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io/fs"
 	"path"
 	"regexp"
@@ -330,7 +331,7 @@ func provisioningMatrix(installed, cloudInitFound bool, ci version) status.Findi
 	newCI := ci != version{} && !ci.less(minCloudInit)
 	switch {
 	case installed && newCI:
-		return row(check, ok, "", "GPA installed, cloud-init MSP-aware: cloud-init runs azure-proxy-agent --status --wait 120 and reports \"azure-proxy-agent status failure\" if the GPA is unhealthy (see the rows above)")
+		return row(check, ok, "", "GPA installed, cloud-init MSP-aware: provisioning waits for azure-proxy-agent --status --wait 120")
 	case installed:
 		return row(check, fail, "upgrade cloud-init to 24.3 or later", "GPA installed, cloud-init older than 24.3: cloud-init may report ready before the GPA is configured, and provisioning fails (up to 100%% of the time)")
 	case newCI:
@@ -366,7 +367,8 @@ func checkStatusTag(e *Env) status.Finding {
 	case len(bytes.TrimSpace(b)) == 0:
 		return row(check, ok, "", "provisioning finished without error")
 	}
-	first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	// The agent XML-escapes the text (gpa-protocol §7.2).
+	first, _, _ := strings.Cut(strings.TrimSpace(html.UnescapeString(string(b))), "\n")
 	first = strings.TrimSpace(first)
 	action := "see the status.* rows for the cause"
 	if name, msg, found := strings.Cut(first, " - "); found {
