@@ -547,3 +547,18 @@ func mustB(b *testing.B, err error) {
 		b.Fatal(err)
 	}
 }
+
+// Every fixture tree in testdata is run by TestValidateFixtures.
+func TestEveryTreeUsed(t *testing.T) {
+	entries, err := os.ReadDir("testdata")
+	must(t, err)
+	used := map[string]bool{}
+	for _, f := range fixtures() {
+		used[f.tree] = true
+	}
+	for _, e := range entries {
+		if e.IsDir() && !used[e.Name()] {
+			t.Errorf("testdata/%s is not used by any fixture", e.Name())
+		}
+	}
+}
