@@ -25,7 +25,7 @@ const listenerTimeout = 500 * time.Millisecond
 func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
 	const check = "agent.listener"
 	if e.AgentAddr == "" {
-		return row(check, warn, "run without --root on the VM itself to query the listener", "not checked: no listener address to query")
+		return row(check, warn, "run on the VM itself, without --root and --os, to query the listener", "not checked: no listener address to query")
 	}
 	ctx, cancel := context.WithTimeout(ctx, listenerTimeout)
 	defer cancel()

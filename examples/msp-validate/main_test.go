@@ -510,6 +510,11 @@ func TestGoldenTables(t *testing.T) {
 			if diff := cmp.Diff(string(want), buf.String()); diff != "" {
 				t.Errorf("table (-golden +got):\n%s", diff)
 			}
+			readme, err := os.ReadFile("README.md")
+			must(t, err)
+			if !bytes.Contains(readme, want) {
+				t.Errorf("README.md does not show testdata/%s; paste it in", g.golden)
+			}
 		})
 	}
 }

@@ -20,7 +20,7 @@ const (
 
 // errNotLive is what the stand-ins for live queries return when the checks
 // run against a --root tree instead of this machine.
-var errNotLive = errors.New("not the live system (--root)")
+var errNotLive = errors.New("not available: --root or --os names another system")
 
 // ErrServiceNotFound is returned by a ServiceQuerier for a service that is
 // not installed.
