@@ -567,3 +567,65 @@ func TestEveryTreeUsed(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckListener(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		want    string
+	}{
+		{"finished", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, `{"finished":true,"errorMessage":""}`) }, "OK"},
+		{"not finished", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprint(w, `{"finished":false,"errorMessage":"keyLatchStatus - x\r\n"}`)
+		}, "WARN"},
+		{"finished with errors", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprint(w, `{"finished":true,"errorMessage":"ebpfProgramStatus - a\r\nkeyLatchStatus - b\r\n"}`)
+		}, "FAIL answers GET /provision: provisioning finished with errors: ebpfProgramStatus - a | keyLatchStatus - b"},
+		{"another program on the port", func(w http.ResponseWriter, _ *http.Request) { http.NotFound(w, nil) }, "FAIL GET /provision answered 404 Not Found"},
+		{"not the agent", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "<html>") }, "FAIL GET /provision answered something"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.handler)
+			defer srv.Close()
+			r := checkListener(context.Background(), &Env{AgentAddr: strings.TrimPrefix(srv.URL, "http://")}, "restart")
+			if got := r.Severity.String() + " " + r.Message; !strings.HasPrefix(got, tt.want) {
+				t.Errorf("got %q, want prefix %q", got, tt.want)
+			}
+		})
+	}
+}
+
+type deniedServices struct{}
+
+func (deniedServices) QueryService(context.Context, string) (ServiceStatus, error) {
+	return ServiceStatus{}, errors.New("Access is denied.")
+}
+
+func TestWindowsChecks(t *testing.T) {
+	ver := func(major, build uint32, server bool) string {
+		return checkWindowsVersion(&Env{Version: osVersion(major, build, server)}).Severity.String()
+	}
+	got := []string{ver(10, 17763, true), ver(10, 17762, true), ver(10, 10240, false), ver(6, 9600, false), ver(6, 9600, true)}
+	if diff := cmp.Diff([]string{"OK", "FAIL", "OK", "FAIL", "FAIL"}, got); diff != "" {
+		t.Errorf("version rows (-want +got):\n%s", diff)
+	}
+	svc := func(q ServiceQuerier) string {
+		r := checkService(context.Background(), &Env{Services: q}, windowsServices[1])
+		return r.Severity.String() + " " + r.Message
+	}
+	for _, tt := range []struct {
+		q    ServiceQuerier
+		want string
+	}{
+		{fakeServices{"eBPFCore": {State: "RUNNING", StartType: "DISABLED"}}, "WARN eBPFCore is RUNNING but its start type is DISABLED"},
+		{fakeServices{"eBPFCore": {State: "START_PENDING", StartType: "SYSTEM_START"}}, "FAIL eBPFCore is START_PENDING"},
+		{fakeServices{"eBPFCore": {State: "STOPPED", StartType: "SYSTEM_START", ServiceExitCode: 31}}, "FAIL eBPFCore is STOPPED (start type SYSTEM_START, exit code 0, service exit code 31)"},
+		{deniedServices{}, "WARN cannot query eBPFCore: Access is denied."},
+		{nil, "WARN cannot query services"},
+	} {
+		if got := svc(tt.q); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("got %q, want prefix %q", got, tt.want)
+		}
+	}
+}
