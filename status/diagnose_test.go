@@ -3,6 +3,8 @@ package status_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -239,4 +241,36 @@ func ExampleDiagnose() {
 	// FAIL status.keyLatchStatus reset the latched key from ARM: msp-keyreset --vm <resource id> (raises keyIncarnationId)
 	// OK   status.ebpfProgramStatus
 	// OK   status.proxyListenerStatus
+}
+
+// FuzzDiagnose checks that any status the reader accepts gets a complete
+// diagnosis: the five fixed rows in order, and an action on every row that
+// is not OK.
+func FuzzDiagnose(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
+	for _, name := range files {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b, false)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, windows bool) {
+		s, err := status.Parse(data)
+		if err != nil {
+			return
+		}
+		got := status.Diagnose(s, status.DiagnoseOptions{Now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Windows: windows})
+		if len(got) < 5 {
+			t.Fatalf("%d findings, want at least 5", len(got))
+		}
+		for i, want := range []string{"status.timestamp", "status.proxyAgentStatus", "status.keyLatchStatus", "status.ebpfProgramStatus", "status.proxyListenerStatus"} {
+			if got[i].Check != want {
+				t.Fatalf("finding %d is %q, want %q", i, got[i].Check, want)
+			}
+		}
+		for _, f := range got {
+			if (f.Severity == status.SeverityOK) != (f.Action == "") {
+				t.Fatalf("%s is %v with action %q", f.Check, f.Severity, f.Action)
+			}
+		}
+	})
 }
