@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/metadatasec/gpa/status"
+)
+
+// listenerTimeout bounds the /provision query; the listener answers it from
+// memory, so anything slower is already a finding.
+const listenerTimeout = 500 * time.Millisecond
+
+// checkListener asks the agent's listener for its provisioning state, the
+// way --status does but without x-ms-azure-notify: the validator must not
+// make the key latch poll. A time tick of 0 makes the answer "finished"
+// whenever provisioning finished at all.
+func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
+	const check = "agent.listener"
+	if e.AgentAddr == "" {
+		return row(check, warn, "run on the VM itself, without --root and --os, to query the listener", "not checked: no listener address to query")
+	}
+	ctx, cancel := context.WithTimeout(ctx, listenerTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.AgentAddr+status.ProvisionPath, nil)
+	if err != nil {
+		return row(check, fail, "give --agent-addr as host:port", "bad listener address: %v", err)
+	}
+	req.Header.Set(status.HeaderMetadata, "true")
+	req.Header.Set(status.HeaderTimeTick, "0")
+	client := e.HTTPClient
+	if client == nil {
+		client = &http.Client{
+			// No proxy from the environment: the query goes to the
+			// loopback listener and nowhere else.
+			Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return row(check, fail, restart, "nothing answers GET %s: %v", status.ProvisionPath, shortNetErr(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return row(check, fail, restart, "GET %s: reading the answer: %v", status.ProvisionPath, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return row(check, fail, restart, "GET %s answered %s, not 200 OK: another program may hold the port", status.ProvisionPath, resp.Status)
+	}
+	var st status.ProvisionState
+	if err := json.Unmarshal(body, &st); err != nil {
+		return row(check, fail, restart, "GET %s answered something that is not the agent's provisioning state", status.ProvisionPath)
+	}
+	var lines []string
+	for l := range strings.Lines(st.ErrorMessage) {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	switch {
+	case !st.Finished:
+		return row(check, warn, "wait up to 120 s after the agent starts, then run again", "answers GET %s: provisioning not finished yet", status.ProvisionPath)
+	case st.ErrorMessage != "":
+		return row(check, fail, "see the status.* rows for the cause", "answers GET %s: provisioning finished with errors: %s", status.ProvisionPath, shorten(strings.Join(lines, " | "), 200))
+	}
+	return row(check, ok, "", "answers GET %s: provisioning finished without error", status.ProvisionPath)
+}
+
+// shortNetErr drops the URL from a client error: the address is the same
+// on every row and only the cause matters.
+func shortNetErr(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
+
+// checkStatusFile reads status.json at path (relative to the root) and
+// returns a row for the file and the status.Diagnose rows.
+func checkStatusFile(e *Env, path, shownPath string, windows bool) []status.Finding {
+	const check = "status.file"
+	data, err := fs.ReadFile(e.Root, path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return []status.Finding{row(check, fail, pickOS(windows,
+			"the agent has not written its status: check sc query GuestProxyAgent and the ProxyAgent VM extension",
+			"the agent has not written its status: check systemctl status azure-proxy-agent (it writes status.json once provisioning finishes or after 60 s)"),
+			"%s is missing", shownPath)}
+	case err != nil:
+		return []status.Finding{row(check, fail, "run as root (or Administrator)", "cannot read %s: %v", shownPath, errors.Unwrap(err))}
+	}
+	s, err := status.Parse(data)
+	if err != nil {
+		return []status.Finding{row(check, fail, "the agent rewrites the file every 60 s; if it stays unreadable, restart the agent", "%s is not a valid status: %v", shownPath, err)}
+	}
+	out := []status.Finding{row(check, ok, "", "%s read (agent version %s)", shownPath, nonEmpty(s.ProxyAgentStatus.Version))}
+	return append(out, status.Diagnose(s, status.DiagnoseOptions{Now: e.Now, Windows: windows})...)
+}
+
+func pickOS(windows bool, win, linux string) string {
+	if windows {
+		return win
+	}
+	return linux
+}
+
+func nonEmpty(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "..."
+}
+
+// quoted renders text read from the machine for a row: quoted so odd bytes
+// stay visible, and shortened.
+func quoted(s string) string { return fmt.Sprintf("%q", shorten(s, 120)) }

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/metadatasec/gpa/status"
+)
+
+// windowsStatusPath is status.WindowsStatusPath inside the system drive.
+const windowsStatusPath = "WindowsAzure/ProxyAgent/Logs/status.json"
+
+// windowsServer2019Build is the first build of Windows Server 2019; earlier
+// server builds (2016 is 14393) are not supported by MSP.
+const windowsServer2019Build = 17763
+
+const (
+	actionRestartWin = `sc start GuestProxyAgent; read C:\WindowsAzure\ProxyAgent\Logs\ProxyAgent.log`
+	actionPlatform   = "the platform installs it with the GPA when MSP is enabled: check the ProxyAgent extension (Microsoft.CPlat.ProxyAgent.ProxyAgentWindows) in the VM's instance view, and reapply the VM if it is missing"
+)
+
+// windowsService is one service the guide checks, with what to do when it
+// is not RUNNING.
+type windowsService struct {
+	name, what string
+}
+
+var windowsServices = []windowsService{
+	{"GuestProxyAgent", "the Guest Proxy Agent"},
+	{"eBPFCore", "the eBPF for Windows core driver"},
+	{"NetEbpfExt", "the eBPF for Windows network extension"},
+}
+
+func validateWindows(ctx context.Context, e *Env) []status.Finding {
+	out := []status.Finding{checkWindowsVersion(e)}
+	for _, s := range windowsServices {
+		out = append(out, checkService(ctx, e, s))
+	}
+	out = append(out, checkListener(ctx, e, actionRestartWin))
+	out = append(out, checkStatusFile(e, windowsStatusPath, status.WindowsStatusPath, true)...)
+	if worst(out) == fail {
+		out = append(out, row("deployment", warn,
+			"if a VM deployment failed, check whether its failure code is MSP-related; retry transient failures; otherwise fix the FAIL rows and redeploy",
+			"the FAIL rows above can make VM deployment or extension provisioning fail"))
+	}
+	return out
+}
+
+func checkWindowsVersion(e *Env) status.Finding {
+	const check = "os.version"
+	const action = "use Windows 10 or later, or Windows Server 2019 or later"
+	if e.Version == nil {
+		return row(check, warn, "check the Windows version by hand (winver)", "cannot read the Windows version: %v", errNotLive)
+	}
+	v, err := e.Version()
+	if err != nil {
+		return row(check, warn, "check the Windows version by hand (winver)", "cannot read the Windows version: %v", err)
+	}
+	kind := "Windows"
+	if v.Server {
+		kind = "Windows Server"
+	}
+	ver := fmt.Sprintf("%s %d.%d build %d", kind, v.Major, v.Minor, v.Build)
+	switch {
+	case v.Major < 10:
+		return row(check, fail, action, "%s is not supported by MSP", ver)
+	case v.Server && v.Build < windowsServer2019Build:
+		return row(check, fail, action, "%s is older than Windows Server 2019 (build %d)", ver, windowsServer2019Build)
+	}
+	return row(check, ok, "", "%s is supported", ver)
+}
+
+func checkService(ctx context.Context, e *Env, s windowsService) status.Finding {
+	check := "service." + s.name
+	if e.Services == nil {
+		return row(check, warn, "run sc query "+s.name+" by hand", "cannot query services: %v", errNotLive)
+	}
+	st, err := e.Services.QueryService(ctx, s.name)
+	switch {
+	case errors.Is(err, ErrServiceNotFound):
+		return row(check, fail, actionPlatform, "%s (%s) is not installed", s.name, s.what)
+	case err != nil:
+		return row(check, warn, "run as Administrator, or run sc query "+s.name+" by hand", "cannot query %s: %v", s.name, err)
+	case st.State != "RUNNING":
+		msg := fmt.Sprintf("%s is %s (start type %s", s.name, st.State, st.StartType)
+		if st.Win32ExitCode != 0 || st.ServiceExitCode != 0 {
+			msg += fmt.Sprintf(", exit code %d, service exit code %d", st.Win32ExitCode, st.ServiceExitCode)
+		}
+		return row(check, fail, fmt.Sprintf("sc start %s; sc query %s must show STATE: 4 RUNNING; if it stops again, %s", s.name, s.name, actionPlatform), "%s)", msg)
+	case st.StartType == "DISABLED":
+		return row(check, warn, "sc config "+s.name+" start= auto", "%s is RUNNING but its start type is DISABLED: it will not start after a reboot", s.name)
+	}
+	return row(check, ok, "", "%s is RUNNING (start type %s)", s.name, st.StartType)
+}
