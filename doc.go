@@ -33,6 +33,12 @@
 // examples holds the thin programs that compose everything:
 // azure-proxy-agent, msp-validate and msp-keyreset.
 //
+// Platforms: ebpf, keylatch, proxy and the agent are Linux-only (ebpf and
+// keylatch fail to compile elsewhere with an error that names why). msp,
+// status, arm and the operator tools msp-validate, msp-keyreset and
+// msp-policy also build and run on Windows; .ci/run cross-compiles and vets
+// the packages listed in .ci/windows-packages.
+//
 // internal/testenv decides whether privileged tests run, skip, or (under
 // CI=true) fail.
 package gpa
