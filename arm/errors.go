@@ -81,6 +81,7 @@ type Error struct {
 	Err error
 }
 
+// Error renders the code, what was wrong and the action to take.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("arm: ")

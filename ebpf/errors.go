@@ -55,6 +55,7 @@ type RequirementError struct {
 	Err error
 }
 
+// Error returns what the host lacks and how to fix it.
 func (e *RequirementError) Error() string {
 	var b strings.Builder
 	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "ebpf: "))
@@ -99,6 +100,7 @@ type ProgramError struct {
 	Err         error
 }
 
+// Error returns the troubleshooting guide's "Failed to load/attach program" text.
 func (e *ProgramError) Error() string {
 	return fmt.Sprintf("Failed to %s program '%s' with error: %v", e.Op, e.Program, e.Err)
 }
@@ -124,6 +126,7 @@ type CgroupError struct {
 	Err  error
 }
 
+// Error returns the cgroup path and what is wrong with it.
 func (e *CgroupError) Error() string {
 	msg := fmt.Sprintf("Failed to open cgroup '%s' with error: %v", e.Path, e.Err)
 	if errors.Is(e.Err, ErrNoCgroup2) {
@@ -148,6 +151,7 @@ type MapError struct {
 	Err error
 }
 
+// Error returns the map, the operation and the cause.
 func (e *MapError) Error() string {
 	switch e.Op {
 	case "create":

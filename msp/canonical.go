@@ -17,6 +17,7 @@ type CanonError struct {
 	Detail string
 }
 
+// Error returns "msp: CODE: detail".
 func (e *CanonError) Error() string {
 	if e.Detail == "" {
 		return "msp: " + e.Code

@@ -209,6 +209,7 @@ type Problem struct {
 	Detail string
 }
 
+// String renders the problem as "where: kind: detail".
 func (p Problem) String() string {
 	if p.Detail == "" {
 		return fmt.Sprintf("%s: %s", p.Where, p.Kind)
@@ -222,6 +223,7 @@ type ValidationError struct {
 	Problems []Problem
 }
 
+// Error lists every problem, separated by semicolons.
 func (e *ValidationError) Error() string {
 	var b strings.Builder
 	b.WriteString("msp: invalid rules: ")
