@@ -11,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/metadatasec/gpa/arm"
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/policy"
 )
 
@@ -166,5 +169,43 @@ func TestUsage(t *testing.T) {
 		if code, _, _ := runCLI(t, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
+	}
+}
+
+// A learned rule set written as a gallery body is what the arm package
+// sends to create a profile version: it decodes into arm.ProfileVersion,
+// validates there, and arm's own encoding reads back as the same rules.
+func TestGalleryFormatMatchesARM(t *testing.T) {
+	var log strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&log, `{"method":"GET","url":"/metadata/instance/compute/f%d","ip":"169.254.169.254","port":80,"userName":"root","processFullPath":"/usr/bin/curl","runAsElevated":true,"decision":"audit"}`+"\n", i)
+	}
+	code, body, errOut := runCLI(t, "learn", "--audit-log", writeFile(t, "a.log", log.String()), "--format", "gallery", "--location", "westeurope")
+	if code != exitOK {
+		t.Fatalf("learn: %d %s", code, errOut)
+	}
+	var v arm.ProfileVersion
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("%v\n%s", err, body)
+	}
+	if err := v.Validate(); err != nil {
+		t.Fatalf("arm refuses the learned body: %v\n%s", err, body)
+	}
+	if v.Properties.Mode != arm.ModeEnforce || v.Properties.DefaultAccess != arm.AccessDeny || v.Location != "westeurope" {
+		t.Errorf("version = %+v", v.Properties)
+	}
+	again, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromARM, f, err := policy.ReadRules(again, msp.ModeEnforce)
+	if err != nil || f != policy.FormatGallery {
+		t.Fatalf("arm's encoding: %v %v", f, err)
+	}
+	want, _, _ := policy.ReadRules([]byte(body), msp.ModeEnforce)
+	a, _ := policy.WriteRules(want, policy.FormatItem, "")
+	b, _ := policy.WriteRules(fromARM, policy.FormatItem, "")
+	if diff := cmp.Diff(string(a), string(b)); diff != "" {
+		t.Errorf("rules changed through arm (-policy +arm):\n%s", diff)
 	}
 }
