@@ -87,20 +87,36 @@ const (
 	OpAttach ProgramOp = "attach"
 )
 
-// ProgramError reports a program the kernel refused. Its text is the one the
-// MSP troubleshooting guide shows: "Failed to load program 'connect4' with
-// error: ..." or "Failed to attach program 'connect4' with error: ...".
+// ProgramError reports a program the kernel refused. Its text starts with
+// the words the MSP troubleshooting guide shows, "Failed to load program
+// 'connect4' with error: ..." or "Failed to attach program 'connect4' with
+// error: ...", then gives the remediation and, for load failures, the
+// verifier log.
 type ProgramError struct {
 	Op      ProgramOp
 	Program string
-	// VerifierLog is the complete verifier output for load failures that
-	// produced one; Error includes only its tail.
+	// VerifierLog is the verifier output for load failures that produced
+	// one, line by line.
 	VerifierLog []string
 	Err         error
 }
 
 func (e *ProgramError) Error() string {
-	return fmt.Sprintf("Failed to %s program '%s' with error: %v", e.Op, e.Program, e.Err)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Failed to %s program '%s' with error: %v; %s", e.Op, e.Program, e.Err, e.Remediation())
+	if len(e.VerifierLog) > 0 {
+		b.WriteString("\nVerifier log:\n")
+		b.WriteString(strings.Join(e.VerifierLog, "\n"))
+	}
+	return b.String()
+}
+
+// Remediation says what the user can do about the failure.
+func (e *ProgramError) Remediation() string {
+	if e.Op == OpAttach {
+		return "check that the cgroup is on cgroup v2 (" + remedyCgroup2 + ") and that the kernel is Linux 5.15 or later"
+	}
+	return remedyKernel
 }
 
 // Unwrap returns the cause.

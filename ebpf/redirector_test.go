@@ -517,8 +517,10 @@ func TestLoadErrors(t *testing.T) {
 			}
 			if tt.editSpec != nil {
 				var pe *ProgramError
-				if errors.As(err, &pe) && pe.Op == OpLoad && len(pe.VerifierLog) == 0 {
-					t.Error("load error carries no verifier log")
+				if errors.As(err, &pe) && pe.Op == OpLoad {
+					if len(pe.VerifierLog) == 0 || !strings.Contains(err.Error(), "Verifier log:\n") || !strings.Contains(err.Error(), "R5 !read_ok") {
+						t.Errorf("load error carries no verifier log: %q", err)
+					}
 				}
 			}
 			if got := attachedPrograms(t, cg); countAttached(got) != 0 {
