@@ -55,6 +55,7 @@ type RequirementError struct {
 	Err error
 }
 
+// Error says what is missing and how to fix it.
 func (e *RequirementError) Error() string {
 	var b strings.Builder
 	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "ebpf: "))
@@ -93,14 +94,19 @@ const (
 // error: ...", then gives the remediation and, for load failures, the
 // verifier log.
 type ProgramError struct {
-	Op      ProgramOp
+	// Op is the step that failed.
+	Op ProgramOp
+	// Program is the program's name in the object, for example
+	// "connect4".
 	Program string
 	// VerifierLog is the verifier output for load failures that produced
 	// one, line by line.
 	VerifierLog []string
-	Err         error
+	// Err is the cause from the kernel or cilium/ebpf.
+	Err error
 }
 
+// Error gives the guide's text, the remediation and any verifier log.
 func (e *ProgramError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Failed to %s program '%s' with error: %v; %s", e.Op, e.Program, e.Err, e.Remediation())
@@ -136,10 +142,14 @@ func newLoadError(prog string, err error) *ProgramError {
 // ErrNoCgroup2 when the path is not on cgroup v2, and os.ErrNotExist when
 // it is missing.
 type CgroupError struct {
+	// Path is the cgroup directory as given.
 	Path string
-	Err  error
+	// Err is the cause.
+	Err error
 }
 
+// Error gives the guide's text, with the remediation when the path is not
+// on cgroup v2.
 func (e *CgroupError) Error() string {
 	msg := fmt.Sprintf("Failed to open cgroup '%s' with error: %v", e.Path, e.Err)
 	if errors.Is(e.Err, ErrNoCgroup2) {
@@ -161,9 +171,11 @@ type MapError struct {
 	// Key describes the key, for example "168.63.129.16:80"; empty for
 	// whole-map operations.
 	Key string
+	// Err is the cause.
 	Err error
 }
 
+// Error words the failure as upstream does for the same operation.
 func (e *MapError) Error() string {
 	switch e.Op {
 	case "create":

@@ -106,6 +106,7 @@ func marshalAuditKey(localPort uint16) []byte {
 type AuditRecord struct {
 	// PID is the thread group id (what userspace calls the process id).
 	PID uint32
+	// UID and GID are the real user and group ids at connect() time.
 	UID uint32
 	GID uint32
 	// Comm is the task's command name (at most 15 bytes, may be truncated;

@@ -21,7 +21,9 @@ type PolicyMap struct{ m *ebpf.Map }
 
 // PolicyEntry is one protected destination and the proxy it is sent to.
 type PolicyEntry struct {
-	Dst   netip.AddrPort
+	// Dst is the protected destination, as applications dial it.
+	Dst netip.AddrPort
+	// Proxy is where its connections are sent instead.
 	Proxy netip.AddrPort
 }
 
