@@ -42,7 +42,11 @@
 // only for sockets in the attached cgroup rather than for every TCP connect
 // on the machine, it runs at the same moment (the port is chosen, the SYN
 // not yet sent, so the record exists before the proxy can accept), and it
-// is a cgroup program like the others, detached by the same links.
+// is a cgroup program like the others, detached by the same links. The
+// price is that the kernel calls a sock_ops program on several TCP events
+// per connection (about five for a client connect), each returning at once
+// unless it is the connect callback; BenchmarkConnectSlowdown measures the
+// total.
 //
 // # Maps and compatibility
 //
