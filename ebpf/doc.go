@@ -42,7 +42,11 @@
 // only for sockets in the attached cgroup rather than for every TCP connect
 // on the machine, it runs at the same moment (the port is chosen, the SYN
 // not yet sent, so the record exists before the proxy can accept), and it
-// is a cgroup program like the others, detached by the same links. The
+// is a cgroup program like the others, detached by the same links. It also
+// needs no kernel-tracing permission: on the machine this package was
+// built on (Linux 6.18, kernel lockdown forced to integrity, no
+// CONFIG_KPROBES) fentry programs fail to load with EPERM and kprobes do
+// not exist, while cgroup programs work. The
 // price is that the kernel calls a sock_ops program on several TCP events
 // per connection (about five for a client connect), each returning at once
 // unless it is the connect callback; BenchmarkConnectSlowdown measures the
