@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -110,9 +111,8 @@ func helperNetns() int {
 // dials.
 func TestRedirectRealIMDSAddressInNetns(t *testing.T) {
 	cg := newTestCgroup(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2 (ip)")
-	}
+	_, err := exec.LookPath("ip")
+	testenv.Require(t, "iproute2 (ip)", err)
 	r := mustLoad(t, Options{CgroupPath: cg.path})
 	parent, err := netnsInode("/proc/self/ns/net")
 	if err != nil {
