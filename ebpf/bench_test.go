@@ -242,3 +242,33 @@ func BenchmarkConnect(b *testing.B) {
 		h.connectN(b, b.N, target.addr)
 	})
 }
+
+// BenchmarkAuditLookupAndDelete measures the proxy's per-connection cost of
+// asking who called: one record consumed per iteration.
+func BenchmarkAuditLookupAndDelete(b *testing.B) {
+	cg := newTestCgroup(b)
+	r, err := Load(b.Context(), Options{CgroupPath: cg.path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	rec := make([]byte, callerRecordSize)
+	ne.PutUint32(rec[16:], 42)
+	ne.PutUint32(rec[28:], ipprotoTCP)
+	const batch = 512 // below the map's LRU capacity
+	for i := 0; i < b.N; i += batch {
+		n := min(batch, b.N-i)
+		b.StopTimer()
+		for p := range n {
+			if err := r.maps[redirectMapGpaCallerMap].Put(marshalAuditKey(uint16(40000+p)), rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		for p := range n {
+			if got, err := r.Audit().LookupAndDelete(uint16(40000 + p)); err != nil || got.PID != 42 {
+				b.Fatalf("LookupAndDelete = %+v, %v", got, err)
+			}
+		}
+	}
+}
