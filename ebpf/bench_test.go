@@ -260,15 +260,19 @@ func BenchmarkAuditLookupAndDelete(b *testing.B) {
 		n := min(batch, b.N-i)
 		b.StopTimer()
 		for p := range n {
-			if err := r.maps[redirectMapGpaCallerMap].Put(marshalAuditKey(uint16(40000+p)), rec); err != nil {
+			if err := r.maps[redirectMapGpaCallerMap].Put(marshalCallerKey(benchClient(p)), rec); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.StartTimer()
 		for p := range n {
-			if got, err := r.Audit().LookupAndDelete(uint16(40000 + p)); err != nil || got.PID != 42 {
+			if got, err := r.Audit().LookupAndDelete(benchClient(p)); err != nil || got.PID != 42 {
 				b.Fatalf("LookupAndDelete = %+v, %v", got, err)
 			}
 		}
 	}
+}
+
+func benchClient(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(40000+i))
 }

@@ -14,7 +14,7 @@
 //	defer r.Close()
 //	r.Skip().Add(uint32(os.Getpid()))
 //	r.Policy().Set(msp.IMDSAddr, msp.ProxyAddr)
-//	rec, err := r.Audit().LookupAndDelete(clientPort)
+//	rec, err := r.Audit().LookupAndDelete(clientAddrPort)
 //
 // # Programs
 //
@@ -30,8 +30,9 @@
 //     (::ffff:169.254.169.254), so an AF_INET6 socket is no way around the
 //     agent.
 //   - a cgroup sock_ops program, on BPF_SOCK_OPS_TCP_CONNECT_CB, moves the
-//     record to a key the proxy can compute, {TCP, local port}, in
-//     gpa_caller_map (ours, full record) and audit_map (upstream's layout).
+//     record to keys the proxy can compute: {TCP, local port, local
+//     address} in gpa_caller_map (ours, full record) and {TCP, local port}
+//     in audit_map (upstream's layout).
 //   - cgroup/getpeername4 and getpeername6 report the original destination,
 //     so the redirect is invisible to the application.
 //
@@ -57,11 +58,15 @@
 // policy_map, skip_process_map and audit_map keep upstream's names, types,
 // sizes and struct layouts (gpa-protocol §5.2: u32 fields in host byte
 // order, addresses and ports in network order, the audit key's port in host
-// order), so tools that read them keep working. Our own data lives in
-// gpa_sock_map (cookie → record, for getpeername; removed when the socket
-// closes) and gpa_caller_map (local port → record), both LRU, with struct
-// gpa_caller_record (48 bytes: u64 cgroup_id; u32 uid, gid, tgid,
-// destination_ipv4, destination_port, protocol; char comm[16]). Only IPv4
+// order), so tools that read them keep working. Our own data lives in two
+// LRU maps: gpa_sock_map (socket cookie → record, for getpeername; removed
+// when the socket closes) and gpa_caller_map (struct gpa_caller_key →
+// record). gpa_caller_key (12 bytes) is upstream's audit key plus the
+// client's IPv4 address, so a process that binds another loopback address
+// to a caller's port and dials the proxy directly cannot claim the
+// caller's record. The record is struct gpa_caller_record (48 bytes: u64
+// cgroup_id; u32 uid, gid, tgid, destination_ipv4, destination_port,
+// protocol; char comm[16]). Only IPv4
 // destinations and proxies are supported, as upstream.
 //
 // # Pinning

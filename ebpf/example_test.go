@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
+	"net/netip"
 	"os"
 
 	"github.com/metadatasec/gpa/ebpf"
@@ -44,9 +46,10 @@ func ExampleLoad() {
 // record means the connection cannot be attributed and must be refused.
 func ExampleAuditMap_LookupAndDelete() {
 	var r *ebpf.Redirector // from ebpf.Load
-	var clientPort uint16  // the accepted connection's remote port
+	var conn net.Conn      // from the proxy's Accept
 
-	rec, err := r.Audit().LookupAndDelete(clientPort)
+	client := netip.MustParseAddrPort(conn.RemoteAddr().String())
+	rec, err := r.Audit().LookupAndDelete(client)
 	if errors.Is(err, ebpf.ErrNotFound) {
 		fmt.Println("421: caller unknown")
 		return

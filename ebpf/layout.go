@@ -17,6 +17,7 @@ const (
 	skipEntrySize        = 4  // struct gpa_skip_process_entry
 	auditKeySize         = 8  // struct gpa_audit_key
 	auditEventSize       = 20 // struct gpa_audit_event
+	callerKeySize        = 12 // struct gpa_caller_key
 	callerRecordSize     = 48 // struct gpa_caller_record
 )
 
@@ -98,6 +99,16 @@ func marshalAuditKey(localPort uint16) []byte {
 	b := make([]byte, auditKeySize)
 	ne.PutUint32(b[0:], ipprotoTCP)
 	ne.PutUint32(b[4:], uint32(localPort))
+	return b
+}
+
+// marshalCallerKey encodes gpa_caller_key: upstream's audit key plus the
+// client's IPv4 address as the programs store addresses.
+func marshalCallerKey(client netip.AddrPort) []byte {
+	b := make([]byte, callerKeySize)
+	ne.PutUint32(b[0:], ipprotoTCP)
+	ne.PutUint32(b[4:], uint32(client.Port()))
+	ne.PutUint32(b[8:], ip4Word(client.Addr()))
 	return b
 }
 

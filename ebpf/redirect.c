@@ -47,6 +47,15 @@ struct gpa_audit_event {
 	__u32 destination_port;
 };
 
+// Our key for caller records, 12 bytes: upstream's key plus the client's
+// local IPv4 address (network order), so a process that binds another
+// loopback address to the same port cannot pick up someone else's record.
+struct gpa_caller_key {
+	__u32 protocol;
+	__u32 source_port;
+	__u32 source_ip4;
+};
+
 // Our extended caller record, 48 bytes. Addresses and ports use the same
 // encoding as gpa_destination_entry.
 struct gpa_caller_record {
@@ -91,12 +100,12 @@ struct {
 	__type(value, struct gpa_caller_record);
 } gpa_sock_map SEC(".maps");
 
-// Connect-time caller by {protocol, local port}: what the proxy reads (and
-// deletes) when it accepts the connection.
+// Connect-time caller by {protocol, local port, local address}: what the
+// proxy reads (and deletes) when it accepts the connection.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
-	__type(key, struct gpa_audit_key);
+	__type(key, struct gpa_caller_key);
 	__type(value, struct gpa_caller_record);
 } gpa_caller_map SEC(".maps");
 
@@ -215,9 +224,10 @@ int getpeername6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-// connect_audit runs when TCP sends the SYN (the local port is chosen by then) and
-// moves the connect-time record to a key the proxy can compute from the
-// accepted connection: {protocol, client port}.
+// connect_audit runs when TCP sends the SYN (the local port is chosen by
+// then) and moves the connect-time record to keys the proxy can compute from
+// the accepted connection: {protocol, client port} for upstream's audit_map
+// and {protocol, client port, client address} for ours.
 SEC("sockops")
 int connect_audit(struct bpf_sock_ops *skops)
 {
@@ -235,6 +245,11 @@ int connect_audit(struct bpf_sock_ops *skops)
 			.protocol = rec->protocol,
 			.source_port = skops->local_port,
 		};
+		struct gpa_caller_key ckey = {
+			.protocol = rec->protocol,
+			.source_port = skops->local_port,
+			.source_ip4 = skops->local_ip4,
+		};
 		struct gpa_audit_event ev = {
 			.logon_id = rec->uid,
 			.process_id = rec->tgid,
@@ -242,7 +257,7 @@ int connect_audit(struct bpf_sock_ops *skops)
 			.destination_ipv4 = rec->destination_ipv4,
 			.destination_port = rec->destination_port,
 		};
-		bpf_map_update_elem(&gpa_caller_map, &key, rec, BPF_ANY);
+		bpf_map_update_elem(&gpa_caller_map, &ckey, rec, BPF_ANY);
 		bpf_map_update_elem(&audit_map, &key, &ev, BPF_ANY);
 		// Ask for state changes so the cookie entry goes away with
 		// the socket.

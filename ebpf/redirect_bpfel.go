@@ -28,6 +28,13 @@ type redirectGpaAuditKey struct {
 	SourcePort uint32
 }
 
+type redirectGpaCallerKey struct {
+	_          structs.HostLayout
+	Protocol   uint32
+	SourcePort uint32
+	SourceIp4  uint32
+}
+
 type redirectGpaCallerRecord struct {
 	_               structs.HostLayout
 	CgroupId        uint64
