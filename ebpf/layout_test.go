@@ -40,7 +40,7 @@ func TestStructSizesMatchObject(t *testing.T) {
 		"policy_map":       {destinationEntrySize, destinationEntrySize},
 		"skip_process_map": {skipEntrySize, skipEntrySize},
 		"audit_map":        {auditKeySize, auditEventSize},
-		"gpa_sock_map":     {8, callerRecordSize},
+		"gpa_sk_storage":   {4, callerRecordSize},
 		"gpa_caller_map":   {callerKeySize, callerRecordSize},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -74,7 +74,7 @@ var mapNames = []string{
 	redirectMapPolicyMap,
 	redirectMapSkipProcessMap,
 	redirectMapAuditMap,
-	redirectMapGpaSockMap,
+	redirectMapGpaSkStorage,
 	redirectMapGpaCallerMap,
 }
 
