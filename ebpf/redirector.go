@@ -83,7 +83,11 @@ var mapNames = []string{
 // *CgroupError (bad path), *ProgramError (the kernel refused a program;
 // the text is the troubleshooting guide's) or *MapError. On error nothing
 // stays loaded or attached, except what is pinned under Options.PinPath.
-func Load(ctx context.Context, opts Options) (_ *Redirector, err error) {
+func Load(ctx context.Context, opts Options) (*Redirector, error) {
+	return load(ctx, opts)
+}
+
+func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 	h := opts.host
 	if h == nil {
 		h = realHost()
