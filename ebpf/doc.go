@@ -14,7 +14,7 @@
 //	defer r.Close()
 //	r.Skip().Add(uint32(os.Getpid()))
 //	r.Policy().Set(msp.IMDSAddr, msp.ProxyAddr)
-//	rec, err := r.Audit().LookupAndDelete(clientPort)
+//	rec, err := r.Audit().LookupAndDelete(clientAddrPort)
 //
 // # Programs
 //
@@ -25,36 +25,53 @@
 //   - cgroup/connect4 looks the destination up in policy_map; if it is
 //     protected and the caller's process is not in skip_process_map, it
 //     records the caller (tgid, uid, gid, comm, cgroup id, original
-//     destination) under the socket cookie and rewrites the destination.
+//     destination) in the socket's own storage and rewrites the destination.
 //   - cgroup/connect6 does the same for IPv4-mapped IPv6 destinations
 //     (::ffff:169.254.169.254), so an AF_INET6 socket is no way around the
 //     agent.
 //   - a cgroup sock_ops program, on BPF_SOCK_OPS_TCP_CONNECT_CB, moves the
-//     record to a key the proxy can compute, {TCP, local port}, in
-//     gpa_caller_map (ours, full record) and audit_map (upstream's layout).
+//     record to keys the proxy can compute: {TCP, local port, local
+//     address} in gpa_caller_map (ours, full record) and {TCP, local port}
+//     in audit_map (upstream's layout).
 //   - cgroup/getpeername4 and getpeername6 report the original destination,
 //     so the redirect is invisible to the application.
 //
 // Upstream uses a kprobe on tcp_connect for the audit step. This package
 // uses sock_ops instead, because it is a stable attach point: the context
-// gives the local port and the socket cookie without reading struct sock
+// gives the local port and the socket without reading struct sock
 // at kernel-version-dependent offsets (no CO-RE, no vmlinux.h), it fires
 // only for sockets in the attached cgroup rather than for every TCP connect
 // on the machine, it runs at the same moment (the port is chosen, the SYN
 // not yet sent, so the record exists before the proxy can accept), and it
-// is a cgroup program like the others, detached by the same links.
+// is a cgroup program like the others, detached by the same links. It also
+// needs no kernel-tracing permission: on the machine this package was
+// built on (Linux 6.18, kernel lockdown forced to integrity, no
+// CONFIG_KPROBES) fentry programs fail to load with EPERM and kprobes do
+// not exist, while cgroup programs work. The
+// price is that the kernel calls a sock_ops program on several TCP events
+// per connection (about five for a client connect), each returning at once
+// unless it is the connect callback; BenchmarkConnectSlowdown measures the
+// total.
 //
 // # Maps and compatibility
 //
 // policy_map, skip_process_map and audit_map keep upstream's names, types,
 // sizes and struct layouts (gpa-protocol §5.2: u32 fields in host byte
 // order, addresses and ports in network order, the audit key's port in host
-// order), so tools that read them keep working. Our own data lives in
-// gpa_sock_map (cookie → record, for getpeername; removed when the socket
-// closes) and gpa_caller_map (local port → record), both LRU, with struct
-// gpa_caller_record (48 bytes: u64 cgroup_id; u32 uid, gid, tgid,
-// destination_ipv4, destination_port, protocol; char comm[16]). Only IPv4
-// destinations and proxies are supported, as upstream.
+// order), so tools that read them keep working. Our own data lives in:
+//
+//   - gpa_sk_storage, socket-local storage holding the caller record. The
+//     kernel frees it with the socket, so getpeername works for the whole
+//     connection, and a socket that was never redirected costs only an
+//     empty lookup.
+//   - gpa_caller_map, LRU, struct gpa_caller_key → record. The key (12
+//     bytes) is upstream's audit key plus the client's IPv4 address, so a
+//     process that binds another loopback address to a caller's port and
+//     dials the proxy directly cannot claim the caller's record.
+//
+// The record is struct gpa_caller_record (48 bytes: u64 cgroup_id; u32 uid,
+// gid, tgid, destination_ipv4, destination_port, protocol; char comm[16]).
+// Only IPv4 destinations and proxies are supported, as upstream.
 //
 // # Pinning
 //

@@ -55,7 +55,7 @@ type RequirementError struct {
 	Err error
 }
 
-// Error returns what the host lacks and how to fix it.
+// Error says what is missing and how to fix it.
 func (e *RequirementError) Error() string {
 	var b strings.Builder
 	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "ebpf: "))
@@ -88,21 +88,41 @@ const (
 	OpAttach ProgramOp = "attach"
 )
 
-// ProgramError reports a program the kernel refused. Its text is the one the
-// MSP troubleshooting guide shows: "Failed to load program 'connect4' with
-// error: ..." or "Failed to attach program 'connect4' with error: ...".
+// ProgramError reports a program the kernel refused. Its text starts with
+// the words the MSP troubleshooting guide shows, "Failed to load program
+// 'connect4' with error: ..." or "Failed to attach program 'connect4' with
+// error: ...", then gives the remediation and, for load failures, the
+// verifier log.
 type ProgramError struct {
-	Op      ProgramOp
+	// Op is the step that failed.
+	Op ProgramOp
+	// Program is the program's name in the object, for example
+	// "connect4".
 	Program string
-	// VerifierLog is the complete verifier output for load failures that
-	// produced one; Error includes only its tail.
+	// VerifierLog is the verifier output for load failures that produced
+	// one, line by line.
 	VerifierLog []string
-	Err         error
+	// Err is the cause from the kernel or cilium/ebpf.
+	Err error
 }
 
-// Error returns the troubleshooting guide's "Failed to load/attach program" text.
+// Error gives the guide's text, the remediation and any verifier log.
 func (e *ProgramError) Error() string {
-	return fmt.Sprintf("Failed to %s program '%s' with error: %v", e.Op, e.Program, e.Err)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Failed to %s program '%s' with error: %v; %s", e.Op, e.Program, e.Err, e.Remediation())
+	if len(e.VerifierLog) > 0 {
+		b.WriteString("\nVerifier log:\n")
+		b.WriteString(strings.Join(e.VerifierLog, "\n"))
+	}
+	return b.String()
+}
+
+// Remediation says what the user can do about the failure.
+func (e *ProgramError) Remediation() string {
+	if e.Op == OpAttach {
+		return "check that the cgroup is on cgroup v2 (" + remedyCgroup2 + ") and that the kernel is Linux 5.15 or later"
+	}
+	return remedyKernel
 }
 
 // Unwrap returns the cause.
@@ -122,11 +142,14 @@ func newLoadError(prog string, err error) *ProgramError {
 // ErrNoCgroup2 when the path is not on cgroup v2, and os.ErrNotExist when
 // it is missing.
 type CgroupError struct {
+	// Path is the cgroup directory as given.
 	Path string
-	Err  error
+	// Err is the cause.
+	Err error
 }
 
-// Error returns the cgroup path and what is wrong with it.
+// Error gives the guide's text, with the remediation when the path is not
+// on cgroup v2.
 func (e *CgroupError) Error() string {
 	msg := fmt.Sprintf("Failed to open cgroup '%s' with error: %v", e.Path, e.Err)
 	if errors.Is(e.Err, ErrNoCgroup2) {
@@ -148,10 +171,11 @@ type MapError struct {
 	// Key describes the key, for example "168.63.129.16:80"; empty for
 	// whole-map operations.
 	Key string
+	// Err is the cause.
 	Err error
 }
 
-// Error returns the map, the operation and the cause.
+// Error words the failure as upstream does for the same operation.
 func (e *MapError) Error() string {
 	switch e.Op {
 	case "create":

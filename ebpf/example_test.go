@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
+	"net/netip"
 	"os"
 
 	"github.com/metadatasec/gpa/ebpf"
@@ -44,9 +46,10 @@ func ExampleLoad() {
 // record means the connection cannot be attributed and must be refused.
 func ExampleAuditMap_LookupAndDelete() {
 	var r *ebpf.Redirector // from ebpf.Load
-	var clientPort uint16  // the accepted connection's remote port
+	var conn net.Conn      // from the proxy's Accept
 
-	rec, err := r.Audit().LookupAndDelete(clientPort)
+	client := netip.MustParseAddrPort(conn.RemoteAddr().String())
+	rec, err := r.Audit().LookupAndDelete(client)
 	if errors.Is(err, ebpf.ErrNotFound) {
 		fmt.Println("421: caller unknown")
 		return
@@ -58,11 +61,12 @@ func ExampleAuditMap_LookupAndDelete() {
 	fmt.Println(rec.PID, rec.UID, rec.IsRoot(), rec.OriginalDst)
 }
 
-// The error text is the one the troubleshooting guide quotes.
+// The error text starts with the words the troubleshooting guide quotes,
+// then says what to do.
 func ExampleProgramError() {
-	err := &ebpf.ProgramError{Op: ebpf.OpAttach, Program: "connect4", Err: errors.New("create link: invalid argument")}
+	err := &ebpf.ProgramError{Op: ebpf.OpLoad, Program: "connect4", Err: errors.New("load program: invalid argument")}
 	fmt.Println("Failed to start redirector: " + err.Error())
-	// Output: Failed to start redirector: Failed to attach program 'connect4' with error: create link: invalid argument
+	// Output: Failed to start redirector: Failed to load program 'connect4' with error: load program: invalid argument; upgrade the kernel to Linux 5.15 or later
 }
 
 func ExampleCheckKernel() {

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +31,9 @@ type host struct {
 	btfPath         string
 	haveProgramType func(ebpf.ProgramType) error
 	haveMapType     func(ebpf.MapType) error
+	// haveProgramHelper reports whether programs of a type may call a
+	// helper.
+	haveProgramHelper func(ebpf.ProgramType, asm.BuiltinFunc) error
 	// editSpec, when set, changes the object before loading (tests only).
 	editSpec func(*ebpf.CollectionSpec)
 }
@@ -48,6 +52,8 @@ func realHost() *host {
 		btfPath:         "/sys/kernel/btf/vmlinux",
 		haveProgramType: features.HaveProgramType,
 		haveMapType:     features.HaveMapType,
+
+		haveProgramHelper: features.HaveProgramHelper,
 	}
 }
 
@@ -91,9 +97,15 @@ func (h *host) check() error {
 			return &RequirementError{Kind: ErrNotSupported, Detail: "program type " + pt.String(), Err: err, Remediation: remedyFeature}
 		}
 	}
-	for _, mt := range []ebpf.MapType{ebpf.Hash, ebpf.LRUHash} {
+	for _, mt := range []ebpf.MapType{ebpf.Hash, ebpf.LRUHash, ebpf.SkStorage} {
 		if err := h.haveMapType(mt); err != nil {
 			return &RequirementError{Kind: ErrNotSupported, Detail: "map type " + mt.String(), Err: err, Remediation: remedyFeature}
+		}
+	}
+	// Socket storage from the connect, getpeername and sock_ops hooks.
+	for _, pt := range []ebpf.ProgramType{ebpf.CGroupSockAddr, ebpf.SockOps} {
+		if err := h.haveProgramHelper(pt, asm.FnSkStorageGet); err != nil {
+			return &RequirementError{Kind: ErrNotSupported, Detail: "helper bpf_sk_storage_get in " + pt.String(), Err: err, Remediation: remedyFeature}
 		}
 	}
 	return nil

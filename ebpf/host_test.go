@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -105,6 +106,8 @@ func fakeHost(t *testing.T) *host {
 		btfPath:         write("vmlinux", "btf"),
 		haveProgramType: func(ebpf.ProgramType) error { return nil },
 		haveMapType:     func(ebpf.MapType) error { return nil },
+
+		haveProgramHelper: func(ebpf.ProgramType, asm.BuiltinFunc) error { return nil },
 	}
 }
 
@@ -146,6 +149,14 @@ func TestHostCheck(t *testing.T) {
 				return nil
 			}
 		}, ErrNotSupported, []string{"map type LRUHash"}},
+		{"no socket storage in sock_ops", func(h *host) {
+			h.haveProgramHelper = func(pt ebpf.ProgramType, fn asm.BuiltinFunc) error {
+				if pt == ebpf.SockOps && fn == asm.FnSkStorageGet {
+					return ebpf.ErrNotSupported
+				}
+				return nil
+			}
+		}, ErrNotSupported, []string{"helper bpf_sk_storage_get in SockOps"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ const (
 	skipEntrySize        = 4  // struct gpa_skip_process_entry
 	auditKeySize         = 8  // struct gpa_audit_key
 	auditEventSize       = 20 // struct gpa_audit_event
+	callerKeySize        = 12 // struct gpa_caller_key
 	callerRecordSize     = 48 // struct gpa_caller_record
 )
 
@@ -101,11 +102,22 @@ func marshalAuditKey(localPort uint16) []byte {
 	return b
 }
 
+// marshalCallerKey encodes gpa_caller_key: upstream's audit key plus the
+// client's IPv4 address as the programs store addresses.
+func marshalCallerKey(client netip.AddrPort) []byte {
+	b := make([]byte, callerKeySize)
+	ne.PutUint32(b[0:], ipprotoTCP)
+	ne.PutUint32(b[4:], uint32(client.Port()))
+	ne.PutUint32(b[8:], ip4Word(client.Addr()))
+	return b
+}
+
 // AuditRecord is the process that made one redirected connection, as the
 // kernel saw it at connect() time.
 type AuditRecord struct {
 	// PID is the thread group id (what userspace calls the process id).
 	PID uint32
+	// UID and GID are the real user and group ids at connect() time.
 	UID uint32
 	GID uint32
 	// Comm is the task's command name (at most 15 bytes, may be truncated;

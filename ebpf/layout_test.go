@@ -40,8 +40,8 @@ func TestStructSizesMatchObject(t *testing.T) {
 		"policy_map":       {destinationEntrySize, destinationEntrySize},
 		"skip_process_map": {skipEntrySize, skipEntrySize},
 		"audit_map":        {auditKeySize, auditEventSize},
-		"gpa_sock_map":     {8, callerRecordSize},
-		"gpa_caller_map":   {auditKeySize, callerRecordSize},
+		"gpa_sk_storage":   {4, callerRecordSize},
+		"gpa_caller_map":   {callerKeySize, callerRecordSize},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("map key/value sizes (-want +got):\n%s", diff)
@@ -57,8 +57,10 @@ func TestStructSizesMatchObject(t *testing.T) {
 		"akey":   unsafe.Sizeof(redirectGpaAuditKey{}),
 		"aevent": unsafe.Sizeof(redirectGpaAuditEvent{}),
 		"caller": unsafe.Sizeof(redirectGpaCallerRecord{}),
+		"ckey":   unsafe.Sizeof(redirectGpaCallerKey{}),
 	}
-	wantGen := map[string]uintptr{"dest": destinationEntrySize, "akey": auditKeySize, "aevent": auditEventSize, "caller": callerRecordSize}
+	wantGen := map[string]uintptr{"dest": destinationEntrySize, "akey": auditKeySize, "aevent": auditEventSize,
+		"caller": callerRecordSize, "ckey": callerKeySize}
 	if diff := cmp.Diff(wantGen, gen); diff != "" {
 		t.Errorf("generated struct sizes (-want +got):\n%s", diff)
 	}
@@ -119,6 +121,17 @@ func TestAuditKeyBytes(t *testing.T) {
 	want := []byte{6, 0, 0, 0, 0x50, 0xC3, 0, 0}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("marshalAuditKey (-want +got):\n%s", diff)
+	}
+}
+
+func TestCallerKeyBytes(t *testing.T) {
+	if !littleEndian() {
+		t.Skip("byte example is for little-endian hosts")
+	}
+	got := marshalCallerKey(netip.MustParseAddrPort("127.0.0.1:50000"))
+	want := []byte{6, 0, 0, 0, 0x50, 0xC3, 0, 0, 127, 0, 0, 1}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("marshalCallerKey (-want +got):\n%s", diff)
 	}
 }
 

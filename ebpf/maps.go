@@ -4,7 +4,6 @@ package ebpf
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -21,7 +20,9 @@ type PolicyMap struct{ m *ebpf.Map }
 
 // PolicyEntry is one protected destination and the proxy it is sent to.
 type PolicyEntry struct {
-	Dst   netip.AddrPort
+	// Dst is the protected destination, as applications dial it.
+	Dst netip.AddrPort
+	// Proxy is where its connections are sent instead.
 	Proxy netip.AddrPort
 }
 
@@ -127,34 +128,38 @@ func (s *SkipMap) List() ([]uint32, error) {
 }
 
 // AuditMap answers "who made this connection?" for connections accepted by
-// the proxy. Records are keyed by the client's local port, written when the
-// SYN is sent, and evicted least-recently-used if never consumed.
+// the proxy. Records are keyed by the client's address and port, written
+// when the SYN is sent, and evicted least-recently-used if never consumed.
 type AuditMap struct {
 	caller   *ebpf.Map // gpa_caller_map: the full record
 	upstream *ebpf.Map // audit_map: upstream's reduced copy, for its tools
 }
 
 // LookupAndDelete returns the caller recorded for the redirected TCP
-// connection whose client port is localPort (the remote port of the
-// accepted connection), and removes it atomically so a record is consumed
-// once. A missing record gives an error matching ErrNotFound; the proxy
-// must then refuse the connection.
-func (a *AuditMap) LookupAndDelete(localPort uint16) (AuditRecord, error) {
-	key := marshalAuditKey(localPort)
-	val := make([]byte, callerRecordSize)
-	port := strconv.FormatUint(uint64(localPort), 10)
-	// Drop upstream's reduced copy first (it exists only for other tools,
-	// and LRU may already have evicted it), so that a failure here leaves
-	// the full record in place for a retry.
-	if err := a.upstream.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return AuditRecord{}, &MapError{Op: "delete", Map: "audit_map", Key: port, Err: err}
+// connection from client (the accepted connection's remote address), and
+// removes it atomically so a record is consumed once. The client address is
+// part of the key, not only the port: a process that binds another loopback
+// address to the same port and connects to the proxy directly finds
+// nothing. A missing record gives an error matching ErrNotFound; the proxy
+// must then refuse the connection. client must be IPv4 (or IPv4-mapped).
+func (a *AuditMap) LookupAndDelete(client netip.AddrPort) (AuditRecord, error) {
+	c, err := checkIPv4(client)
+	if err != nil {
+		return AuditRecord{}, err
 	}
+	key := marshalCallerKey(c)
+	val := make([]byte, callerRecordSize)
 	if err := a.caller.LookupAndDelete(key, &val); err != nil {
-		return AuditRecord{}, &MapError{Op: "lookup", Map: "gpa_caller_map", Key: port, Err: err}
+		return AuditRecord{}, &MapError{Op: "lookup", Map: "gpa_caller_map", Key: c.String(), Err: err}
 	}
 	rec, err := unmarshalCallerRecord(val)
 	if err != nil {
-		return AuditRecord{}, &MapError{Op: "lookup", Map: "gpa_caller_map", Key: port, Err: err}
+		return AuditRecord{}, &MapError{Op: "lookup", Map: "gpa_caller_map", Key: c.String(), Err: err}
 	}
+	// Upstream's reduced copy exists only for other tools; drop it as
+	// upstream's proxy does. It may already be gone (LRU), and a failure
+	// to delete it leaves an informational entry for LRU to evict, so it
+	// must not cost the caller its record.
+	_ = a.upstream.Delete(marshalAuditKey(c.Port()))
 	return rec, nil
 }

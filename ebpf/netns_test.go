@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -34,8 +35,8 @@ func netnsInode(path string) (uint64, error) {
 // netnsResult is what the netns helper reports for one dial.
 type netnsResult struct {
 	dialResult
-	Landed     string `json:"landed,omitempty"` // "imds", "proxy" or ""
-	RemotePort uint16 `json:"remotePort,omitempty"`
+	Landed string `json:"landed,omitempty"` // "imds", "proxy" or ""
+	Remote string `json:"remote,omitempty"` // the accepted connection's client`
 }
 
 // helperNetns runs in a network namespace of its own: it refuses to go on
@@ -80,7 +81,7 @@ func helperNetns() int {
 				if err != nil {
 					return
 				}
-				accepted <- netnsResult{Landed: name, RemotePort: netip.MustParseAddrPort(c.RemoteAddr().String()).Port()}
+				accepted <- netnsResult{Landed: name, Remote: c.RemoteAddr().String()}
 				c.Close()
 			}
 		}()
@@ -95,7 +96,7 @@ func helperNetns() int {
 		if res.Err == "" {
 			select {
 			case a := <-accepted:
-				out.Landed, out.RemotePort = a.Landed, a.RemotePort
+				out.Landed, out.Remote = a.Landed, a.Remote
 			case <-time.After(landTimeout):
 			}
 			syscall.Close(fd)
@@ -110,9 +111,8 @@ func helperNetns() int {
 // dials.
 func TestRedirectRealIMDSAddressInNetns(t *testing.T) {
 	cg := newTestCgroup(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2 (ip)")
-	}
+	_, err := exec.LookPath("ip")
+	testenv.Require(t, "iproute2 (ip)", err)
 	r := mustLoad(t, Options{CgroupPath: cg.path})
 	parent, err := netnsInode("/proc/self/ns/net")
 	if err != nil {
@@ -153,7 +153,11 @@ func TestRedirectRealIMDSAddressInNetns(t *testing.T) {
 	if res.Peer != msp.IMDSAddr.String() {
 		t.Errorf("getpeername() = %s, want %s", res.Peer, msp.IMDSAddr)
 	}
-	rec, err := r.Audit().LookupAndDelete(res.RemotePort)
+	client, err := netip.ParseAddrPort(res.Remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := r.Audit().LookupAndDelete(client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +167,7 @@ func TestRedirectRealIMDSAddressInNetns(t *testing.T) {
 	if diff := cmp.Diff(want, rec, netipEqual); diff != "" {
 		t.Errorf("audit record (-want +got):\n%s", diff)
 	}
-	if _, err := r.Audit().LookupAndDelete(res.RemotePort); !errors.Is(err, ErrNotFound) {
+	if _, err := r.Audit().LookupAndDelete(client); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second lookup = %v, want ErrNotFound", err)
 	}
 }

@@ -8,7 +8,7 @@
 //
 // Map names and the layouts of the upstream structs (policy_map,
 // skip_process_map, audit_map) follow the Azure Guest Proxy Agent so tools
-// that read those maps keep working. Everything else (gpa_sock_map,
+// that read those maps keep working. Everything else (gpa_sk_storage,
 // gpa_caller_map, struct gpa_caller_record) is ours.
 
 #include <linux/bpf.h>
@@ -47,6 +47,15 @@ struct gpa_audit_event {
 	__u32 destination_port;
 };
 
+// Our key for caller records, 12 bytes: upstream's key plus the client's
+// local IPv4 address (network order), so a process that binds another
+// loopback address to the same port cannot pick up someone else's record.
+struct gpa_caller_key {
+	__u32 protocol;
+	__u32 source_port;
+	__u32 source_ip4;
+};
+
 // Our extended caller record, 48 bytes. Addresses and ports use the same
 // encoding as gpa_destination_entry.
 struct gpa_caller_record {
@@ -81,22 +90,24 @@ struct {
 	__type(value, struct gpa_audit_event);
 } audit_map SEC(".maps");
 
-// Connect-time caller by socket cookie. Lives as long as the socket (the
-// sock_ops program removes it on TCP_CLOSE; LRU is the backstop), because
-// getpeername needs the original destination for the whole connection.
+// Connect-time caller, stored on the socket itself. The kernel frees it
+// with the socket, so getpeername can find the original destination for the
+// whole connection, and a socket that was never redirected has no storage:
+// looking it up costs next to nothing, which keeps unprotected connects
+// fast.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct gpa_caller_record);
-} gpa_sock_map SEC(".maps");
+} gpa_sk_storage SEC(".maps");
 
-// Connect-time caller by {protocol, local port}: what the proxy reads (and
-// deletes) when it accepts the connection.
+// Connect-time caller by {protocol, local port, local address}: what the
+// proxy reads (and deletes) when it accepts the connection.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
-	__type(key, struct gpa_audit_key);
+	__type(key, struct gpa_caller_key);
 	__type(value, struct gpa_caller_record);
 } gpa_caller_map SEC(".maps");
 
@@ -123,26 +134,38 @@ redirect_target(__u32 ip4, __u32 port, __u32 protocol)
 	return target;
 }
 
-// remember_caller records the calling task against the socket cookie. A
-// failure here is not fatal: the connection is still redirected and the
-// proxy, finding no record, refuses it (fail closed).
+// remember_caller records the calling task on the socket. A failure here
+// is not fatal: the connection is still redirected and the proxy, finding
+// no record, refuses it (fail closed).
 static __always_inline void
 remember_caller(struct bpf_sock_addr *ctx, __u32 ip4, __u32 port, __u32 protocol)
 {
-	struct gpa_caller_record rec = {};
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return;
+	struct gpa_caller_record *rec =
+		bpf_sk_storage_get(&gpa_sk_storage, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!rec)
+		return;
+
 	__u64 uid_gid = bpf_get_current_uid_gid();
+	rec->cgroup_id = bpf_get_current_cgroup_id();
+	rec->uid = (__u32)uid_gid;
+	rec->gid = (__u32)(uid_gid >> 32);
+	rec->tgid = bpf_get_current_pid_tgid() >> 32;
+	rec->destination_ipv4 = ip4;
+	rec->destination_port = port;
+	rec->protocol = protocol;
+	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
+}
 
-	rec.cgroup_id = bpf_get_current_cgroup_id();
-	rec.uid = (__u32)uid_gid;
-	rec.gid = (__u32)(uid_gid >> 32);
-	rec.tgid = bpf_get_current_pid_tgid() >> 32;
-	rec.destination_ipv4 = ip4;
-	rec.destination_port = port;
-	rec.protocol = protocol;
-	bpf_get_current_comm(rec.comm, sizeof(rec.comm));
-
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	bpf_map_update_elem(&gpa_sock_map, &cookie, &rec, BPF_ANY);
+// redirected returns the record of a redirected socket, or NULL.
+static __always_inline struct gpa_caller_record *
+redirected(struct bpf_sock *sk)
+{
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&gpa_sk_storage, sk, 0, 0);
 }
 
 SEC("cgroup/connect4")
@@ -191,8 +214,7 @@ int connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername4")
 int getpeername4(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct gpa_caller_record *rec = bpf_map_lookup_elem(&gpa_sock_map, &cookie);
+	struct gpa_caller_record *rec = redirected(ctx->sk);
 	if (!rec)
 		return 1;
 	ctx->user_ip4 = rec->destination_ipv4;
@@ -203,8 +225,7 @@ int getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int getpeername6(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct gpa_caller_record *rec = bpf_map_lookup_elem(&gpa_sock_map, &cookie);
+	struct gpa_caller_record *rec = redirected(ctx->sk);
 	if (!rec)
 		return 1;
 	ctx->user_ip6[0] = 0;
@@ -215,47 +236,36 @@ int getpeername6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-// connect_audit runs when TCP sends the SYN (the local port is chosen by then) and
-// moves the connect-time record to a key the proxy can compute from the
-// accepted connection: {protocol, client port}.
+// connect_audit runs when TCP sends the SYN (the local port is chosen by
+// then) and moves the connect-time record to keys the proxy can compute from
+// the accepted connection: {protocol, client port} for upstream's audit_map
+// and {protocol, client port, client address} for ours.
 SEC("sockops")
 int connect_audit(struct bpf_sock_ops *skops)
 {
-	__u64 cookie;
-	struct gpa_caller_record *rec;
-
-	switch (skops->op) {
-	case BPF_SOCK_OPS_TCP_CONNECT_CB: {
-		cookie = bpf_get_socket_cookie(skops);
-		rec = bpf_map_lookup_elem(&gpa_sock_map, &cookie);
-		if (!rec)
-			return 1;
-
-		struct gpa_audit_key key = {
-			.protocol = rec->protocol,
-			.source_port = skops->local_port,
-		};
-		struct gpa_audit_event ev = {
-			.logon_id = rec->uid,
-			.process_id = rec->tgid,
-			.is_root = rec->uid == 0,
-			.destination_ipv4 = rec->destination_ipv4,
-			.destination_port = rec->destination_port,
-		};
-		bpf_map_update_elem(&gpa_caller_map, &key, rec, BPF_ANY);
-		bpf_map_update_elem(&audit_map, &key, &ev, BPF_ANY);
-		// Ask for state changes so the cookie entry goes away with
-		// the socket.
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-							 BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
 		return 1;
-	}
-	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] != BPF_TCP_CLOSE)
-			return 1;
-		cookie = bpf_get_socket_cookie(skops);
-		bpf_map_delete_elem(&gpa_sock_map, &cookie);
+	struct gpa_caller_record *rec = redirected(skops->sk);
+	if (!rec)
 		return 1;
-	}
+
+	struct gpa_audit_key key = {
+		.protocol = rec->protocol,
+		.source_port = skops->local_port,
+	};
+	struct gpa_caller_key ckey = {
+		.protocol = rec->protocol,
+		.source_port = skops->local_port,
+		.source_ip4 = skops->local_ip4,
+	};
+	struct gpa_audit_event ev = {
+		.logon_id = rec->uid,
+		.process_id = rec->tgid,
+		.is_root = rec->uid == 0,
+		.destination_ipv4 = rec->destination_ipv4,
+		.destination_port = rec->destination_port,
+	};
+	bpf_map_update_elem(&gpa_caller_map, &ckey, rec, BPF_ANY);
+	bpf_map_update_elem(&audit_map, &key, &ev, BPF_ANY);
 	return 1;
 }

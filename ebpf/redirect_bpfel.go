@@ -28,6 +28,13 @@ type redirectGpaAuditKey struct {
 	SourcePort uint32
 }
 
+type redirectGpaCallerKey struct {
+	_          structs.HostLayout
+	Protocol   uint32
+	SourcePort uint32
+	SourceIp4  uint32
+}
+
 type redirectGpaCallerRecord struct {
 	_               structs.HostLayout
 	CgroupId        uint64
@@ -58,7 +65,7 @@ type redirectGpaSkipProcessEntry struct {
 const (
 	redirectMapAuditMap       = "audit_map"
 	redirectMapGpaCallerMap   = "gpa_caller_map"
-	redirectMapGpaSockMap     = "gpa_sock_map"
+	redirectMapGpaSkStorage   = "gpa_sk_storage"
 	redirectMapPolicyMap      = "policy_map"
 	redirectMapSkipProcessMap = "skip_process_map"
 	redirectProgConnect4      = "connect4"
@@ -123,7 +130,7 @@ type redirectProgramSpecs struct {
 type redirectMapSpecs struct {
 	AuditMap       *ebpf.MapSpec `ebpf:"audit_map"`
 	GpaCallerMap   *ebpf.MapSpec `ebpf:"gpa_caller_map"`
-	GpaSockMap     *ebpf.MapSpec `ebpf:"gpa_sock_map"`
+	GpaSkStorage   *ebpf.MapSpec `ebpf:"gpa_sk_storage"`
 	PolicyMap      *ebpf.MapSpec `ebpf:"policy_map"`
 	SkipProcessMap *ebpf.MapSpec `ebpf:"skip_process_map"`
 }
@@ -156,7 +163,7 @@ func (o *redirectObjects) Close() error {
 type redirectMaps struct {
 	AuditMap       *ebpf.Map `ebpf:"audit_map"`
 	GpaCallerMap   *ebpf.Map `ebpf:"gpa_caller_map"`
-	GpaSockMap     *ebpf.Map `ebpf:"gpa_sock_map"`
+	GpaSkStorage   *ebpf.Map `ebpf:"gpa_sk_storage"`
 	PolicyMap      *ebpf.Map `ebpf:"policy_map"`
 	SkipProcessMap *ebpf.Map `ebpf:"skip_process_map"`
 }
@@ -165,7 +172,7 @@ func (m *redirectMaps) Close() error {
 	return _RedirectClose(
 		m.AuditMap,
 		m.GpaCallerMap,
-		m.GpaSockMap,
+		m.GpaSkStorage,
 		m.PolicyMap,
 		m.SkipProcessMap,
 	)

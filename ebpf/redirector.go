@@ -74,7 +74,7 @@ var mapNames = []string{
 	redirectMapPolicyMap,
 	redirectMapSkipProcessMap,
 	redirectMapAuditMap,
-	redirectMapGpaSockMap,
+	redirectMapGpaSkStorage,
 	redirectMapGpaCallerMap,
 }
 
@@ -83,7 +83,11 @@ var mapNames = []string{
 // *CgroupError (bad path), *ProgramError (the kernel refused a program;
 // the text is the troubleshooting guide's) or *MapError. On error nothing
 // stays loaded or attached, except what is pinned under Options.PinPath.
-func Load(ctx context.Context, opts Options) (_ *Redirector, err error) {
+func Load(ctx context.Context, opts Options) (*Redirector, error) {
+	return load(ctx, opts)
+}
+
+func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 	h := opts.host
 	if h == nil {
 		h = realHost()
@@ -183,35 +187,31 @@ func Load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 	return r, nil
 }
 
-// attach links prog to the cgroup. With pinning, an existing pinned link
-// for the same cgroup gets the new program swapped in atomically
-// (BPF_LINK_UPDATE), so connections never see the cgroup without it.
+// attach links prog to the cgroup. With pinning, a pinned link for the
+// same cgroup gets the new program swapped in atomically (BPF_LINK_UPDATE).
+// A pinned link that cannot be updated (another cgroup, an update error)
+// is replaced only after the new link is in force, so there is never a
+// moment without one.
 func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name string, at ebpf.AttachType) (link.Link, error) {
 	prog := r.progs[name]
+	var old link.Link
 	pin := ""
 	if r.pinPath != "" {
 		pin = filepath.Join(r.pinPath, "links", name)
-		old, err := link.LoadPinnedLink(pin, nil)
+		l, err := link.LoadPinnedLink(pin, nil)
 		switch {
 		case err == nil:
-			info, ierr := old.Info()
-			if ierr == nil && info.Cgroup() != nil && info.Cgroup().CgroupId == cgID {
-				if uerr := old.Update(prog); uerr == nil {
+			if linkCgroup(l) == cgID {
+				uerr := l.Update(prog)
+				if uerr == nil {
 					log.Info("replaced pinned eBPF program", "program", name, "link", pin)
-					return old, nil
-				} else {
-					log.Warn("cannot update pinned link, re-attaching", "program", name, "link", pin, "error", uerr)
+					return l, nil
 				}
+				log.Warn("cannot update pinned link, attaching a new one", "program", name, "link", pin, "error", uerr)
 			} else {
-				log.Warn("pinned link is for another cgroup or unreadable, re-attaching", "program", name, "link", pin)
+				log.Warn("pinned link is for another cgroup, attaching a new one", "program", name, "link", pin)
 			}
-			// The old link points elsewhere (or its cgroup is gone):
-			// drop it and attach afresh.
-			if err := old.Unpin(); err != nil {
-				old.Close()
-				return nil, fmt.Errorf("unpin stale link %s: %w", pin, err)
-			}
-			old.Close()
+			old = l
 		case !errors.Is(err, os.ErrNotExist):
 			return nil, fmt.Errorf("open pinned link %s: %w", pin, err)
 		}
@@ -221,7 +221,18 @@ func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name str
 	// links can be pinned and updated in place, and 5.15 has them.
 	l, err := link.AttachRawLink(link.RawLinkOptions{Target: int(cg.Fd()), Program: prog, Attach: at})
 	if err != nil {
+		if old != nil {
+			old.Close() // still pinned, still in force
+		}
 		return nil, err
+	}
+	if old != nil {
+		uerr := old.Unpin()
+		old.Close()
+		if uerr != nil {
+			l.Close()
+			return nil, fmt.Errorf("unpin replaced link %s: %w", pin, uerr)
+		}
 	}
 	if pin != "" {
 		if err := l.Pin(pin); err != nil {
@@ -231,6 +242,15 @@ func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name str
 	}
 	log.Debug("attached eBPF program", "program", name, "cgroup", cg.Name())
 	return l, nil
+}
+
+// linkCgroup returns the id of the cgroup a link is attached to, or 0.
+func linkCgroup(l link.Link) uint64 {
+	info, err := l.Info()
+	if err != nil || info.Cgroup() == nil {
+		return 0
+	}
+	return info.Cgroup().CgroupId
 }
 
 // Policy returns the redirect policy map.

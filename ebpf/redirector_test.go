@@ -60,8 +60,8 @@ func countAttached(m map[ebpf.AttachType][]ebpf.ProgramID) int {
 const landTimeout = 5 * time.Second
 
 // expectLanding checks where the helper's connection arrived and returns the
-// accepted connection's client port.
-func expectLanding(t *testing.T, want, notWant *listener, res dialResult) uint16 {
+// accepted connection's client address.
+func expectLanding(t *testing.T, want, notWant *listener, res dialResult) netip.AddrPort {
 	t.Helper()
 	if res.Err != "" {
 		t.Fatalf("helper: %s", res.Err)
@@ -80,7 +80,7 @@ func expectLanding(t *testing.T, want, notWant *listener, res dialResult) uint16
 	if remote.Port() != local.Port() {
 		t.Errorf("accepted connection from port %d, helper's socket is on port %d", remote.Port(), local.Port())
 	}
-	return remote.Port()
+	return remote
 }
 
 func TestRedirect(t *testing.T) {
@@ -141,14 +141,15 @@ func TestRedirect(t *testing.T) {
 				landed = other
 			}
 			if !tt.wantProxy {
-				port := expectLanding(t, landed, proxy, res)
-				if _, err := r.Audit().LookupAndDelete(port); !errors.Is(err, ErrNotFound) {
+				client := expectLanding(t, landed, proxy, res)
+				if _, err := r.Audit().LookupAndDelete(client); !errors.Is(err, ErrNotFound) {
 					t.Errorf("audit lookup for an unredirected connection = %v, want ErrNotFound", err)
 				}
 				return
 			}
 
-			port := expectLanding(t, proxy, protected, res)
+			client := expectLanding(t, proxy, protected, res)
+			port := client.Port()
 			uid, gid := uint32(0), uint32(0)
 			if tt.cred != nil {
 				uid, gid = tt.cred.Uid, tt.cred.Gid
@@ -168,15 +169,21 @@ func TestRedirect(t *testing.T) {
 				t.Errorf("audit_map value (-want +got):\n%s", diff)
 			}
 
-			got, err := r.Audit().LookupAndDelete(port)
+			// Someone else's address with the caller's port gets
+			// nothing, and does not consume the record.
+			spoof := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port)
+			if _, err := r.Audit().LookupAndDelete(spoof); !errors.Is(err, ErrNotFound) {
+				t.Errorf("LookupAndDelete(%v) = %v, want ErrNotFound", spoof, err)
+			}
+			got, err := r.Audit().LookupAndDelete(client)
 			if err != nil {
-				t.Fatalf("LookupAndDelete(%d): %v", port, err)
+				t.Fatalf("LookupAndDelete(%v): %v", client, err)
 			}
 			want := AuditRecord{PID: h.pid, UID: uid, GID: gid, Comm: "gpa-ebpf-helper", CgroupID: cg.id, OriginalDst: protected.addr}
 			if diff := cmp.Diff(want, got, netipEqual); diff != "" {
 				t.Errorf("audit record (-want +got):\n%s", diff)
 			}
-			if _, err := r.Audit().LookupAndDelete(port); !errors.Is(err, ErrNotFound) {
+			if _, err := r.Audit().LookupAndDelete(client); !errors.Is(err, ErrNotFound) {
 				t.Errorf("second LookupAndDelete = %v, want ErrNotFound", err)
 			}
 			if err := r.maps[redirectMapAuditMap].Lookup(marshalAuditKey(port), &ev); !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -517,8 +524,10 @@ func TestLoadErrors(t *testing.T) {
 			}
 			if tt.editSpec != nil {
 				var pe *ProgramError
-				if errors.As(err, &pe) && pe.Op == OpLoad && len(pe.VerifierLog) == 0 {
-					t.Error("load error carries no verifier log")
+				if errors.As(err, &pe) && pe.Op == OpLoad {
+					if len(pe.VerifierLog) == 0 || !strings.Contains(err.Error(), "Verifier log:\n") || !strings.Contains(err.Error(), "R5 !read_ok") {
+						t.Errorf("load error carries no verifier log: %q", err)
+					}
 				}
 			}
 			if got := attachedPrograms(t, cg); countAttached(got) != 0 {
@@ -594,8 +603,8 @@ func TestPinnedRestartKeepsRedirecting(t *testing.T) {
 	if diff := cmp.Diff([]PolicyEntry{{Dst: protected.addr, Proxy: proxy.addr}}, list, netipEqual); diff != "" {
 		t.Errorf("policy after restart (-want +got):\n%s", diff)
 	}
-	port := expectLanding(t, proxy, protected, h.dial(t, "4", protected.addr))
-	if rec, err := r2.Audit().LookupAndDelete(port); err != nil || rec.PID != h.pid {
+	client := expectLanding(t, proxy, protected, h.dial(t, "4", protected.addr))
+	if rec, err := r2.Audit().LookupAndDelete(client); err != nil || rec.PID != h.pid {
 		t.Errorf("audit after restart = %+v, %v; want pid %d", rec, err, h.pid)
 	}
 

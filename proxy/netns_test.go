@@ -77,7 +77,8 @@ type portLookup struct {
 	m  map[uint16]ConnectRecord
 }
 
-func (p *portLookup) LookupAndDelete(port uint16) (ConnectRecord, error) {
+func (p *portLookup) LookupAndDelete(client netip.AddrPort) (ConnectRecord, error) {
+	port := client.Port()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r, ok := p.m[port]

@@ -31,11 +31,13 @@ type ConnectRecord struct {
 }
 
 // AuditLookup finds and consumes the kernel's record of a redirected
-// connection by its client source port (host order). Records are one-shot:
-// a second lookup of the same port must fail. The eBPF audit map is adapted
-// to this interface by the agent.
+// connection by its client address and port (the accepted connection's
+// remote address). Records are one-shot: a second lookup of the same
+// client must fail. The eBPF audit map is adapted to this interface by the
+// agent; keying by address as well as port means a process that binds
+// another loopback address to a recorded port finds nothing.
 type AuditLookup interface {
-	LookupAndDelete(localPort uint16) (ConnectRecord, error)
+	LookupAndDelete(client netip.AddrPort) (ConnectRecord, error)
 }
 
 // ProcResolver is the production CallerResolver: the audit record names the
@@ -81,7 +83,7 @@ func NewProcResolver(lookup AuditLookup, opts *ProcResolverOptions) *ProcResolve
 // Resolve implements CallerResolver.
 func (p *ProcResolver) Resolve(_ context.Context, conn net.Conn) (*Caller, error) {
 	ap := remoteAddrPort(conn)
-	rec, err := p.lookup.LookupAndDelete(ap.Port())
+	rec, err := p.lookup.LookupAndDelete(ap)
 	if err != nil {
 		if errors.Is(err, ErrNoCaller) {
 			return nil, err

@@ -22,7 +22,8 @@ type mapLookup struct {
 	m  map[uint16]ConnectRecord
 }
 
-func (l *mapLookup) LookupAndDelete(port uint16) (ConnectRecord, error) {
+func (l *mapLookup) LookupAndDelete(client netip.AddrPort) (ConnectRecord, error) {
+	port := client.Port()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r, ok := l.m[port]

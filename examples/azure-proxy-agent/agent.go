@@ -318,8 +318,8 @@ func (r *redirectPolicy) SetRedirect(_ context.Context, eps []msp.Endpoint) erro
 
 type auditLookup struct{ m *ebpf.AuditMap }
 
-func (a auditLookup) LookupAndDelete(port uint16) (proxy.ConnectRecord, error) {
-	r, err := a.m.LookupAndDelete(port)
+func (a auditLookup) LookupAndDelete(client netip.AddrPort) (proxy.ConnectRecord, error) {
+	r, err := a.m.LookupAndDelete(client)
 	if err != nil {
 		return proxy.ConnectRecord{}, err
 	}
@@ -330,7 +330,7 @@ func (a auditLookup) LookupAndDelete(port uint16) (proxy.ConnectRecord, error) {
 // every proxied request gets 421, as upstream answers then.
 type noAudit struct{}
 
-func (noAudit) LookupAndDelete(uint16) (proxy.ConnectRecord, error) {
+func (noAudit) LookupAndDelete(netip.AddrPort) (proxy.ConnectRecord, error) {
 	return proxy.ConnectRecord{}, errors.New("eBPF redirector not running")
 }
 
