@@ -140,6 +140,12 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 
+	if b.o.cpuProfile != "" {
+		if err := b.profileAgent(ctx); err != nil {
+			return err
+		}
+	}
+
 	// 4. connect() to a destination we do not protect.
 	if err := b.connectRate(ctx); err != nil {
 		return err
@@ -249,9 +255,6 @@ func (b *bench) agentConfig(name string) ([]byte, error) {
 		"canonicalRequestMode":           "Shadow",
 		"cgroupPath":                     b.cgBench,
 	}
-	if b.o.cpuProfile != "" {
-		cfg["pprofAddress"] = "127.0.0.1:6060"
-	}
 	return json.MarshalIndent(cfg, "", "  ")
 }
 
@@ -271,7 +274,7 @@ func (b *bench) startAgent(ctx context.Context, name string) (time.Duration, err
 		return 0, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(b.o.agentBinary, "-c", path)
+	cmd := exec.Command(b.o.agentRunBinary, "-c", path)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -677,4 +680,44 @@ func describeMachine(ctx context.Context) string {
 		}
 	}
 	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s, %s", runtime.NumCPU(), cpu, kernel, runtime.Version(), ngx)
+}
+
+// profileAgent saves a CPU profile of the agent (a gpa_pprof build) taken
+// while 8 keep-alive clients load it.
+func (b *bench) profileAgent(ctx context.Context) error {
+	const seconds = 8
+	type answer struct {
+		body []byte
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		c := &http.Client{Timeout: (seconds + 10) * time.Second}
+		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:6060/debug/pprof/profile?seconds=%d", seconds))
+		if err != nil {
+			ch <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("pprof: %s", resp.Status)
+		}
+		ch <- answer{body, err}
+	}()
+	spec := &loadSpec{Mode: "http", Addr: msp.IMDSAddr.String(), Host: msp.IMDSAddr.Addr().String(), Path: imdsPath,
+		Clients: 8, Duration: (seconds + 1) * time.Second}
+	if _, _, err := b.runGenerator(ctx, spec, b.fdBench); err != nil {
+		return err
+	}
+	b.host.ResetRequests()
+	a := <-ch
+	if a.err != nil {
+		return fmt.Errorf("agent profile (was the agent built with -tags gpa_pprof?): %w", a.err)
+	}
+	if err := os.WriteFile(b.o.cpuProfile, a.body, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "agent CPU profile: %s (go tool pprof -top %s)\n", b.o.cpuProfile, b.o.cpuProfile)
+	return nil
 }

@@ -29,6 +29,10 @@ const (
 // envAgentBinary passes the built agent from the outer process to the inner.
 const envAgentBinary = "GPA_BENCH_AGENT"
 
+// envAgentRunBinary, when set, is the agent that runs (a profiling build);
+// envAgentBinary is still the one whose size is reported.
+const envAgentRunBinary = "GPA_BENCH_AGENT_RUN"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -68,6 +72,10 @@ two child cgroups, and loads the agent's eBPF programs into one of them only.
 			return 2
 		}
 		opts.agentBinary = os.Getenv(envAgentBinary)
+		opts.agentRunBinary = os.Getenv(envAgentRunBinary)
+		if opts.agentRunBinary == "" {
+			opts.agentRunBinary = opts.agentBinary
+		}
 		if err := runBench(ctx, opts, stdout); err != nil {
 			fmt.Fprintln(stderr, "gpa-bench:", err)
 			return 1
@@ -90,6 +98,8 @@ type options struct {
 	noNginx     bool
 	fastIMDS    bool
 	agentBinary string
+	// agentRunBinary is the binary started; a pprof build with -agent-profile.
+	agentRunBinary string
 	cpuProfile  string
 }
 
@@ -103,7 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.readme, "readme", "", "write the result tables into this README between the gpa-bench markers")
 	fs.BoolVar(&o.noNginx, "no-nginx", false, "skip the nginx rows (and the apt-get install)")
 	fs.BoolVar(&o.fastIMDS, "fast-imds", true, "answer IMDS with a fixed small body instead of msptest's built-in response")
-	fs.StringVar(&o.cpuProfile, "agent-profile", "", "save a 10 s CPU profile of the agent under load to this file (needs pprofAddress support in the agent)")
+	fs.StringVar(&o.cpuProfile, "agent-profile", "", "also save a CPU profile of the agent under 8 keep-alive clients to this file (runs an agent built with -tags gpa_pprof)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -148,6 +158,22 @@ func runOuter(ctx context.Context, o *options, args []string, stdout, stderr io.
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build the agent: %w", err)
 	}
+	env := []string{envAgentBinary + "=" + bin}
+	if o.cpuProfile != "" {
+		// A second build with the pprof endpoint; the size is the release one's.
+		prof := filepath.Join(dir, "azure-proxy-agent-pprof")
+		pb := exec.CommandContext(ctx, "go", "build", "-tags", "gpa_pprof", "-o", prof, "./examples/azure-proxy-agent")
+		pb.Dir, pb.Stdout, pb.Stderr = build.Dir, stderr, stderr
+		if err := pb.Run(); err != nil {
+			return fmt.Errorf("build the profiling agent: %w", err)
+		}
+		env = append(env, envAgentRunBinary+"="+prof)
+		abs, err := filepath.Abs(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		args = replaceFlag(args, "agent-profile", abs)
+	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
@@ -166,7 +192,7 @@ func runOuter(ctx context.Context, o *options, args []string, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	cmd.Env = append(cmd.Env, envAgentBinary+"="+bin)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// On Ctrl-C the inner run gets SIGINT and cleans up its cgroups.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
