@@ -276,6 +276,9 @@ func (b *bench) startAgent(ctx context.Context, name string) (time.Duration, err
 	defer logf.Close()
 	cmd := exec.Command(b.o.agentRunBinary, "-c", path)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if b.o.agentGOMAXPROCS > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", b.o.agentGOMAXPROCS))
+	}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start the agent: %w", err)
@@ -706,7 +709,7 @@ func (b *bench) profileAgent(ctx context.Context) error {
 		ch <- answer{body, err}
 	}()
 	spec := &loadSpec{Mode: "http", Addr: msp.IMDSAddr.String(), Host: msp.IMDSAddr.Addr().String(), Path: imdsPath,
-		Clients: 8, Duration: (seconds + 1) * time.Second}
+		Clients: 8, NewConn: b.o.profileNewConn, Duration: (seconds + 1) * time.Second}
 	if _, _, err := b.runGenerator(ctx, spec, b.fdBench); err != nil {
 		return err
 	}

@@ -101,6 +101,10 @@ type options struct {
 	// agentRunBinary is the binary started; a pprof build with -agent-profile.
 	agentRunBinary string
 	cpuProfile  string
+	// agentGOMAXPROCS, when set, is the agent's GOMAXPROCS (experiments).
+	agentGOMAXPROCS int
+	// profileNewConn profiles with a new connection per request.
+	profileNewConn bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -114,6 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.noNginx, "no-nginx", false, "skip the nginx rows (and the apt-get install)")
 	fs.BoolVar(&o.fastIMDS, "fast-imds", true, "answer IMDS with a fixed small body instead of msptest's built-in response")
 	fs.StringVar(&o.cpuProfile, "agent-profile", "", "also save a CPU profile of the agent under 8 keep-alive clients to this file (runs an agent built with -tags gpa_pprof)")
+	fs.BoolVar(&o.profileNewConn, "agent-profile-newconn", false, "with -agent-profile: a new connection per request instead of keep-alive")
+	fs.IntVar(&o.agentGOMAXPROCS, "agent-gomaxprocs", 0, "run the agent with this GOMAXPROCS (0: the agent's default)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
