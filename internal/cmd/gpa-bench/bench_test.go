@@ -255,8 +255,8 @@ func TestGoals(t *testing.T) {
 			cellOf(targetNginx, one, 800, 200*time.Microsecond),
 		},
 		rssIdle: 10 << 20, rssWarm: 20 << 20, rssSoak: 23 << 20, soakRequests: 1000,
-		startups:    []time.Duration{20 * time.Millisecond, 160 * time.Millisecond},
-		connectWith: 98, connectWithout: 100, binarySize: 11 << 20,
+		startups:       []time.Duration{20 * time.Millisecond, 160 * time.Millisecond},
+		connectWithCPU: 98, connectWithoutCPU: 100_000, bpfPerConnect: 200 * time.Nanosecond, binarySize: 11 << 20,
 	}
 	got := map[string]bool{}
 	for _, g := range r.goals() {

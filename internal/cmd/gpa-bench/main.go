@@ -100,7 +100,7 @@ type options struct {
 	agentBinary string
 	// agentRunBinary is the binary started; a pprof build with -agent-profile.
 	agentRunBinary string
-	cpuProfile  string
+	cpuProfile     string
 	// agentGOMAXPROCS, when set, is the agent's GOMAXPROCS (experiments).
 	agentGOMAXPROCS int
 	// profileNewConn profiles with a new connection per request.
