@@ -239,6 +239,10 @@ func (b *bench) startHost() error {
 // agentConfig is the shipped configuration with the folders moved into the
 // run's directory and the programs attached to the load cgroup only.
 func (b *bench) agentConfig(name string) ([]byte, error) {
+	if b.cgBench == "" {
+		// An empty cgroupPath means the cgroup root to the agent.
+		return nil, errors.New("refusing to start the agent without its child cgroup")
+	}
 	base := filepath.Join(b.dir, name)
 	cfg := map[string]any{
 		"logFolder":                      filepath.Join(base, "log"),
