@@ -316,3 +316,17 @@ func TestParseFlagsBounds(t *testing.T) {
 		t.Errorf("defaults: %+v %v", o, err)
 	}
 }
+
+// Example_spliceReadme shows how a run's tables replace the previous ones
+// in the README, between the markers and nowhere else.
+func Example_spliceReadme() {
+	doc := "## Performance\n" + readmeBegin + "\n(old tables)\n" + readmeEnd + "\nNotes stay.\n"
+	out, _ := spliceReadme([]byte(doc), "| target | req/s |\n")
+	fmt.Print(string(out))
+	// Output:
+	// ## Performance
+	// <!-- gpa-bench:begin -->
+	// | target | req/s |
+	// <!-- gpa-bench:end -->
+	// Notes stay.
+}
