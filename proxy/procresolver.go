@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,7 @@ type ProcResolver struct {
 	lookup   AuditLookup
 	procRoot string
 	users    *userCache
+	cmdlines *cmdlineCache
 }
 
 // ProcResolverOptions configure NewProcResolver.
@@ -77,7 +79,8 @@ func NewProcResolver(lookup AuditLookup, opts *ProcResolverOptions) *ProcResolve
 		o.LookupUser = lookupOSUser
 	}
 	return &ProcResolver{lookup: lookup, procRoot: o.ProcRoot,
-		users: &userCache{max: o.UserCacheSize, ttl: o.UserCacheTTL, lookup: o.LookupUser, m: make(map[uint32]userEntry)}}
+		users:    &userCache{max: o.UserCacheSize, ttl: o.UserCacheTTL, lookup: o.LookupUser, m: make(map[uint32]userEntry)},
+		cmdlines: &cmdlineCache{max: cmdlineCacheSize, m: make(map[[sha256.Size]byte]string)}}
 }
 
 // Resolve implements CallerResolver.
@@ -103,14 +106,17 @@ func (p *ProcResolver) Resolve(_ context.Context, conn net.Conn) (*Caller, error
 		cl.ProcessFullPath = exe
 		cl.ProcessName = filepath.Base(exe)
 	}
-	cl.ProcessCmdLine = readCmdline(filepath.Join(p.procRoot, pid, "cmdline"))
+	cl.ProcessCmdLine = p.readCmdline(filepath.Join(p.procRoot, pid, "cmdline"))
 	cl.UserName, cl.UserGroups = p.users.get(rec.UID)
 	return c, nil
 }
 
 // readCmdline returns the first four arguments of a process, joined by
 // spaces and redacted, or "undefined" when the file cannot be read.
-func readCmdline(path string) string {
+// Redaction runs regular expressions that cost tens of microseconds on a
+// long argument, more than the rest of a request: a client that connects
+// again and again gets its redacted command line from the cache.
+func (p *ProcResolver) readCmdline(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return "undefined"
@@ -122,6 +128,45 @@ func readCmdline(path string) string {
 	if err != nil {
 		return "undefined"
 	}
+	return p.cmdlines.redact(b)
+}
+
+// cmdlineCacheSize bounds the redacted command lines kept.
+const cmdlineCacheSize = 256
+
+// cmdlineCache maps the contents of a cmdline file to its redacted form.
+// Keys are SHA-256 digests, so the cache never holds a secret the
+// redaction removed, and a process cannot choose arguments that collide
+// with another's to borrow its command line.
+type cmdlineCache struct {
+	max int
+	mu  sync.Mutex
+	m   map[[sha256.Size]byte]string
+}
+
+func (c *cmdlineCache) redact(raw []byte) string {
+	key := sha256.Sum256(raw)
+	c.mu.Lock()
+	s, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return s
+	}
+	s = redactRaw(raw)
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		// Dropping everything is crude but bounded, and a busy caller is
+		// back in the cache on its next connection.
+		clear(c.m)
+	}
+	c.m[key] = s
+	c.mu.Unlock()
+	return s
+}
+
+// redactRaw splits a cmdline file's NUL-separated arguments, keeps the
+// first four and redacts them.
+func redactRaw(b []byte) string {
 	var args []string
 	for _, a := range bytes.Split(b, []byte{0}) {
 		if len(a) == 0 {

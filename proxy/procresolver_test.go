@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -168,6 +169,53 @@ func TestRedactCmdline(t *testing.T) {
 	} {
 		if got := RedactCmdline(tc.args); got != tc.want {
 			t.Errorf("RedactCmdline(%q) = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+// benchCmdline is a caller whose arguments are long and secret-free, the
+// worst case for the redaction patterns (gpa-bench's load generator).
+var benchCmdline = []byte("/usr/local/bin/client\x00load\x00" + `{"mode":"http","addr":"169.254.169.254:80","host":"169.254.169.254","path":"/metadata/instance?api-version=2021-02-01","clients":8,"newConn":true,"duration":3000000000,"warmup":1}` + "\x00")
+
+func BenchmarkResolveCmdline(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "cmdline")
+	if err := os.WriteFile(path, benchCmdline, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	p := NewProcResolver(nil, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.readCmdline(path)
+	}
+}
+
+// TestCmdlineCache: a cached answer is the redacted one, on the first
+// call and on every hit, and the cache stays within its bound.
+func TestCmdlineCache(t *testing.T) {
+	c := &cmdlineCache{max: 2, m: make(map[[32]byte]string)}
+	tests := []struct {
+		raw  string
+		want string
+	}{
+		{"az\x00login\x00--password\x00hunter2\x00", "az login --password [REDACTED]"},
+		{"curl\x00https://u:hunter2@example.com/\x00", "curl https://u:[REDACTED]@example.com/"},
+		{"python3\x00app.py\x00", "python3 app.py"},
+		{"a\x00b\x00c\x00d\x00token=hunter2\x00", "a b c d"},
+	}
+	for round := 0; round < 3; round++ {
+		for _, tt := range tests {
+			if got := c.redact([]byte(tt.raw)); got != tt.want {
+				t.Errorf("round %d: redact(%q) = %q, want %q", round, tt.raw, got, tt.want)
+			}
+			if len(c.m) > c.max {
+				t.Fatalf("cache holds %d entries, bound %d", len(c.m), c.max)
+			}
+		}
+	}
+	for _, v := range c.m {
+		if strings.Contains(v, "hunter2") {
+			t.Errorf("cache holds a secret: %q", v)
 		}
 	}
 }

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestHistogramQuantiles(t *testing.T) {
+	h := newHistogram()
+	// 1..1000 µs, one sample each.
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Microsecond)
+	}
+	for _, tt := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {0.999, 999 * time.Microsecond}, {1, 1000 * time.Microsecond}} {
+		got := h.quantile(tt.q)
+		// Buckets are 1/64 of a power of two wide.
+		if diff := got - tt.want; diff < -tt.want/64 || diff > tt.want/64 {
+			t.Errorf("quantile(%v) = %v, want %v ± 1.6%%", tt.q, got, tt.want)
+		}
+	}
+	if got := newHistogram().quantile(0.5); got != 0 {
+		t.Errorf("empty quantile = %v", got)
+	}
+}
+
+func TestHistogramBucketsRoundTrip(t *testing.T) {
+	for _, ns := range []uint64{0, 1, 63, 64, 65, 127, 128, 1000, 123456, 1 << 40, 1<<62 + 12345} {
+		i := bucketOf(ns)
+		if i < 0 || i >= numBuckets {
+			t.Fatalf("bucketOf(%d) = %d out of range", ns, i)
+		}
+		mid := bucketMid(i)
+		if bucketOf(mid) != i {
+			t.Errorf("bucketMid(%d) = %d is not in bucket %d", i, mid, i)
+		}
+		if d := int64(mid) - int64(ns); d < 0 && -d > int64(ns/64)+1 || d > 0 && d > int64(ns/64)+1 {
+			t.Errorf("ns %d -> bucket %d mid %d: error over 1/64", ns, i, mid)
+		}
+	}
+}
+
+func TestHistogramMerge(t *testing.T) {
+	a, b := newHistogram(), newHistogram()
+	a.add(time.Millisecond)
+	b.add(3 * time.Millisecond)
+	b.add(5 * time.Millisecond)
+	a.merge(b)
+	if a.Total != 3 || a.Max != int64(5*time.Millisecond) {
+		t.Fatalf("merged total %d max %v", a.Total, time.Duration(a.Max))
+	}
+	if got := a.quantile(0.5); got < 2900*time.Microsecond || got > 3100*time.Microsecond {
+		t.Errorf("median after merge = %v", got)
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	// A command name with spaces and a ')' must not shift the fields.
+	stat := "4242 (a) b c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1000 0 0\n"
+	cpu, err := parseProcStatCPU([]byte(stat))
+	if err != nil || cpu != 3*time.Second {
+		t.Errorf("cpu = %v, %v; want 3s", cpu, err)
+	}
+	if _, err := parseProcStatCPU([]byte("4242 (x) S 1")); !errors.Is(err, errProcFormat) {
+		t.Errorf("short stat: err = %v", err)
+	}
+	rss, err := parseVmRSS([]byte("Name:\tx\nVmPeak:\t 9 kB\nVmRSS:\t   13312 kB\nThreads: 4\n"))
+	if err != nil || rss != 13312<<10 {
+		t.Errorf("rss = %d, %v", rss, err)
+	}
+	if _, err := parseVmRSS([]byte("Name:\tx\n")); !errors.Is(err, errProcFormat) {
+		t.Errorf("no VmRSS: err = %v", err)
+	}
+}
+
+func TestLoadSpecValidate(t *testing.T) {
+	ok := loadSpec{Mode: "http", Addr: "127.0.0.1:1", Clients: 1, Count: 1}
+	for _, tt := range []struct {
+		name string
+		edit func(*loadSpec)
+	}{
+		{"mode", func(s *loadSpec) { s.Mode = "udp" }},
+		{"clients", func(s *loadSpec) { s.Clients = 0 }},
+		{"too many clients", func(s *loadSpec) { s.Clients = 5000 }},
+		{"unbounded", func(s *loadSpec) { s.Count = 0 }},
+		{"too long", func(s *loadSpec) { s.Duration = time.Hour }},
+		{"addr", func(s *loadSpec) { s.Addr = "nowhere" }},
+	} {
+		s := ok
+		tt.edit(&s)
+		if err := s.validate(); !errors.Is(err, errBadSpec) {
+			t.Errorf("%s: err = %v, want errBadSpec", tt.name, err)
+		}
+	}
+	if err := ok.validate(); err != nil {
+		t.Errorf("valid spec: %v", err)
+	}
+}
+
+// TestRunLoadKeepAliveAndNewConn checks the generator against net/http: it
+// counts what the server answered, reuses connections unless told not to,
+// and stops at its count.
+func TestRunLoadKeepAliveAndNewConn(t *testing.T) {
+	var conns, reqs atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqs.Add(1)
+		if r.Header.Get("Metadata") != "true" || r.Host != "169.254.169.254" || r.RequestURI != "/metadata/instance?x=1" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	for _, tt := range []struct {
+		newConn   bool
+		wantConns int64
+	}{{false, 4}, {true, 200}} {
+		conns.Store(0)
+		reqs.Store(0)
+		res, err := runLoad(context.Background(), &loadSpec{Mode: "http", Addr: addr, Host: "169.254.169.254",
+			Path: "/metadata/instance?x=1", Clients: 4, Count: 200, NewConn: tt.newConn, Duration: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := struct{ Requests, Errors, NonOK, Samples, Served, Conns int64 }{res.Requests, res.Errors, res.NonOK, res.Latencies.Total, reqs.Load(), conns.Load()}
+		want := struct{ Requests, Errors, NonOK, Samples, Served, Conns int64 }{200, 0, 0, 200, 200, tt.wantConns}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("newConn=%v (-want +got):\n%s", tt.newConn, diff)
+		}
+	}
+}
+
+func TestRunLoadCountsErrorsAndStatus(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// Answers 404 on the first connection, then garbage.
+	go func() {
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn, i int) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line != "\r\n" {
+						continue
+					}
+					if i == 0 {
+						fmt.Fprint(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
+						continue
+					}
+					fmt.Fprint(c, "garbage\r\n\r\n")
+					return
+				}
+			}(c, i)
+		}
+	}()
+	res, err := runLoad(context.Background(), &loadSpec{Mode: "http", Addr: ln.Addr().String(), Host: "h", Path: "/",
+		Clients: 1, Count: 3, Duration: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []int64{res.Requests, res.NonOK, res.Errors}
+	if diff := cmp.Diff([]int64{3, 3, 0}, got); diff != "" {
+		t.Errorf("keep-alive 404s: requests, nonOK, errors (-want +got):\n%s", diff)
+	}
+	res, err = runLoad(context.Background(), &loadSpec{Mode: "http", Addr: ln.Addr().String(), Host: "h", Path: "/",
+		Clients: 1, Count: 2, Duration: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 2 || !strings.Contains(res.FirstErr, errMalformed.Error()) {
+		t.Errorf("garbage: errors %d first %q", res.Errors, res.FirstErr)
+	}
+}
+
+func TestRunLoadConnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	res, err := runLoad(context.Background(), &loadSpec{Mode: "connect", Addr: ln.Addr().String(), Clients: 2, Count: 50, Duration: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 50 || res.Errors != 0 {
+		t.Errorf("connects %d errors %d (%s)", res.Requests, res.Errors, res.FirstErr)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for accepted.Load() < 50 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if accepted.Load() != 50 {
+		t.Errorf("listener accepted %d, want 50", accepted.Load())
+	}
+}
+
+func cellOf(target string, m cellMode, rate float64, p99 time.Duration) *cellResult {
+	h := newHistogram()
+	for i := 0; i < 100; i++ {
+		h.add(p99)
+	}
+	return &cellResult{target: target, mode: m, load: &loadResult{Requests: int64(rate), Elapsed: time.Second, Latencies: h}}
+}
+
+func TestGoals(t *testing.T) {
+	one := cellMode{1, false}
+	r := &results{
+		cells: []*cellResult{
+			cellOf(targetDirect, one, 1000, 100*time.Microsecond),
+			cellOf(targetAgent, one, 900, 400*time.Microsecond),
+			cellOf(targetNginx, one, 800, 200*time.Microsecond),
+		},
+		rssIdle: 10 << 20, rssWarm: 20 << 20, rssSoak: 23 << 20, soakRequests: 1000,
+		startups:       []time.Duration{20 * time.Millisecond, 160 * time.Millisecond},
+		connectWithCPU: 98, connectWithoutCPU: 100_000, bpfPerConnect: 200 * time.Nanosecond, binarySize: 11 << 20,
+	}
+	got := map[string]bool{}
+	for _, g := range r.goals() {
+		got[strings.SplitN(g.name, ",", 2)[0]+"|"+g.want] = g.ok
+	}
+	want := map[string]bool{
+		"throughput ≥ nginx|≥ 800 req/s":                                                true,
+		"p99 added over direct|≤ 250µs":                                                 false, // 300 µs added
+		"agent RSS idle|≤ 15 MB":                                                        true,
+		"RSS growth over 1000 requests|≤ 10%":                                           false, // +15 %
+		"soak requests failed or not 200|0":                                             true,
+		"exec → SUCCESS|≤ 150ms":                                                        false, // worst counts
+		"connect() slowdown|≤ 3%":                                                       true,
+		"stripped agent binary|≤ 10 MB":                                                 false,
+		"IMDS requests through the agent reaching the host without a valid signature|0": true,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("goals (-want +got):\n%s", diff)
+	}
+}
+
+func TestSpliceReadme(t *testing.T) {
+	doc := "# x\n\nbefore\n" + readmeBegin + "\nold table\n" + readmeEnd + "\nafter\n"
+	out, err := spliceReadme([]byte(doc), "new table\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# x\n\nbefore\n" + readmeBegin + "\nnew table\n" + readmeEnd + "\nafter\n"
+	if diff := cmp.Diff(want, string(out)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if _, err := spliceReadme([]byte("no markers"), "x"); !errors.Is(err, errNoMarkers) {
+		t.Errorf("err = %v, want errNoMarkers", err)
+	}
+}
+
+func TestReplaceFlag(t *testing.T) {
+	for _, tt := range []struct{ in, want []string }{
+		{nil, []string{"-readme=/abs"}},
+		{[]string{"-readme", "r.md", "-soak", "5"}, []string{"-soak", "5", "-readme=/abs"}},
+		{[]string{"--readme=r.md", "-no-nginx"}, []string{"-no-nginx", "-readme=/abs"}},
+	} {
+		if diff := cmp.Diff(tt.want, replaceFlag(tt.in, "readme", "/abs")); diff != "" {
+			t.Errorf("%v (-want +got):\n%s", tt.in, diff)
+		}
+	}
+}
+
+func TestParseFlagsBounds(t *testing.T) {
+	for _, args := range [][]string{{"-duration", "1h"}, {"-soak", "-1"}, {"-soak", "99999999"}, {"-startups", "0"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || o.duration != 3*time.Second || o.soak != 1_000_000 || !o.fastIMDS {
+		t.Errorf("defaults: %+v %v", o, err)
+	}
+}
+
+// Example_spliceReadme shows how a run's tables replace the previous ones
+// in the README, between the markers and nowhere else.
+func Example_spliceReadme() {
+	doc := "## Performance\n" + readmeBegin + "\n(old tables)\n" + readmeEnd + "\nNotes stay.\n"
+	out, _ := spliceReadme([]byte(doc), "| target | req/s |\n")
+	fmt.Print(string(out))
+	// Output:
+	// ## Performance
+	// <!-- gpa-bench:begin -->
+	// | target | req/s |
+	// <!-- gpa-bench:end -->
+	// Notes stay.
+}
