@@ -98,6 +98,9 @@ func New(t *testing.T, o *Options) *Env {
 	e.LogDir = filepath.Join(e.Dir, "log")
 	e.KeyDir = filepath.Join(e.Dir, "lib", "keys")
 	e.RulesDir = filepath.Join(e.Dir, "lib", "rules")
+	if err := os.Mkdir(filepath.Dir(e.KeyDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	root, err := ebpf.CgroupV2Root()
 	testenv.Require(t, "a cgroup v2 mount", err)

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"github.com/google/go-cmp/cmp"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/metadatasec/gpa/internal/agenttest"
+	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/status"
+)
+
+const (
+	imdsInstance = "http://169.254.169.254/metadata/instance?api-version=2021-02-01"
+	imdsToken    = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/"
+	wsGoalState  = "http://168.63.129.16/machine?comp=goalstate"
+)
+
+var metadataHeader = map[string]string{"Metadata": "true"}
+
+// rules allows /metadata/instance to root and nobody and denies everything
+// else on IMDS; WireServer allows by default (it still requires root).
+func rules(mode msp.Mode) map[msp.Endpoint]*msp.AuthorizationItem {
+	return map[msp.Endpoint]*msp.AuthorizationItem{
+		msp.EndpointIMDS: {Mode: mode, DefaultAccess: msp.AccessDeny, ID: "e2e-imds", Rules: &msp.AccessControlRules{
+			Privileges:      []msp.Privilege{{Name: "instance", Path: "/metadata/instance"}},
+			Roles:           []msp.Role{{Name: "readers", Privileges: []string{"instance"}}},
+			Identities:      []msp.Identity{{Name: "root", UserName: "root"}, {Name: "nobody", UserName: "nobody"}},
+			RoleAssignments: []msp.RoleAssignment{{Role: "readers", Identities: []string{"root", "nobody"}}},
+		}},
+		msp.EndpointWireServer: {Mode: mode, DefaultAccess: msp.AccessAllow, ID: "e2e-wireserver"},
+	}
+}
+
+// First boot: --status says not finished before the agent runs, then
+// SUCCESS; status.json names the latched key and the modes.
+func TestFirstBootToSuccess(t *testing.T) {
+	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce)})
+	if code, out := env.StatusCLI(t, 0); code != 1 {
+		t.Errorf("--status before the agent runs: exit %d %q, want 1", code, out)
+	}
+	a := env.StartAgent(t)
+	code, out := env.StatusCLI(t, 10)
+	if code != 0 {
+		t.Fatalf("--status --wait 10: exit %d %q\n%s", code, out, a.Output())
+	}
+	key, ok := env.Host.LatchedKey()
+	if !ok {
+		t.Fatal("the host has no latched key after SUCCESS")
+	}
+	// The overall state and the key's states are written by different
+	// components, so wait for both rather than the first SUCCESS.
+	s := env.WaitStatus(t, 5*time.Second, "SUCCESS with the latched key", func(s *status.AggregateStatus) bool {
+		return agenttest.Succeeded(s) && s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"] == key.GUID
+	})
+	p := s.ProxyAgentStatus
+	for name, m := range map[string]status.ModuleStatus{"keyLatch": p.KeyLatchStatus, "ebpf": p.EBPFProgramStatus, "listener": p.ProxyListenerStatus} {
+		if m.Status != status.StateRunning {
+			t.Errorf("%s: %s %q", name, m.Status, m.Message)
+		}
+	}
+	st := p.KeyLatchStatus.States
+	if st["keyGuid"] != key.GUID || st["secureChannelState"] != "WireServer Enforce -  IMDS Enforce - HostGA Enforce" ||
+		st["imdsRuleId"] != "e2e-imds" || st["wireServerRuleId"] != "e2e-wireserver" {
+		t.Errorf("keyLatchStatus.states = %v, want key %s and the Enforce state", st, key.GUID)
+	}
+	if _, err := os.Stat(env.KeyDir + "/provisioned.tag"); err != nil {
+		t.Error(err)
+	}
+}
+
+// outcome is what one caller saw, and what the host and the audit log saw.
+type outcome struct {
+	Status   int
+	HostSaw  int
+	Claims   string
+	Decision string
+}
+
+type call struct {
+	name string
+	uid  uint32
+	curl bool
+	url  string
+	want outcome
+}
+
+func (c call) run(t *testing.T, env *agenttest.Env) {
+	t.Helper()
+	m := mark(t, env)
+	var res agenttest.Result
+	if c.curl {
+		res = env.Curl(t, c.uid, "-H", "Metadata: true", c.url)
+	} else {
+		res = env.Get(t, c.uid, c.url, metadataHeader)
+	}
+	got := outcome{Status: res.Status, Decision: lastDecision(t, env, m)}
+	fw := forwarded(env, m)
+	got.HostSaw = len(fw)
+	if len(fw) > 0 {
+		got.Claims, _ = fw[len(fw)-1].Get("x-ms-azure-host-claims")
+	}
+	checkSigned(t, c.name, fw)
+	if diff := cmp.Diff(c.want, got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s%s", c.name, diff, res.Err)
+	}
+}
+
+// IMDS and WireServer requests from both clients and both users, allowed,
+// denied and audited, in Audit and then in Enforce; every request that
+// reaches the host carries a signature the host verifies.
+func TestRequestsAllowedDeniedAudited(t *testing.T) {
+	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeAudit)})
+	env.StartProvisioned(t)
+	root, nonRoot := msp.ClaimsHeaderRoot, msp.ClaimsHeaderNonRoot
+	for _, c := range []call{
+		{"root instance", agenttest.Root, false, imdsInstance, outcome{200, 1, root, "allow"}},
+		{"nobody instance curl", agenttest.Nobody, true, imdsInstance, outcome{200, 1, nonRoot, "allow"}},
+		{"nobody token audited", agenttest.Nobody, false, imdsToken, outcome{200, 1, nonRoot, "audit"}},
+		{"nobody wireserver", agenttest.Nobody, false, wsGoalState, outcome{403, 0, "", "deny"}},
+		{"root wireserver curl", agenttest.Root, true, wsGoalState, outcome{200, 1, root, "allow"}},
+	} {
+		c.run(t, env)
+	}
+
+	env.Host.SetModes(map[msp.Endpoint]msp.Mode{msp.EndpointIMDS: msp.ModeEnforce, msp.EndpointWireServer: msp.ModeEnforce})
+	env.WaitStatus(t, 10*time.Second, "Enforce", func(s *status.AggregateStatus) bool {
+		return s.ProxyAgentStatus.KeyLatchStatus.States["secureChannelState"] == "WireServer Enforce -  IMDS Enforce - HostGA Enforce"
+	})
+	for _, c := range []call{
+		{"enforce: nobody token", agenttest.Nobody, false, imdsToken, outcome{403, 0, "", "deny"}},
+		{"enforce: nobody token curl", agenttest.Nobody, true, imdsToken, outcome{403, 0, "", "deny"}},
+		{"enforce: root token", agenttest.Root, false, imdsToken, outcome{403, 0, "", "deny"}},
+		{"enforce: nobody instance", agenttest.Nobody, false, imdsInstance, outcome{200, 1, nonRoot, "allow"}},
+		{"enforce: root instance curl", agenttest.Root, true, imdsInstance, outcome{200, 1, root, "allow"}},
+		{"enforce: nobody wireserver", agenttest.Nobody, true, wsGoalState, outcome{403, 0, "", "deny"}},
+		{"enforce: root wireserver", agenttest.Root, false, wsGoalState, outcome{200, 1, root, "allow"}},
+		{"enforce: root hostga", agenttest.Root, false, "http://168.63.129.16:32526/health", outcome{200, 1, root, "allow"}},
+	} {
+		c.run(t, env)
+	}
+}
+
+// A key reset at the host is picked up within a poll: requests before the
+// reset and after the agent latched the new key all succeed, signed with
+// the key the host holds at the time.
+func TestKeyResetPickedUp(t *testing.T) {
+	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce)})
+	env.StartProvisioned(t)
+	old, _ := env.Host.LatchedKey()
+	m := mark(t, env)
+
+	done := make(chan []agenttest.Result)
+	go func() { done <- env.Loop(t, agenttest.Root, imdsInstance, metadataHeader, 50, 80*time.Millisecond) }()
+	time.Sleep(time.Second)
+	resetAt := time.Now()
+	env.Host.ResetKey()
+	var newGUID string
+	env.WaitStatus(t, 10*time.Second, "a new key", func(s *status.AggregateStatus) bool {
+		newGUID = s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"]
+		return newGUID != "" && newGUID != old.GUID
+	})
+	pickedAt := time.Now()
+	res := <-done
+
+	var before, window, after, windowFailed int
+	for _, r := range res {
+		switch {
+		case r.Start.Before(resetAt):
+			before++
+			if r.Status != 200 {
+				t.Errorf("before the reset: %v", r)
+			}
+		case r.Start.After(pickedAt):
+			after++
+			if r.Status != 200 {
+				t.Errorf("after the new key was latched: %v", r)
+			}
+		default:
+			window++
+			if r.Status != 200 {
+				windowFailed++
+			}
+		}
+	}
+	t.Logf("reset picked up after %v: %d requests before, %d in the window (%d refused by the host), %d after",
+		pickedAt.Sub(resetAt).Round(time.Millisecond), before, window, windowFailed, after)
+	if before == 0 || after == 0 {
+		t.Fatalf("the loop did not span the reset: %d before, %d after", before, after)
+	}
+	if w := pickedAt.Sub(resetAt); w > 3*time.Second {
+		t.Errorf("the agent took %v to latch the new key with a 1 s poll", w)
+	}
+	for _, r := range forwarded(env, m) {
+		if !r.Signed {
+			t.Errorf("the host got an unsigned %s %s", r.Method, r.RawURI)
+		}
+		if r.Time.After(pickedAt) && (!r.SignatureValid || r.KeyGUID != newGUID) {
+			t.Errorf("after the reset: valid %v key %q, want %q", r.SignatureValid, r.KeyGUID, newGUID)
+		}
+	}
+}
