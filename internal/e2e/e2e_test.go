@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/internal/testenv"
+	"github.com/metadatasec/gpa/msp/msptest"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,5 +203,131 @@ func TestKeyResetPickedUp(t *testing.T) {
 		if r.Time.After(pickedAt) && (!r.SignatureValid || r.KeyGUID != newGUID) {
 			t.Errorf("after the reset: valid %v key %q, want %q", r.SignatureValid, r.KeyGUID, newGUID)
 		}
+	}
+}
+
+// SIGKILL with pinning: the redirect stays attached while the agent is
+// dead, so callers are refused instead of reaching the host unsigned;
+// the restarted agent takes the pins over and serves again.
+func TestSIGKILLRestartWithPins(t *testing.T) {
+	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce), Pin: true})
+	a := env.StartProvisioned(t)
+	env.WaitStatus(t, 5*time.Second, "SUCCESS", agenttest.Succeeded)
+	m := mark(t, env)
+
+	done := make(chan []agenttest.Result)
+	go func() { done <- env.Loop(t, agenttest.Nobody, imdsInstance, metadataHeader, 60, 50*time.Millisecond) }()
+	time.Sleep(500 * time.Millisecond)
+	a.Kill(t)
+	killedAt := time.Now()
+	if code, out := env.StatusCLI(t, 0); code != 1 {
+		t.Errorf("--status with the agent dead: exit %d %q, want 1", code, out)
+	}
+	if progs := attached(t, env.Cgroup); progs == "" {
+		t.Error("no programs attached to the cgroup while the pinned agent is dead")
+	}
+	time.Sleep(700 * time.Millisecond)
+	a2 := env.StartAgent(t)
+	if code, out := env.StatusCLI(t, 10); code != 0 {
+		t.Fatalf("--status after the restart: exit %d %q\n%s", code, out, a2.Output())
+	}
+	restartedAt := time.Now()
+	res := <-done
+
+	var down, downFailed, after int
+	for _, r := range res {
+		switch {
+		case r.Start.After(killedAt) && r.Start.Before(a2.Started):
+			down++
+			if r.Status != 0 {
+				downFailed++ // a response while no agent runs came from somewhere else
+			}
+		case r.Start.After(restartedAt):
+			after++
+			if r.Status != 200 {
+				t.Errorf("after the restart: %v", r)
+			}
+		}
+	}
+	t.Logf("%d requests while the agent was dead (%d got a response), %d after the restart", down, downFailed, after)
+	if down == 0 || after == 0 {
+		t.Fatalf("the loop did not span the restart: %d while dead, %d after", down, after)
+	}
+	if downFailed > 0 {
+		t.Errorf("%d requests got an answer while the agent was dead", downFailed)
+	}
+	checkSigned(t, "across the restart", forwarded(env, m))
+	s := env.WaitStatus(t, 5*time.Second, "SUCCESS after the restart", func(s *status.AggregateStatus) bool {
+		return agenttest.Succeeded(s) && s.Timestamp.Time.After(a2.Started)
+	})
+	if key, _ := env.Host.LatchedKey(); s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"] != key.GUID {
+		t.Errorf("after the restart keyGuid %q, host latched %q", s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"], key.GUID)
+	}
+	if !strings.Contains(s.ProxyAgentStatus.KeyLatchStatus.Message, "Found key details from local") {
+		t.Errorf("the restarted agent did not reuse its stored key: %q", s.ProxyAgentStatus.KeyLatchStatus.Message)
+	}
+}
+
+// attached lists the programs bpftool shows on a cgroup, "" if none.
+func attached(t *testing.T, cgroup string) string {
+	t.Helper()
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		testenv.SkipOrFail(t, "needs bpftool: %v", err)
+	}
+	out, err := exec.Command("bpftool", "cgroup", "show", cgroup).CombinedOutput()
+	if err != nil {
+		t.Fatalf("bpftool cgroup show: %v\n%s", err, out)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) <= 1 {
+		return ""
+	}
+	return string(out)
+}
+
+// The host down at first boot and later: --status says not finished while
+// no key can be latched, status.json says why, and both recover when the
+// host comes back; a request while IMDS is down gets a 5xx from the agent,
+// which stays up.
+func TestHostDownThenBack(t *testing.T) {
+	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce)})
+	env.Host.SetFault(msptest.Fault{Kind: msptest.FaultDown, Endpoint: msp.EndpointWireServer})
+	a := env.StartAgent(t)
+	if code, out := env.StatusCLI(t, 3); code != 1 {
+		t.Errorf("--status --wait 3 with the host down: exit %d %q, want 1", code, out)
+	}
+	s := env.WaitStatus(t, 5*time.Second, "the key latch failure", func(s *status.AggregateStatus) bool {
+		return strings.HasPrefix(s.ProxyAgentStatus.KeyLatchStatus.Message, "Failed to get key status")
+	})
+	if g := s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"]; g != "" {
+		t.Errorf("keyGuid %q with the host down", g)
+	}
+	env.Host.ClearFaults()
+	if code, out := env.StatusCLI(t, 10); code != 0 {
+		t.Fatalf("--status --wait 10 after the host came back: exit %d %q\n%s", code, out, a.Output())
+	}
+	env.WaitStatus(t, 5*time.Second, "SUCCESS", agenttest.Succeeded)
+
+	env.Host.SetFault(msptest.Fault{Kind: msptest.FaultDown, Endpoint: msp.EndpointIMDS})
+	if r := env.Get(t, agenttest.Root, imdsInstance, metadataHeader); r.Status < 500 || r.Status > 599 {
+		t.Errorf("IMDS down: %v, want a 5xx from the agent", r)
+	}
+	env.Host.SetFault(msptest.Fault{Kind: msptest.FaultDown, Endpoint: msp.EndpointWireServer})
+	time.Sleep(1500 * time.Millisecond) // at least one failed poll
+	if code, out := env.StatusCLI(t, 2); code != 0 {
+		t.Errorf("--status with a latched key and the host down: exit %d %q, want 0", code, out)
+	}
+	env.Host.ClearFaults()
+	if r := env.Get(t, agenttest.Root, imdsInstance, metadataHeader); r.Status != 200 {
+		t.Errorf("IMDS back: %v", r)
+	}
+	if !a.Alive() {
+		t.Fatalf("the agent died:\n%s", a.Output())
+	}
+	a.Stop(t)
+	s = env.WaitStatus(t, 2*time.Second, "the stopped listener", func(s *status.AggregateStatus) bool {
+		return s.ProxyAgentStatus.Status == status.OverallError
+	})
+	if !strings.Contains(s.ProxyAgentStatus.ProxyListenerStatus.Message, "stopped") {
+		t.Errorf("status.json after SIGTERM: listener %q", s.ProxyAgentStatus.ProxyListenerStatus.Message)
 	}
 }
