@@ -289,7 +289,9 @@ func (e *Env) command(ctx context.Context, uid uint32, argv ...string) *exec.Cmd
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid}
 	}
 	cmd.Dir = e.suite.dir
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", envCaller + "=1"}
+	// Under -race the caller is a race-instrumented binary, which sleeps a
+	// second at exit unless told not to.
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", envCaller + "=1", "GORACE=atexit_sleep_ms=0"}
 	return cmd
 }
 
