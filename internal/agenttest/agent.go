@@ -60,6 +60,8 @@ func (e *Env) StartAgent(t *testing.T) *Agent {
 	a.cmd = exec.Command(e.suite.agentBin, "-c", e.ConfigPath)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	a.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	// If the test binary dies without cleaning up, the agent goes with it.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	a.Started = time.Now()
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)

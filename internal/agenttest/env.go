@@ -281,10 +281,11 @@ func (e *Env) ConnectionLog(t *testing.T) []proxy.Record {
 	return recs
 }
 
-// run starts the caller (the test binary or curl) in the cgroup as uid.
+// command prepares a caller (the test binary or curl) to run in the cgroup
+// as uid, with no proxy variables in its environment.
 func (e *Env) command(ctx context.Context, uid uint32, argv ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(e.cgroupFD.Fd())}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(e.cgroupFD.Fd()), Pdeathsig: syscall.SIGKILL}
 	if uid != Root {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid}
 	}

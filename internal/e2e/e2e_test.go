@@ -148,7 +148,7 @@ func TestRequestsAllowedDeniedAudited(t *testing.T) {
 
 // A key reset at the host is picked up within a poll: requests before the
 // reset and after the agent latched the new key all succeed, signed with
-// the key the host holds at the time.
+// the key the host holds at the time; the window between is bounded.
 func TestKeyResetPickedUp(t *testing.T) {
 	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce)})
 	env.StartProvisioned(t)
@@ -188,7 +188,11 @@ func TestKeyResetPickedUp(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("reset picked up after %v: %d requests before, %d in the window (%d refused by the host), %d after",
+	// KNOWN GAP: issue 9 asks for no failed requests at all. The agent
+	// signs with the old key until its next poll, and the host refuses
+	// those (401); the proxy neither retries after waking the latch nor
+	// holds requests. Until it does, this test bounds the window instead.
+	t.Logf("KNOWN GAP: reset picked up after %v: %d requests before, %d in the window (%d refused by the host), %d after",
 		pickedAt.Sub(resetAt).Round(time.Millisecond), before, window, windowFailed, after)
 	if before == 0 || after == 0 {
 		t.Fatalf("the loop did not span the reset: %d before, %d after", before, after)
