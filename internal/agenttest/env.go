@@ -355,7 +355,8 @@ func (e *Env) Flood(t *testing.T, uid uint32, addr string, n int) int {
 // Curl runs curl with args as uid from the cgroup and returns the HTTP
 // status it printed (0 when it got none) and the body's SHA-256. Curl
 // parses numeric host forms (0xa9fea9fe, 2852039166) as a user's client
-// would, which the Go client does not.
+// would, which the Go client does not. A first argument "--unshare-cr" runs
+// curl under `unshare -Cr` (util-linux).
 func (e *Env) Curl(t *testing.T, uid uint32, args ...string) Result {
 	t.Helper()
 	if _, err := exec.LookPath("curl"); err != nil {
@@ -365,7 +366,13 @@ func (e *Env) Curl(t *testing.T, uid uint32, args ...string) Result {
 	defer cancel()
 	// The environment carries no proxy variables (see command), so curl
 	// goes where the URL says unless args has -x.
-	argv := append([]string{"curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"}, args...)
+	// A first argument --unshare-cr runs curl under `unshare -Cr`: root
+	// of a user namespace and a cgroup namespace of its own.
+	var prefix []string
+	if len(args) > 0 && args[0] == "--unshare-cr" {
+		prefix, args = []string{"unshare", "-Cr"}, args[1:]
+	}
+	argv := append(append(prefix, "curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"), args...)
 	cmd := e.command(ctx, uid, argv...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

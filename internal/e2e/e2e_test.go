@@ -217,6 +217,7 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce), Pin: true})
 	a := env.StartProvisioned(t)
 	env.WaitStatus(t, 5*time.Second, "SUCCESS", agenttest.Succeeded)
+	progsBefore := attached(t, env.Cgroup)
 	m := mark(t, env)
 
 	done := make(chan []agenttest.Result)
@@ -236,6 +237,11 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 		t.Fatalf("--status after the restart: exit %d %q\n%s", code, out, a2.Output())
 	}
 	restartedAt := time.Now()
+	// G4: the restart swapped its programs into the pinned links instead
+	// of stacking a second set on the cgroup.
+	if progsAfter := attached(t, env.Cgroup); strings.Count(progsAfter, "\n") != strings.Count(progsBefore, "\n") {
+		t.Errorf("programs on the cgroup before the kill:\n%s\nafter the restart:\n%s", progsBefore, progsAfter)
+	}
 	res := <-done
 
 	var down, downFailed, after int

@@ -20,7 +20,10 @@ import (
 	"testing"
 	"time"
 
+	cebpf "github.com/cilium/ebpf"
+
 	"github.com/metadatasec/gpa/internal/agenttest"
+	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -57,7 +60,8 @@ func get(path, host string, extra ...string) string {
 // agent: one agent for the whole suite, so the DoS probes also show that
 // nothing earlier left it weakened, and the same pid throughout.
 func TestSecuritySuite(t *testing.T) {
-	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce)})
+	// Pinned, so G3 can look into the maps from outside the agent.
+	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce), Pin: true})
 	a := env.StartProvisioned(t)
 	env.WaitStatus(t, 5*time.Second, "SUCCESS", agenttest.Succeeded)
 
@@ -180,6 +184,27 @@ func TestSecuritySuite(t *testing.T) {
 		finding(t, "C1", len(forwarded(env, m)) == 0, "the host got none of them")
 	})
 
+	t.Run("C5 new namespaces", func(t *testing.T) {
+		// A user that makes itself root in a user namespace (and a
+		// cgroup namespace of its own) is still redirected and still
+		// identified by its real uid.
+		m := mark(t, env)
+		r := env.Curl(t, agenttest.Nobody, "--unshare-cr", "-H", "Metadata: true", imdsInstance)
+		if strings.Contains(r.Err, "unshare") {
+			testenv.SkipOrFail(t, "unprivileged user namespaces are not available: %s", r.Err)
+		}
+		fw := forwarded(env, m)
+		var claims string
+		if len(fw) == 1 {
+			claims, _ = fw[0].Get("x-ms-azure-host-claims")
+		}
+		finding(t, "C5", r.Status == 200 && len(fw) == 1 && fw[0].SignatureValid && claims == msp.ClaimsHeaderNonRoot,
+			"unshare -Cr as nobody: %v, host saw %d signed requests with claims %q", r, len(fw), claims)
+		m = mark(t, env)
+		r = env.Curl(t, agenttest.Nobody, "--unshare-cr", wsGoalState)
+		finding(t, "C5", r.Status == 403 && len(forwarded(env, m)) == 0, "unshare -Cr as nobody to WireServer: %v", r)
+	})
+
 	t.Run("C7 alternate IP forms", func(t *testing.T) {
 		base := env.Curl(t, agenttest.Nobody, "-H", "Metadata: true", imdsInstance)
 		finding(t, "C7", base.Status == 200, "canonical form: %v", base)
@@ -290,11 +315,17 @@ func TestSecuritySuite(t *testing.T) {
 		if err := a.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		var full map[string][2]int
 		n := func() int {
 			defer a.Signal(syscall.SIGCONT)
-			return env.Flood(t, agenttest.Root, imdsAddr, 3000)
+			n := env.Flood(t, agenttest.Root, imdsAddr, 3000)
+			full = mapFill(t, env.PinDir, "gpa_caller_map", "audit_map")
+			return n
 		}()
 		finding(t, "G3", n == 3000, "%d connects the stopped agent never accepted", n)
+		for name, f := range full {
+			finding(t, "G3", f[0] >= f[1]*3/4, "%s filled by the flood: %d of %d entries", name, f[0], f[1])
+		}
 		time.Sleep(500 * time.Millisecond)
 		for _, c := range []struct {
 			uid    uint32
@@ -401,6 +432,32 @@ func TestSecuritySuite(t *testing.T) {
 			finding(t, bad.id, tok.Status == 403 && len(forwarded(env, m)) == 0, "%s: token path %v, host saw nothing", bad.name, tok)
 		}
 	})
+}
+
+// mapFill returns, for each named map pinned under pinDir, how many
+// entries it holds and how many it can hold.
+func mapFill(t *testing.T, pinDir string, names ...string) map[string][2]int {
+	t.Helper()
+	out := map[string][2]int{}
+	for _, name := range names {
+		m, err := cebpf.LoadPinnedMap(filepath.Join(pinDir, "maps", name), &cebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			t.Errorf("open pinned %s: %v", name, err)
+			continue
+		}
+		n := 0
+		var k, v []byte
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			n++
+		}
+		if err := it.Err(); err != nil {
+			t.Errorf("iterate %s: %v", name, err)
+		}
+		out[name] = [2]int{n, int(m.MaxEntries())}
+		m.Close()
+	}
+	return out
 }
 
 // waitStatus asks for /metadata/instance as nobody until it gets want, for
