@@ -25,6 +25,7 @@ import (
 	"github.com/metadatasec/gpa/internal/agenttest"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/status"
 )
 
 const (
@@ -393,6 +394,58 @@ func TestSecuritySuite(t *testing.T) {
 		}
 	})
 
+	t.Run("S6 S7 WireServer query rules", func(t *testing.T) {
+		// Only root may reach WireServer at all; among root's requests
+		// only the goal state is allowed, by its query parameter.
+		env.Host.SetRules(msp.EndpointWireServer, &msp.AuthorizationItem{Mode: msp.ModeEnforce, DefaultAccess: msp.AccessDeny, ID: "e2e-ws-query", Rules: &msp.AccessControlRules{
+			Privileges:      []msp.Privilege{{Name: "goalstate", Path: "/machine", QueryParameters: map[string]string{"comp": "goalstate"}}},
+			Roles:           []msp.Role{{Name: "agent", Privileges: []string{"goalstate"}}},
+			Identities:      []msp.Identity{{Name: "root", UserName: "root"}},
+			RoleAssignments: []msp.RoleAssignment{{Role: "agent", Identities: []string{"root"}}},
+		}})
+		env.WaitStatus(t, 10*time.Second, "the new WireServer rules", func(s *status.AggregateStatus) bool {
+			return s.ProxyAgentStatus.KeyLatchStatus.States["wireServerRuleId"] == "e2e-ws-query"
+		})
+		cases := []struct {
+			id, target string
+			allowed    bool
+		}{
+			{"S7", "/machine?comp=goalstate", true},
+			{"S6", "/machine?comp=GOALSTATE", true},
+			{"S7", "/machine?COMP=goalstate", true},
+			{"S7", "/machine?comp=goalstate&extra=1", true},
+			{"S7", "/machine/?comp=goalstate", true},
+			{"S7", "/machine", false},
+			{"S7", "/machine?comp=certificates", false},
+			{"S6", "/machine?comp=Certificates", false},
+			{"S6", "/machine?comp=certificates&comp=goalstate", false},
+			{"S6", "/machine?comp=certificates%26comp%3Dgoalstate", false},
+			{"S6", "/machine%3Fcomp=goalstate", false},
+			{"S6", "/machine?comp%3Dgoalstate", false},
+			{"S6", "//machine///?comp=certificates", false},
+			{"S6", "/machine/../machine?comp=certificates", false},
+		}
+		var reqs []string
+		for _, c := range cases {
+			reqs = append(reqs, get(c.target, "168.63.129.16"))
+		}
+		m := mark(t, env)
+		res := env.Raw(t, agenttest.Root, "168.63.129.16:80", reqs...)
+		for i, c := range cases {
+			ok := res[i].Status == 403
+			if c.allowed {
+				ok = res[i].OK()
+			}
+			finding(t, c.id, ok, "root WireServer %s: %v, want %s", c.target, res[i], map[bool]string{true: "2xx", false: "403"}[c.allowed])
+		}
+		for _, r := range forwarded(env, m) {
+			// A host reads the first of duplicate parameters (msptest and
+			// upstream's matcher do), so the agent must not allow on a
+			// later one: that is parameter pollution.
+			finding(t, "S6", strings.EqualFold(queryValue(r.RawURI, "comp"), "goalstate"), "the host got %s, whose first comp is %q: it must be allowed by that one", r.RawURI, queryValue(r.RawURI, "comp"))
+		}
+	})
+
 	t.Run("D4 malformed local rules", func(t *testing.T) {
 		// The remote item allows everything and asks for local rules; a
 		// bad local file must make it deny, not fall back to the remote
@@ -432,6 +485,22 @@ func TestSecuritySuite(t *testing.T) {
 			finding(t, bad.id, tok.Status == 403 && len(forwarded(env, m)) == 0, "%s: token path %v, host saw nothing", bad.name, tok)
 		}
 	})
+}
+
+// queryValue returns the first value of a query parameter, decoded, the
+// way the host reads it.
+func queryValue(rawURI, name string) string {
+	_, q, _ := strings.Cut(rawURI, "?")
+	v, err := url.ParseQuery(q)
+	if err != nil {
+		return ""
+	}
+	for k, vs := range v {
+		if strings.EqualFold(k, name) && len(vs) > 0 {
+			return vs[0]
+		}
+	}
+	return ""
 }
 
 // mapFill returns, for each named map pinned under pinDir, how many
