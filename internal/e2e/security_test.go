@@ -355,10 +355,18 @@ func TestSecuritySuite(t *testing.T) {
 	})
 
 	t.Run("F1 no key material", func(t *testing.T) {
-		// Let the writer flush once more after all of the above.
+		// A key reset first, so the old key and the new one are both
+		// looked for, and the writer has flushed after all of the above.
+		old, _ := env.Host.LatchedKey()
+		keys := env.Host.IssuedKeys()
+		env.Host.ResetKey()
+		env.WaitStatus(t, 10*time.Second, "the new key", func(s *status.AggregateStatus) bool {
+			g := s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"]
+			return g != "" && g != old.GUID
+		})
 		time.Sleep(1200 * time.Millisecond)
 		var secrets []string
-		for _, k := range env.Host.IssuedKeys() {
+		for _, k := range append(keys, env.Host.IssuedKeys()...) {
 			b, err := msp.MarshalKeyFile(k)
 			if err != nil {
 				t.Fatal(err)
@@ -376,10 +384,21 @@ func TestSecuritySuite(t *testing.T) {
 			finding(t, "F1", err == nil && len(b) > 0, "%s read (%d bytes, %v)", filepath.Base(p), len(b), err)
 			sources[filepath.Base(p)] = b
 		}
-		events, _ := filepath.Glob(filepath.Join(env.LogDir, "events", "*"))
-		for _, p := range events {
-			b, _ := os.ReadFile(p)
-			sources[p] = b
+		// Everything else the agent wrote where operators and log
+		// collectors look (AuthorizationRules_*.json, events, rotated
+		// logs), and the tag files beside the keys.
+		filepath.WalkDir(env.LogDir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if _, seen := sources[filepath.Base(p)]; !seen {
+					b, _ := os.ReadFile(p)
+					sources[strings.TrimPrefix(p, env.LogDir+"/")] = b
+				}
+			}
+			return nil
+		})
+		for _, tag := range []string{"status.tag", "provisioned.tag"} {
+			b, _ := os.ReadFile(filepath.Join(env.KeyDir, tag))
+			sources[tag] = b
 		}
 		if resp, err := direct(proxyAddr, "GET /gpa-aggregated-status HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n"); err == nil {
 			sources["/gpa-aggregated-status"] = resp.Body
