@@ -76,7 +76,8 @@ func Main(m *testing.M) int {
 func reexec(m *testing.M) int {
 	cmd, err := sandbox.Command(context.Background(), os.Args...)
 	if err != nil {
-		// Tests will report why: New checks the namespace.
+		// Run here instead, and let every New report why it cannot.
+		current = &suite{setupErr: err}
 		return m.Run()
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr

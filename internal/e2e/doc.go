@@ -10,6 +10,14 @@
 // "PASS|FAIL <catalogue id> <message>", with the ids of gpa-protocol.md
 // §10.1, and any FAIL fails the test.
 //
+// Run them with
+//
+//	sudo go test -v ./internal/e2e/
+//
+// They need root, cgroup v2, a kernel the ebpf package accepts, and unshare
+// (util-linux), ip (iproute2), curl and bpftool on PATH; the agent is built
+// with the go command the tests find on PATH. They take about 40 s.
+//
 // The sharp edge: these tests load eBPF programs and start a process that
 // binds 127.0.0.1:3080, so they run one at a time (no t.Parallel) and only
 // inside the namespace agenttest.Main makes.

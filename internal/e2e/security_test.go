@@ -549,11 +549,11 @@ func mapFill(t *testing.T, pinDir string, names ...string) map[string][2]int {
 }
 
 // waitStatus asks for /metadata/instance as nobody until it gets want, for
-// up to 6 s (the agent reads local rules once per 1 s poll), and returns
+// up to 10 s (the agent reads local rules once per 1 s poll), and returns
 // the last result.
 func waitStatus(t *testing.T, env *agenttest.Env, want int) agenttest.Result {
 	t.Helper()
-	deadline := time.Now().Add(6 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
 		if r.Status == want || time.Now().After(deadline) {
