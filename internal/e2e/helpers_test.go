@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/metadatasec/gpa/internal/agenttest"
+	"github.com/metadatasec/gpa/msp/msptest"
+)
+
+// seen is what a call left behind: the requests the host received for it
+// (the key protocol's own polls left out) and the audit records it caused.
+type seen struct {
+	host  []msptest.Request
+	audit int
+}
+
+// mark remembers where the host's and the audit log's records stand.
+func mark(t *testing.T, env *agenttest.Env) seen {
+	return seen{host: env.Host.Requests(), audit: len(env.ConnectionLog(t))}
+}
+
+// forwarded returns the non-secure-channel requests the host got since m.
+func forwarded(env *agenttest.Env, m seen) []msptest.Request {
+	var out []msptest.Request
+	for _, r := range env.Host.Requests()[len(m.host):] {
+		if !r.SecureChannel {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// lastDecision waits briefly for an audit record after m and returns the
+// decision of the newest one, "" if none came.
+func lastDecision(t *testing.T, env *agenttest.Env, m seen) string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if recs := env.ConnectionLog(t); len(recs) > m.audit {
+			return recs[len(recs)-1].Decision
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkSigned fails t for any request the host got that did not carry a
+// signature it verified.
+func checkSigned(t *testing.T, what string, reqs []msptest.Request) {
+	t.Helper()
+	for _, r := range reqs {
+		if !r.SignatureValid {
+			t.Errorf("%s: the host got %s %s with signed=%v valid=%v (%s)", what, r.Method, r.RawURI, r.Signed, r.SignatureValid, r.SignatureError)
+		}
+	}
+}
