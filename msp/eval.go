@@ -2,6 +2,7 @@ package msp
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -462,24 +463,21 @@ func (e *Evaluator) matchCanonical(req *Request, d *Decision) {
 	}
 }
 
-// queryContains: every required key present, and for each key one of the
-// allowed values among the request's values.
+// queryContains: every required key is present, and every value the
+// request gives for it is one of the allowed values. Requiring all of them,
+// not any, closes parameter pollution: for ?comp=certificates&comp=goalstate
+// a host that reads the first value would serve certificates under a rule
+// that allows goalstate.
 func queryContains(have, want CanonicalQuery) bool {
 	for k, allowed := range want {
 		vals, ok := have[k]
 		if !ok {
 			return false
 		}
-		hit := false
-		for _, a := range allowed {
-			for _, v := range vals {
-				if a == v {
-					hit = true
-				}
+		for _, v := range vals {
+			if !slices.Contains(allowed, v) {
+				return false
 			}
-		}
-		if !hit {
-			return false
 		}
 	}
 	return true

@@ -314,3 +314,30 @@ func TestDecisionJSONRoundTrip(t *testing.T) {
 		t.Error("unknown verdict accepted")
 	}
 }
+
+// Parameter pollution: a duplicated required key passes only when every
+// value is allowed, whatever order the host reads them in.
+func TestDuplicateQueryKeys(t *testing.T) {
+	item := oneRule(ModeEnforce, AccessDeny, Privilege{Name: "gs", Path: "/machine", QueryParameters: map[string]string{"comp": "goalstate"}},
+		Identity{Name: "root", UserName: "root"})
+	tests := []struct {
+		uri    string
+		canon  Verdict
+		legacy Verdict // upstream decides on the first occurrence
+	}{
+		{"/machine?comp=goalstate", VerdictAllow, VerdictAllow},
+		{"/machine?comp=goalstate&comp=goalstate", VerdictAllow, VerdictAllow},
+		{"/machine?comp=certificates&comp=goalstate", VerdictDeny, VerdictDeny},
+		{"/machine?comp=goalstate&comp=certificates", VerdictDeny, VerdictAllow},
+		{"/machine?comp=GOALSTATE&x=1", VerdictAllow, VerdictAllow},
+	}
+	for _, tt := range tests {
+		req := &Request{Method: "GET", RawURI: tt.uri, Claims: rootClaims()}
+		if got := mustCompile(t, EndpointWireServer, item, MatcherCanonical).Evaluate(req).Verdict; got != tt.canon {
+			t.Errorf("canonical %s = %v, want %v", tt.uri, got, tt.canon)
+		}
+		if got := mustCompile(t, EndpointWireServer, item, MatcherLegacy).Evaluate(req).Verdict; got != tt.legacy {
+			t.Errorf("legacy %s = %v, want %v", tt.uri, got, tt.legacy)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -57,6 +58,14 @@ func (s *Server) RequestCount() uint64 { return s.requests.Load() }
 
 // MetricsHandler serves the proxy's metrics in the Prometheus text format.
 func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler }
+
+// Collectors returns the proxy's own series (requests, latency, upstream
+// errors, key epoch, connections), for an embedding program that serves
+// them from its own registry instead of MetricsHandler.
+func (s *Server) Collectors() []prometheus.Collector {
+	m := s.metrics
+	return []prometheus.Collector{m.requests, m.latency, m.upstream, m.epoch, m.conns, m.refused, m.panics}
+}
 
 // ListenAndServe listens on cfg.Addr (and serves metrics on cfg.MetricsAddr
 // when set) until ctx ends or Shutdown is called.
