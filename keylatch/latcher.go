@@ -140,8 +140,9 @@ type Latcher struct {
 	onLatched func()
 	log       *slog.Logger
 
-	cur  atomic.Pointer[Snapshot]
-	wake chan struct{}
+	cur     atomic.Pointer[Snapshot]
+	wake    chan struct{}
+	recheck chan struct{}
 
 	mu     sync.Mutex
 	subs   map[chan *Snapshot]struct{}
@@ -164,7 +165,7 @@ func NewLatcher(opts *LatcherOptions) (*Latcher, error) {
 		client: opts.Client, store: opts.Store, interval: opts.PollInterval, clock: opts.Clock,
 		uptime: opts.Uptime, local: opts.LocalRules, evalOpts: opts.EvaluatorOptions,
 		redirect: opts.Redirect, onStatus: opts.OnStatus, onLatched: opts.OnLatched, log: opts.Logger,
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), recheck: make(chan struct{}, 1),
 		subs: map[chan *Snapshot]struct{}{},
 	}
 	if l.interval <= 0 {
@@ -223,6 +224,45 @@ func (l *Latcher) Wake() {
 	}
 }
 
+// Recheck asks the loop to poll the host now, whatever the state: the
+// proxy calls it when the host rejects a signature, which after a key reset
+// at the host is the first sign that the latched key is stale. Calls made
+// while a poll is pending collapse into it.
+func (l *Latcher) Recheck() {
+	select {
+	case l.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// WaitNewKey returns a snapshot whose key differs from stale's as soon as
+// the latch has one, asking for a poll now (Recheck) if it has not; nil
+// when ctx ends first. It is what a proxy calls when the host refuses a
+// signature made with stale's key.
+func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
+	fresh := func(s *Snapshot) bool {
+		return s != nil && s.Key.Valid() && s.Signer != nil && (stale == nil || s.Key.GUID != stale.Key.GUID)
+	}
+	ch, cancel := l.Subscribe()
+	defer cancel()
+	// Checked after subscribing, so a snapshot published in between is
+	// not missed.
+	if s := l.Current(); fresh(s) {
+		return s
+	}
+	l.Recheck()
+	for {
+		select {
+		case s := <-ch:
+			if fresh(s) {
+				return s
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
 // Run polls until ctx ends. The first poll happens at once.
 func (l *Latcher) Run(ctx context.Context) error {
 	l.setStatus(ModuleRunning, MsgStarted)
@@ -250,6 +290,8 @@ func (l *Latcher) sleep(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer:
+			return nil
+		case <-l.recheck:
 			return nil
 		case <-l.wake:
 			cur := l.Current()

@@ -501,3 +501,59 @@ func TestWake(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// Recheck ends the sleep with a poll even when latched (Wake does not):
+// after a key reset at the host, the proxy's first rejected signature gets
+// the new key latched without waiting for the poll interval.
+func TestRecheckPollsWhileLatched(t *testing.T) {
+	r := newRig(t, &msptest.Options{}, nil)
+	r.host.SetModes(map[msp.Endpoint]msp.Mode{msp.EndpointWireServer: msp.ModeEnforce, msp.EndpointIMDS: msp.ModeEnforce})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.latcher.Run(ctx)
+	r.clock.next(t)
+	old := r.latcher.Current()
+	if !old.Latched() || !old.Key.Valid() {
+		t.Fatalf("not latched: %+v", r.latcher.Status())
+	}
+	polls := len(r.host.RequestsTo("GET", StatusPath))
+	sub, unsub := r.latcher.Subscribe()
+	defer unsub()
+
+	r.host.ResetKey()
+	r.latcher.Recheck()
+	r.latcher.Recheck() // collapses into the pending one
+	r.clock.next(t)     // the sleep ended without its timer firing
+	if n := len(r.host.RequestsTo("GET", StatusPath)); n != polls+1 {
+		t.Fatalf("status polls %d, want %d", n, polls+1)
+	}
+	var second *Snapshot
+	select {
+	case second = <-sub:
+		if !second.Key.Valid() || second.Key.GUID == old.Key.GUID || second.Epoch <= old.Epoch {
+			t.Fatalf("after recheck: key %s epoch %d (was %s, %d)", second.Key.GUID, second.Epoch, old.Key.GUID, old.Epoch)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no new snapshot after recheck")
+	}
+
+	// WaitNewKey: at once when the latch already moved on; after a recheck
+	// when it has not; nil when nothing comes in time.
+	ctx2, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	if s := r.latcher.WaitNewKey(ctx2, old); s == nil || s.Key.GUID != second.Key.GUID {
+		t.Fatalf("WaitNewKey(old) = %v", s)
+	}
+	r.host.ResetKey()
+	got := make(chan *Snapshot, 1)
+	go func() { got <- r.latcher.WaitNewKey(ctx2, second) }()
+	r.clock.next(t) // the recheck ended the sleep with a poll
+	if s := <-got; s == nil || s.Key.GUID == second.Key.GUID {
+		t.Fatalf("WaitNewKey(second) = %v", s)
+	}
+	short, cancel3 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel3()
+	if s := r.latcher.WaitNewKey(short, r.latcher.Current()); s != nil {
+		t.Fatalf("WaitNewKey without a reset = %v, want nil", s.Key.GUID)
+	}
+}

@@ -58,6 +58,9 @@ type Record struct {
 	// Signed says whether it carried a signature upstream.
 	Epoch  uint64 `json:"epoch"`
 	Signed bool   `json:"signed"`
+	// Retried says the host refused the first signature (401) and the
+	// request was signed again under a newer key and sent once more.
+	Retried bool `json:"retried,omitempty"`
 	// Forwarded says whether the request reached the host endpoint.
 	Forwarded    bool   `json:"forwarded"`
 	ErrorDetails string `json:"errorDetails,omitempty"`

@@ -31,6 +31,7 @@ const (
 	DefaultResponseTimeout     = 30 * time.Second
 	DefaultMaxIdlePerEndpoint  = 32
 	DefaultUpstreamIdleTimeout = 30 * time.Second
+	DefaultRefreshTimeout      = 3 * time.Second
 )
 
 // Config configures a Server. Resolver and Snapshots are required; every
@@ -49,6 +50,15 @@ type Config struct {
 	// request, and that one snapshot decides, dates and signs the request.
 	// A nil snapshot means nothing is latched: no rules, no key.
 	Snapshots func() *keylatch.Snapshot
+	// Refresh, if set, is called when the host answers 401 to a request
+	// signed with stale's key: after a key reset at the host that is the
+	// first sign the latched key is stale. It returns a snapshot with another
+	// key once the latch has one (keylatch.Latcher.WaitNewKey), or nil; the
+	// proxy then decides, dates and signs the request again under it and
+	// retries once, so the reset costs the client no failed request.
+	Refresh func(ctx context.Context, stale *keylatch.Snapshot) *keylatch.Snapshot
+	// RefreshTimeout bounds the wait for Refresh; 3 s when zero.
+	RefreshTimeout time.Duration
 	// Dial opens upstream connections; a net.Dialer when nil. Tests map the
 	// metadata addresses to loopback servers here.
 	Dial DialFunc
@@ -124,6 +134,7 @@ func (c *Config) withDefaults() (Config, error) {
 	setDefault(&out.ResponseTimeout, DefaultResponseTimeout)
 	setDefault(&out.MaxIdlePerEndpoint, DefaultMaxIdlePerEndpoint)
 	setDefault(&out.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
+	setDefault(&out.RefreshTimeout, DefaultRefreshTimeout)
 	if out.Now == nil {
 		out.Now = time.Now
 	}

@@ -61,6 +61,11 @@ func TestAgainstMSPTest(t *testing.T) {
 		Resolver:  res,
 		Snapshots: latcher.Current,
 		Now:       latcher.HostNow,
+		// The latch is not Run here, so a refresh polls it directly.
+		Refresh: func(ctx context.Context, stale *keylatch.Snapshot) *keylatch.Snapshot {
+			latcher.Poll(ctx)
+			return latcher.Current()
+		},
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			ep := msp.Classify(dst)
 			if ep == msp.EndpointNone {
@@ -125,13 +130,31 @@ func TestAgainstMSPTest(t *testing.T) {
 		})
 	}
 
-	// Key reset at the host: until the latch catches up the host refuses
-	// the old key; afterwards the new key works.
+	// Key reset at the host: the first request after it is refused by the
+	// host (401) under the old key; the proxy gets the new key through
+	// Refresh and sends it again, so the client sees no failure.
 	host.ResetKey()
-	second := latch(first.Key.GUID)
-	if second.Epoch <= first.Epoch {
-		t.Fatalf("epoch %d after %d", second.Epoch, first.Epoch)
+	host.ResetRequests()
+	if st, resp := do(userCaller(msp.IMDSAddr), "GET", "/metadata/instance"); st != 200 {
+		t.Fatalf("after the reset: %d\n%s", st, resp)
 	}
+	second := latcher.Current()
+	if second.Epoch <= first.Epoch || second.Key.GUID == first.Key.GUID {
+		t.Fatalf("epoch %d key %s after %d %s", second.Epoch, second.Key.GUID, first.Epoch, first.Key.GUID)
+	}
+	var mine []msptest.Request
+	for _, r := range host.Requests() {
+		if r.Path() == "/metadata/instance" {
+			mine = append(mine, r)
+		}
+	}
+	if len(mine) != 2 || mine[0].SignatureValid || mine[0].Status != 401 || !mine[1].SignatureValid || mine[1].KeyGUID != second.Key.GUID {
+		for _, r := range mine {
+			t.Logf("host: %d valid=%v key=%s", r.Status, r.SignatureValid, r.KeyGUID)
+		}
+		t.Fatalf("want one refused request under the old key, then one accepted under the new")
+	}
+	// Later requests go out with the new key at once.
 	host.ResetRequests()
 	if st, resp := do(userCaller(msp.IMDSAddr), "GET", "/metadata/instance"); st != 200 {
 		t.Fatalf("after rotation: %d\n%s", st, resp)

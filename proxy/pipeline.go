@@ -153,9 +153,7 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	case msp.VerdictDeny:
 		status = http.StatusForbidden
 		rec.ErrorDetails = "Block unauthorized request"
-		body, _ := json.Marshal(denyBody{Error: "Forbidden", Endpoint: ep.String(), Mode: d.Mode.String(),
-			RuleSetID: d.RuleSetID, Reason: d.Reason.String()})
-		cc.writeSimple(status, []msp.HeaderField{{Name: "Content-Type", Value: "application/json; charset=utf-8"}}, body, true)
+		cc.writeDeny(ep, d)
 		return false
 	case msp.VerdictAllowAudited:
 		cc.logger().Info("proxy: request denied in audit mode, forwarding it", "endpoint", ep.String(),
@@ -165,6 +163,27 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	skipSig := d.Reason == msp.ReasonSkipSig
 	status, keep = cc.forward(ctx, r, rec, snap, dst, ep, skipSig)
 	return keep
+}
+
+// writeDeny answers 403 with the short JSON body naming the rule set.
+func (cc *clientConn) writeDeny(ep msp.Endpoint, d msp.Decision) {
+	body, _ := json.Marshal(denyBody{Error: "Forbidden", Endpoint: ep.String(), Mode: d.Mode.String(),
+		RuleSetID: d.RuleSetID, Reason: d.Reason.String()})
+	cc.writeSimple(http.StatusForbidden, []msp.HeaderField{{Name: "Content-Type", Value: "application/json; charset=utf-8"}}, body, true)
+}
+
+// refreshed asks for a snapshot whose key differs from stale's, within
+// RefreshTimeout; nil when none came.
+func (cc *clientConn) refreshed(ctx context.Context, stale *keylatch.Snapshot) *keylatch.Snapshot {
+	ctx, cancel := context.WithTimeout(ctx, cc.srv.cfg.RefreshTimeout)
+	defer cancel()
+	fresh := cc.srv.cfg.Refresh(ctx, stale)
+	if fresh == nil || fresh.Signer == nil || fresh.Key.GUID == stale.Key.GUID {
+		cc.logger().Warn("proxy: the host refused a signature and no newer key came", "key", stale.Key.GUID, "err", ctx.Err())
+		return nil
+	}
+	cc.logger().Info("proxy: the host refused a signature; retrying under the newer key", "stale", stale.Key.GUID, "key", fresh.Key.GUID)
+	return fresh
 }
 
 type denyBody struct {
@@ -455,6 +474,35 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 	}
 
 	resp, uc, kind, err := cc.roundTrip(ctx, r, hdr, body, dst, skipSig, limit)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && rec.Signed && s.cfg.Refresh != nil {
+		if fresh := cc.refreshed(ctx, snap); fresh != nil {
+			// The host has not processed a request it refused, so sending it
+			// again is safe; the old response is dropped with its connection.
+			resp.Body.Close()
+			uc.conn.Close()
+			d := fresh.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
+			rec.Epoch, rec.Retried = fresh.Epoch, true
+			rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
+			if d.Verdict == msp.VerdictDeny {
+				rec.ErrorDetails = "Block unauthorized request"
+				cc.writeDeny(ep, d)
+				return http.StatusForbidden, false
+			}
+			hdr = slices.DeleteFunc(hdr, func(h msp.HeaderField) bool {
+				return strings.EqualFold(h.Name, msp.HeaderDate) || strings.EqualFold(h.Name, msp.HeaderAuthorization)
+			})
+			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderDate, Value: msp.FormatDate(s.cfg.Now())})
+			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
+			auth, serr := fresh.Signer.Sign(&m)
+			if serr != nil {
+				rec.ErrorDetails = "signing: " + serr.Error()
+				cc.writeSimple(http.StatusBadGateway, nil, nil, true)
+				return http.StatusBadGateway, false
+			}
+			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth})
+			resp, uc, kind, err = cc.roundTrip(ctx, r, hdr, body, dst, false, limit)
+		}
+	}
 	if err != nil {
 		s.metrics.upstream.WithLabelValues(ep.String(), kind).Inc()
 		rec.ErrorDetails = "upstream " + kind + ": " + err.Error()

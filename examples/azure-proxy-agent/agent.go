@@ -159,6 +159,7 @@ func runAgent(ctx context.Context, cfg *Config, o runOptions) error {
 	srv, err := proxy.New(proxy.Config{
 		Resolver:  proxy.NewProcResolver(lookup, nil),
 		Snapshots: latcher.Current,
+		Refresh:   latcher.WaitNewKey,
 		Dial:      overrideDialer(cfg),
 		Now:       latcher.HostNow,
 		Provision: prov,
