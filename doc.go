@@ -30,8 +30,13 @@
 // key reset and gallery rule profiles; arm/armtest is a fake ARM. It imports
 // only msp (for the rules model) and azcore.
 //
+// msp/policy turns audit logs into rule sets and rule sets into
+// predictions (simulate, learn, the three rule-set formats). It imports
+// only msp.
+//
 // examples holds the thin programs that compose everything:
-// azure-proxy-agent, msp-validate and msp-keyreset.
+// azure-proxy-agent (with its demo), msp-validate, msp-keyreset and
+// msp-policy.
 //
 // Platforms: ebpf, keylatch, proxy and the agent are Linux-only (ebpf and
 // keylatch fail to compile elsewhere with an error that names why). msp,
@@ -40,5 +45,8 @@
 // the packages listed in .ci/windows-packages.
 //
 // internal/testenv decides whether privileged tests run, skip, or (under
-// CI=true) fail.
+// CI=true) fail; internal/sandbox gives the demo and the tests a network
+// namespace of their own; internal/agenttest runs the real agent binary in
+// one for internal/e2e (end-to-end tests and the security suite) and
+// internal/cmd/gpa-bench (the performance harness).
 package gpa
