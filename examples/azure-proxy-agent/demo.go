@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -261,16 +260,9 @@ func demoRules(mode msp.Mode) map[msp.Endpoint]*msp.AuthorizationItem {
 }
 
 func (d *demo) startHost() error {
-	var ls msptest.Listeners
-	for _, l := range []struct {
-		addr netip.AddrPort
-		dst  *net.Listener
-	}{{msp.WireServerAddr, &ls.WireServer}, {msp.HostGAAddr, &ls.HostGA}, {msp.IMDSAddr, &ls.IMDS}} {
-		ln, err := net.Listen("tcp", l.addr.String())
-		if err != nil {
-			return fmt.Errorf("simulated host on %s: %w", l.addr, err)
-		}
-		*l.dst = ln
+	ls, err := msptest.ListenMetadata()
+	if err != nil {
+		return err
 	}
 	d.host = msptest.NewHost(&msptest.Options{Listeners: ls, Rules: demoRules(msp.ModeAudit)})
 	return nil

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,21 +125,9 @@ func New(t *testing.T, o *Options) *Env {
 		}
 	}
 
-	var ls msptest.Listeners
-	for _, l := range []struct {
-		addr netip.AddrPort
-		dst  *net.Listener
-	}{{msp.WireServerAddr, &ls.WireServer}, {msp.HostGAAddr, &ls.HostGA}, {msp.IMDSAddr, &ls.IMDS}} {
-		ln, err := net.Listen("tcp", l.addr.String())
-		if err != nil {
-			for _, c := range []net.Listener{ls.WireServer, ls.HostGA, ls.IMDS} {
-				if c != nil {
-					c.Close()
-				}
-			}
-			t.Fatalf("simulated host on %s: %v", l.addr, err)
-		}
-		*l.dst = ln
+	ls, err := msptest.ListenMetadata()
+	if err != nil {
+		t.Fatal(err)
 	}
 	e.Host = msptest.NewHost(&msptest.Options{Listeners: ls, Rules: o.Rules})
 

@@ -28,6 +28,36 @@ type Listeners struct {
 	IMDS       net.Listener
 }
 
+// ListenMetadata listens on the real endpoint addresses, 168.63.129.16:80,
+// 168.63.129.16:32526 and 169.254.169.254:80. Call it only inside a network
+// namespace of your own that has those addresses on its loopback (see the
+// demo): anywhere else they are not local, and the listen fails. On error
+// nothing stays open.
+func ListenMetadata() (Listeners, error) {
+	var ls Listeners
+	for _, l := range []struct {
+		addr netip.AddrPort
+		dst  *net.Listener
+	}{{msp.WireServerAddr, &ls.WireServer}, {msp.HostGAAddr, &ls.HostGA}, {msp.IMDSAddr, &ls.IMDS}} {
+		ln, err := net.Listen("tcp", l.addr.String())
+		if err != nil {
+			ls.Close()
+			return Listeners{}, fmt.Errorf("msptest: listen on %s: %w", l.addr, err)
+		}
+		*l.dst = ln
+	}
+	return ls, nil
+}
+
+// Close closes the listeners that are set.
+func (ls Listeners) Close() {
+	for _, l := range []net.Listener{ls.WireServer, ls.HostGA, ls.IMDS} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
 // Options configure NewHost. A nil *Options is the zero value.
 type Options struct {
 	// Listeners to serve on; nil fields get loopback listeners. The host

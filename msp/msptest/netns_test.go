@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -72,25 +73,9 @@ func inNetns() error {
 			return fmt.Errorf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	var lns Listeners
-	var err2 error
-	listen := func(a string) net.Listener {
-		ln, err := net.Listen("tcp", a)
-		if err != nil && err2 == nil {
-			err2 = err
-		}
-		return ln
-	}
-	lns.WireServer = listen(msp.WireServerAddr.String())
-	lns.HostGA = listen(msp.HostGAAddr.String())
-	lns.IMDS = listen(msp.IMDSAddr.String())
-	if err2 != nil {
-		for _, l := range []net.Listener{lns.WireServer, lns.HostGA, lns.IMDS} {
-			if l != nil {
-				l.Close()
-			}
-		}
-		return err2
+	lns, err := ListenMetadata()
+	if err != nil {
+		return err
 	}
 	h := NewHost(&Options{Listeners: lns})
 	defer h.Close()
@@ -120,4 +105,17 @@ func inNetns() error {
 		return fmt.Errorf("records %+v", reqs)
 	}
 	return nil
+}
+
+// Outside a namespace that has them, the metadata addresses are not local:
+// ListenMetadata fails and leaves nothing open.
+func TestListenMetadataOutsideNetns(t *testing.T) {
+	ls, err := ListenMetadata()
+	if err == nil {
+		ls.Close()
+		t.Skip("the metadata addresses are local here")
+	}
+	if !strings.Contains(err.Error(), "msptest: listen on 168.63.129.16:80") {
+		t.Errorf("err = %v", err)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,21 +209,9 @@ func benchRules() map[msp.Endpoint]*msp.AuthorizationItem {
 const fastIMDSBody = `{"compute":{"azEnvironment":"AzurePublicCloud","location":"westeurope","name":"bench-vm","osType":"Linux","vmId":"00000000-0000-0000-0000-000000000000","vmSize":"Standard_D2s_v5"},"network":{"interface":[]}}`
 
 func (b *bench) startHost() error {
-	var ls msptest.Listeners
-	for _, l := range []struct {
-		addr netip.AddrPort
-		dst  *net.Listener
-	}{{msp.WireServerAddr, &ls.WireServer}, {msp.HostGAAddr, &ls.HostGA}, {msp.IMDSAddr, &ls.IMDS}} {
-		ln, err := net.Listen("tcp", l.addr.String())
-		if err != nil {
-			for _, o := range []net.Listener{ls.WireServer, ls.HostGA, ls.IMDS} {
-				if o != nil {
-					o.Close()
-				}
-			}
-			return fmt.Errorf("simulated host on %s: %w", l.addr, err)
-		}
-		*l.dst = ln
+	ls, err := msptest.ListenMetadata()
+	if err != nil {
+		return err
 	}
 	b.host = msptest.NewHost(&msptest.Options{Listeners: ls, Rules: benchRules()})
 	if b.o.fastIMDS {
