@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -188,7 +189,10 @@ func runStatus(ctx context.Context, c *cli, start time.Time, stdout io.Writer) i
 	}
 	res, _ := status.WaitProvisioned(ctx, &status.WaitOptions{Addr: addr, Wait: c.wait, Start: start})
 	if r := res.Report(); r != "" {
-		fmt.Fprintln(stdout, r)
+		if !strings.HasSuffix(r, "\n") {
+			r += "\n"
+		}
+		fmt.Fprint(stdout, r)
 	}
 	return res.ExitCode()
 }
