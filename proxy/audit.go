@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -92,8 +91,16 @@ type RotatingFile struct {
 
 	mu   sync.Mutex
 	f    *os.File
-	size int64
+	size int64 // bytes in the file, buffered ones included
+
+	// buffering, when Buffer was called
+	buf     []byte
+	stop    chan struct{}
+	stopped chan struct{}
 }
+
+// bufferLimit is how much Buffer lets gather before it writes anyway.
+const bufferLimit = 64 << 10
 
 // Default rotation limits of the connection log (gpa-protocol §9.1).
 const (
@@ -132,6 +139,7 @@ func (rf *RotatingFile) open() error {
 }
 
 // Write appends p, rotating first if p would take the file past MaxBytes.
+// After Buffer, p is copied into the buffer and written with the next batch.
 func (rf *RotatingFile) Write(p []byte) (int, error) {
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
@@ -139,13 +147,65 @@ func (rf *RotatingFile) Write(p []byte) (int, error) {
 		return 0, os.ErrClosed
 	}
 	if rf.size > 0 && rf.size+int64(len(p)) > rf.maxBytes {
+		if err := rf.flushLocked(); err != nil {
+			return 0, err
+		}
 		if err := rf.rotate(); err != nil {
 			return 0, err
 		}
 	}
-	n, err := rf.f.Write(p)
-	rf.size += int64(n)
-	return n, err
+	if rf.stop == nil {
+		n, err := rf.f.Write(p)
+		rf.size += int64(n)
+		return n, err
+	}
+	rf.buf = append(rf.buf, p...)
+	rf.size += int64(len(p))
+	if len(rf.buf) >= bufferLimit {
+		if err := rf.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// Buffer makes Write gather lines in memory and write them together every
+// interval, or sooner when 64 KiB gather, and on Close: one write system
+// call per batch instead of one per request, at the price of losing at
+// most interval's worth of lines if the process dies. Upstream buffers its
+// connection log per connection for the same reason. Call it once, before
+// concurrent use.
+func (rf *RotatingFile) Buffer(interval time.Duration) {
+	rf.stop, rf.stopped = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(rf.stopped)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-rf.stop:
+				return
+			case <-t.C:
+				rf.Flush()
+			}
+		}
+	}()
+}
+
+// Flush writes what Buffer gathered.
+func (rf *RotatingFile) Flush() error {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	return rf.flushLocked()
+}
+
+func (rf *RotatingFile) flushLocked() error {
+	if len(rf.buf) == 0 || rf.f == nil {
+		return nil
+	}
+	_, err := rf.f.Write(rf.buf)
+	rf.buf = rf.buf[:0]
+	return err
 }
 
 func (rf *RotatingFile) rotate() error {
@@ -154,6 +214,10 @@ func (rf *RotatingFile) rotate() error {
 	now := time.Now().UTC()
 	archive := fmt.Sprintf("%s.%s-%d.log", rf.path, now.Format("2006-01-02T15.04.05.000"), now.UnixNano())
 	if err := os.Rename(rf.path, archive); err != nil {
+		// Keep logging to the live file rather than stop for good.
+		if oerr := rf.open(); oerr != nil {
+			return fmt.Errorf("proxy: rotate connection log: %w (and reopen: %v)", err, oerr)
+		}
 		return fmt.Errorf("proxy: rotate connection log: %w", err)
 	}
 	rf.prune()
@@ -184,26 +248,27 @@ func (rf *RotatingFile) prune() {
 	}
 }
 
-// Close closes the file.
+// Close writes what is buffered and closes the file.
 func (rf *RotatingFile) Close() error {
+	if rf.stop != nil {
+		select {
+		case <-rf.stop:
+		default:
+			close(rf.stop)
+			<-rf.stopped
+		}
+	}
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
 	if rf.f == nil {
 		return nil
 	}
+	ferr := rf.flushLocked()
 	err := rf.f.Close()
 	rf.f = nil
-	return err
-}
-
-// writeRecord writes rec as one JSON line.
-func writeRecord(w *RotatingFile, rec *Record) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
+	if ferr != nil {
+		return ferr
 	}
-	b = append(b, '\n')
-	_, err = w.Write(b)
 	return err
 }
 

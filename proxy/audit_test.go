@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,14 +16,30 @@ import (
 	"github.com/metadatasec/gpa/status"
 )
 
+// writeRecord writes rec as one JSON line.
+func writeRecord(w *RotatingFile, rec *Record) error {
+	_, err := w.Write(append(rec.AppendJSON(nil), '\n'))
+	return err
+}
+
 // TestRotatingFile: the log rotates before a write would take it past the
-// limit, keeps at most MaxFiles files, and never splits a line.
+// limit, keeps at most MaxFiles files, and never splits a line; buffered or
+// not.
 func TestRotatingFile(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprint("buffered=", buffered), func(t *testing.T) { testRotatingFile(t, buffered) })
+	}
+}
+
+func testRotatingFile(t *testing.T, buffered bool) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ProxyAgent.Connection.log")
 	rf, err := OpenRotatingFile(path, 1000, 3)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if buffered {
+		rf.Buffer(time.Millisecond)
 	}
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -68,6 +85,59 @@ func TestRotatingFile(t *testing.T) {
 	}
 	if _, err := rf.Write([]byte("x")); err == nil {
 		t.Errorf("Write after Close succeeded")
+	}
+}
+
+// Buffered lines reach the file on Flush, on the timer and on Close.
+func TestRotatingFileBuffer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	rf, err := OpenRotatingFile(path, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf.Buffer(time.Hour)
+	size := func() int64 {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	rf.Write([]byte("one\n"))
+	if n := size(); n != 0 {
+		t.Fatalf("%d bytes written before any flush", n)
+	}
+	if err := rf.Flush(); err != nil || size() != 4 {
+		t.Fatalf("after Flush: %d bytes, %v", size(), err)
+	}
+	rf.Write(bytes.Repeat([]byte("x"), bufferLimit)) // reaching the limit writes at once
+	if n := size(); n != 4+bufferLimit {
+		t.Fatalf("after a full buffer: %d bytes", n)
+	}
+	rf.Write([]byte("two\n"))
+	if err := rf.Close(); err != nil || size() != 8+bufferLimit {
+		t.Fatalf("after Close: %d bytes, %v", size(), err)
+	}
+	if err := rf.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	// The timer flushes without anyone asking.
+	path2 := filepath.Join(t.TempDir(), "d.log")
+	rf2, err := OpenRotatingFile(path2, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf2.Close()
+	rf2.Buffer(5 * time.Millisecond)
+	rf2.Write([]byte("tick\n"))
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(path2); string(b) == "tick\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the timer never flushed")
+		}
 	}
 }
 

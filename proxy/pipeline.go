@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/metadatasec/gpa/keylatch"
@@ -165,6 +166,10 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	return keep
 }
 
+// auditBufs recycles the buffers audit lines are encoded into; AuditLog
+// writers must not keep the slice (io.Writer's contract).
+var auditBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 // writeDeny answers 403 with the short JSON body naming the rule set.
 func (cc *clientConn) writeDeny(ep msp.Endpoint, d msp.Decision) {
 	body, _ := json.Marshal(denyBody{Error: "Forbidden", Endpoint: ep.String(), Mode: d.Mode.String(),
@@ -233,14 +238,13 @@ func (cc *clientConn) finish(rec *Record, status int) {
 	s.metrics.requests.WithLabelValues(rec.Endpoint, rec.Decision, s.metrics.code(status)).Inc()
 	s.metrics.latency.WithLabelValues(rec.Endpoint).Observe(el.Seconds())
 	if s.cfg.AuditLog != nil {
-		b, err := json.Marshal(rec)
-		if err == nil {
-			b = append(b, '\n')
-			_, err = s.cfg.AuditLog.Write(b)
-		}
-		if err != nil {
+		bp := auditBufs.Get().(*[]byte)
+		b := append(rec.AppendJSON((*bp)[:0]), '\n')
+		if _, err := s.cfg.AuditLog.Write(b); err != nil {
 			cc.logger().Warn("proxy: cannot write connection log", "err", err)
 		}
+		*bp = b
+		auditBufs.Put(bp)
 	}
 	if s.cfg.Summaries != nil {
 		s.cfg.Summaries.Add(rec)

@@ -30,6 +30,8 @@ const (
 	statusFileName    = "status.json"
 	logMaxBytes       = 10 << 20
 	logMaxFiles       = 5
+	// connectionLogFlush bounds how stale ProxyAgent.Connection.log may be.
+	connectionLogFlush = 100 * time.Millisecond
 )
 
 // runOptions are what the service, console mode, the demo and the tests
@@ -430,6 +432,8 @@ func openAuditLog(cfg *Config, hook io.Writer) (io.WriteCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connection log: %w", err)
 	}
+	// One write per batch instead of per request; Close writes the rest.
+	f.Buffer(connectionLogFlush)
 	if hook == nil {
 		return f, nil
 	}
