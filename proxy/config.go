@@ -29,7 +29,7 @@ const (
 	DefaultWriteTimeout        = 30 * time.Second
 	DefaultDialTimeout         = 5 * time.Second
 	DefaultResponseTimeout     = 30 * time.Second
-	DefaultMaxIdlePerEndpoint  = 32
+	DefaultMaxIdlePerEndpoint  = 128
 	DefaultUpstreamIdleTimeout = 30 * time.Second
 	DefaultRefreshTimeout      = 3 * time.Second
 )
