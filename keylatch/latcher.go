@@ -263,6 +263,30 @@ func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 	}
 }
 
+// WaitKnown returns the current snapshot as soon as its state is no longer
+// Unknown, that is once the first status poll has succeeded (from a stored
+// key, a fresh one, or a disabled channel); nil when ctx ends first. A
+// restarting agent whose pinned redirect is already live uses it to hold
+// the first requests instead of forwarding them unsigned.
+func (l *Latcher) WaitKnown(ctx context.Context) *Snapshot {
+	known := func(s *Snapshot) bool { return s != nil && s.State != StateUnknown }
+	ch, cancel := l.Subscribe()
+	defer cancel()
+	if s := l.Current(); known(s) {
+		return s
+	}
+	for {
+		select {
+		case s := <-ch:
+			if known(s) {
+				return s
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
 // Run polls until ctx ends. The first poll happens at once.
 func (l *Latcher) Run(ctx context.Context) error {
 	l.setStatus(ModuleRunning, MsgStarted)

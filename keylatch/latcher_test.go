@@ -557,3 +557,31 @@ func TestRecheckPollsWhileLatched(t *testing.T) {
 		t.Fatalf("WaitNewKey without a reset = %v, want nil", s.Key.GUID)
 	}
 }
+
+// WaitKnown returns once the first poll has latched (or found the channel
+// disabled), and nil if ctx ends before.
+func TestWaitKnown(t *testing.T) {
+	r := newRig(t, &msptest.Options{}, nil)
+	r.host.SetModes(map[msp.Endpoint]msp.Mode{msp.EndpointIMDS: msp.ModeEnforce})
+	short, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if s := r.latcher.WaitKnown(short); s != nil {
+		t.Fatalf("before any poll: %q", s.State)
+	}
+	got := make(chan *Snapshot, 1)
+	go func() { got <- r.latcher.WaitKnown(context.Background()) }()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go r.latcher.Run(ctx)
+	select {
+	case s := <-got:
+		if s == nil || !s.Latched() || !s.Key.Valid() {
+			t.Fatalf("WaitKnown = %+v", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitKnown did not return after the first poll")
+	}
+	if s := r.latcher.WaitKnown(short); s == nil {
+		t.Fatal("WaitKnown when already known = nil")
+	}
+}

@@ -32,6 +32,7 @@ const (
 	DefaultMaxIdlePerEndpoint  = 128
 	DefaultUpstreamIdleTimeout = 30 * time.Second
 	DefaultRefreshTimeout      = 3 * time.Second
+	DefaultStartupWait         = 5 * time.Second
 )
 
 // Config configures a Server. Resolver and Snapshots are required; every
@@ -50,6 +51,14 @@ type Config struct {
 	// request, and that one snapshot decides, dates and signs the request.
 	// A nil snapshot means nothing is latched: no rules, no key.
 	Snapshots func() *keylatch.Snapshot
+	// AwaitKnown, if set, is called for a request that arrives while the
+	// snapshot's state is still Unknown (keylatch.Latcher.WaitKnown): after
+	// a restart with pinned programs the redirect is live before the first
+	// status poll, and without the wait those requests would go out
+	// unsigned. StartupWait bounds it; after that the request proceeds as
+	// upstream would, unsigned.
+	AwaitKnown  func(ctx context.Context) *keylatch.Snapshot
+	StartupWait time.Duration
 	// Refresh, if set, is called when the host answers 401 to a request
 	// signed with stale's key: after a key reset at the host that is the
 	// first sign the latched key is stale. It returns a snapshot with another
@@ -135,6 +144,7 @@ func (c *Config) withDefaults() (Config, error) {
 	setDefault(&out.MaxIdlePerEndpoint, DefaultMaxIdlePerEndpoint)
 	setDefault(&out.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
 	setDefault(&out.RefreshTimeout, DefaultRefreshTimeout)
+	setDefault(&out.StartupWait, DefaultStartupWait)
 	if out.Now == nil {
 		out.Now = time.Now
 	}

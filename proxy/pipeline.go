@@ -142,6 +142,13 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 
 	// 6. Authorization under one snapshot, which also dates and signs.
 	snap := s.cfg.Snapshots()
+	if (snap == nil || snap.State == keylatch.StateUnknown) && s.cfg.AwaitKnown != nil {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.StartupWait)
+		if known := s.cfg.AwaitKnown(wctx); known != nil {
+			snap = known
+		}
+		cancel()
+	}
 	if snap == nil {
 		snap = &keylatch.Snapshot{State: keylatch.StateUnknown}
 	}

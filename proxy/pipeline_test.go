@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -490,5 +491,52 @@ func TestDenyBody(t *testing.T) {
 	want := denyBody{Error: "Forbidden", Endpoint: "imds", Mode: "enforce", RuleSetID: "imds-deny", Reason: "default"}
 	if diff := cmp.Diff(want, got); diff != "" || resp.StatusCode != 403 {
 		t.Errorf("status %d, body (-want +got):\n%s", resp.StatusCode, diff)
+	}
+}
+
+// A request that arrives before the latch has polled once (a restart whose
+// pinned redirect is already live) waits for the first known snapshot and
+// goes out signed, instead of unsigned under the Unknown state; without a
+// known snapshot in StartupWait it proceeds as upstream would.
+func TestRequestWaitsForKnownState(t *testing.T) {
+	key := testKey(t, 3)
+	host := newFakeHost(t)
+	host.addKey(key)
+	known := make(chan *keylatch.Snapshot, 1)
+	tp := newTestProxy(t, host, proxyOpts{caller: userCaller(msp.IMDSAddr), tweak: func(c *Config) {
+		c.StartupWait = 500 * time.Millisecond
+		c.AwaitKnown = func(ctx context.Context) *keylatch.Snapshot {
+			select {
+			case s := <-known:
+				return s
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}})
+	tp.snap.Store(&keylatch.Snapshot{State: keylatch.StateUnknown})
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		known <- snapshotFor(t, 1, denyTokenRules(), &key)
+	}()
+	resp := tp.raw(t, "GET /metadata/instance HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n")
+	if rawStatus(resp) != 200 {
+		t.Fatalf("status %d\n%s", rawStatus(resp), resp)
+	}
+	reqs := host.requests()
+	if len(reqs) != 1 || reqs[0].VerifyErr != nil || reqs[0].KeyGUID != key.GUID {
+		t.Fatalf("host saw %d requests, want one signed with %s: %+v", len(reqs), key.GUID, reqs)
+	}
+
+	// Nothing known in time: forwarded unsigned after StartupWait.
+	start := time.Now()
+	if resp := tp.raw(t, "GET /metadata/instance HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n"); rawStatus(resp) != 200 {
+		t.Fatalf("after StartupWait: %s", resp)
+	}
+	if el := time.Since(start); el < 500*time.Millisecond {
+		t.Errorf("returned after %v, before StartupWait", el)
+	}
+	if reqs := host.requests(); len(reqs) != 2 {
+		t.Fatalf("host saw %d requests", len(reqs))
 	}
 }

@@ -159,12 +159,13 @@ func runAgent(ctx context.Context, cfg *Config, o runOptions) error {
 	}
 	defer audit.Close()
 	srv, err := proxy.New(proxy.Config{
-		Resolver:  proxy.NewProcResolver(lookup, nil),
-		Snapshots: latcher.Current,
-		Refresh:   latcher.WaitNewKey,
-		Dial:      overrideDialer(cfg),
-		Now:       latcher.HostNow,
-		Provision: prov,
+		Resolver:   proxy.NewProcResolver(lookup, nil),
+		Snapshots:  latcher.Current,
+		Refresh:    latcher.WaitNewKey,
+		AwaitKnown: latcher.WaitKnown,
+		Dial:       overrideDialer(cfg),
+		Now:        latcher.HostNow,
+		Provision:  prov,
 		AggregateStatus: func(context.Context) ([]byte, error) {
 			return reg.Snapshot(time.Now()).MarshalCompact()
 		},

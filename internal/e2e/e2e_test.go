@@ -99,7 +99,7 @@ func (c call) run(t *testing.T, env *agenttest.Env) {
 	} else {
 		res = env.Get(t, c.uid, c.url, metadataHeader)
 	}
-	got := outcome{Status: res.Status, Decision: lastDecision(t, env, m)}
+	got := outcome{Status: res.Status, Decision: lastDecision(t, env, m, c.url)}
 	fw := forwarded(env, m)
 	got.HostSaw = len(fw)
 	if len(fw) > 0 {

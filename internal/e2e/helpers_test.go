@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -13,11 +14,14 @@ import (
 type seen struct {
 	host  []msptest.Request
 	audit int
+	at    time.Time
 }
 
-// mark remembers where the host's and the audit log's records stand.
+// mark remembers where the host's and the audit log's records stand. The
+// connection log is written in batches, so records are also told apart by
+// time: a record of an earlier call may land after the mark.
 func mark(t *testing.T, env *agenttest.Env) seen {
-	return seen{host: env.Host.Requests(), audit: len(env.ConnectionLog(t))}
+	return seen{host: env.Host.Requests(), audit: len(env.ConnectionLog(t)), at: time.Now()}
 }
 
 // forwarded returns the non-secure-channel requests the host got since m.
@@ -31,14 +35,24 @@ func forwarded(env *agenttest.Env, m seen) []msptest.Request {
 	return out
 }
 
-// lastDecision waits briefly for an audit record after m and returns the
-// decision of the newest one, "" if none came.
-func lastDecision(t *testing.T, env *agenttest.Env, m seen) string {
+// lastDecision waits briefly for the audit record of a request to url made
+// after m and returns its decision, "" if none came.
+func lastDecision(t *testing.T, env *agenttest.Env, m seen, url string) string {
 	t.Helper()
+	target := url
+	if rest, ok := strings.CutPrefix(url, "http://"); ok {
+		target = "/"
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			target = rest[i:]
+		}
+	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		if recs := env.ConnectionLog(t); len(recs) > m.audit {
-			return recs[len(recs)-1].Decision
+		recs := env.ConnectionLog(t)
+		for i := len(recs) - 1; i >= 0; i-- {
+			if r := recs[i]; !r.Time.Before(m.at) && (r.URL == target || r.URL == url) {
+				return r.Decision
+			}
 		}
 		if time.Now().After(deadline) {
 			return ""

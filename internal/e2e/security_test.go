@@ -340,10 +340,10 @@ func TestSecuritySuite(t *testing.T) {
 			if len(fw) == 1 {
 				claims, _ = fw[0].Get("x-ms-azure-host-claims")
 			}
-			lastDecision(t, env, m)
+			lastDecision(t, env, m, imdsInstance)
 			recs := env.ConnectionLog(t)
 			var user string
-			for i := len(recs) - 1; i >= m.audit; i-- {
+			for i := len(recs) - 1; i >= 0 && !recs[i].Time.Before(m.at); i-- {
 				if recs[i].StatusCode == 200 {
 					user = recs[i].UserName
 					break
