@@ -407,19 +407,31 @@ func (e *Evaluator) Evaluate(req *Request) Decision {
 	return d
 }
 
-// decide fills the rules verdict (Allow or Deny) from what matched.
-func (e *Evaluator) decide(d *Decision, matchedPriv *compiledPrivilege, claims *Claims, anyMatched bool) {
-	switch {
-	case matchedPriv != nil:
-		d.Verdict, d.Reason, d.Privilege = VerdictAllow, ReasonIdentityMatched, matchedPriv.name
-		for _, id := range matchedPriv.ids {
+// resolve fills the rules verdict (Allow or Deny) the same way for both
+// matchers: the first privilege that matches the request and has an
+// identity matching the caller allows; a privilege that matched without
+// one denies (upstream does not fall back to the default then); when
+// nothing matched, defaultAccess decides.
+func (e *Evaluator) resolve(d *Decision, claims *Claims, matches func(*compiledPrivilege) bool) {
+	var first *compiledPrivilege
+	for i := range e.privs {
+		p := &e.privs[i]
+		if !e.useRules || !matches(p) {
+			continue
+		}
+		if first == nil {
+			first = p
+		}
+		for _, id := range p.ids {
 			if id.match(claims) {
-				d.Identity = id.name
+				d.Verdict, d.Reason, d.Privilege, d.Identity = VerdictAllow, ReasonIdentityMatched, p.name, id.name
 				return
 			}
 		}
-	case anyMatched:
-		d.Verdict, d.Reason = VerdictDeny, ReasonNoIdentityMatched
+	}
+	switch {
+	case first != nil:
+		d.Verdict, d.Reason, d.Privilege = VerdictDeny, ReasonNoIdentityMatched, first.name
 	case e.def == AccessAllow:
 		d.Verdict, d.Reason = VerdictAllow, ReasonDefault
 	default:
@@ -429,7 +441,7 @@ func (e *Evaluator) decide(d *Decision, matchedPriv *compiledPrivilege, claims *
 
 func (e *Evaluator) matchCanonical(req *Request, d *Decision) {
 	if !e.useRules {
-		e.decide(d, nil, req.Claims, false)
+		e.resolve(d, req.Claims, nil)
 		return
 	}
 	cr, err := Canonicalize(req.Method, req.RawURI)
@@ -440,27 +452,9 @@ func (e *Evaluator) matchCanonical(req *Request, d *Decision) {
 		}
 		return
 	}
-	anyMatched, firstMatched := false, ""
-	for i := range e.privs {
-		p := &e.privs[i]
-		if !cr.Path.HasPrefix(p.cpath) || !queryContains(cr.Query, p.cquery) {
-			continue
-		}
-		if !anyMatched {
-			firstMatched = p.name
-		}
-		anyMatched = true
-		for _, id := range p.ids {
-			if id.match(req.Claims) {
-				e.decide(d, p, req.Claims, true)
-				return
-			}
-		}
-	}
-	e.decide(d, nil, req.Claims, anyMatched)
-	if anyMatched {
-		d.Privilege = firstMatched
-	}
+	e.resolve(d, req.Claims, func(p *compiledPrivilege) bool {
+		return cr.Path.HasPrefix(p.cpath) && queryContains(cr.Query, p.cquery)
+	})
 }
 
 // queryContains: every required key is present, and every value the
@@ -485,36 +479,16 @@ func queryContains(have, want CanonicalQuery) bool {
 
 func (e *Evaluator) matchLegacy(req *Request, d *Decision) {
 	if !e.useRules {
-		e.decide(d, nil, req.Claims, false)
+		e.resolve(d, req.Claims, nil)
 		return
 	}
 	rawPath, rawQuery, _ := strings.Cut(req.RawURI, "?")
 	p := strings.ToLower(lossyPercentDecode(rawPath))
 	path, embedded, hasEmbedded := strings.Cut(p, "?")
-	anyMatched, firstMatched := false, ""
-	for i := range e.privs {
-		pr := &e.privs[i]
-		if !strings.HasPrefix(path, pr.lpath) {
-			continue
-		}
-		if len(pr.lquery) > 0 && !legacyQueryMatch(pr.lquery, rawQuery, embedded, hasEmbedded) {
-			continue
-		}
-		if !anyMatched {
-			firstMatched = pr.name
-		}
-		anyMatched = true
-		for _, id := range pr.ids {
-			if id.match(req.Claims) {
-				e.decide(d, pr, req.Claims, true)
-				return
-			}
-		}
-	}
-	e.decide(d, nil, req.Claims, anyMatched)
-	if anyMatched {
-		d.Privilege = firstMatched
-	}
+	e.resolve(d, req.Claims, func(pr *compiledPrivilege) bool {
+		return strings.HasPrefix(path, pr.lpath) &&
+			(len(pr.lquery) == 0 || legacyQueryMatch(pr.lquery, rawQuery, embedded, hasEmbedded))
+	})
 }
 
 // legacyQueryMatch: for each required key the first candidate pair whose
