@@ -483,7 +483,7 @@ func (e *Evaluator) matchLegacy(req *Request, d *Decision) {
 		return
 	}
 	rawPath, rawQuery, _ := strings.Cut(req.RawURI, "?")
-	p := strings.ToLower(lossyPercentDecode(rawPath))
+	p := strings.ToLower(PercentDecodeLossy(rawPath))
 	path, embedded, hasEmbedded := strings.Cut(p, "?")
 	e.resolve(d, req.Claims, func(pr *compiledPrivilege) bool {
 		return strings.HasPrefix(path, pr.lpath) &&
@@ -516,7 +516,7 @@ func firstLegacyValue(query, key string, decode bool) (string, bool) {
 			continue
 		}
 		if decode {
-			k, v = strings.ToLower(lossyPercentDecode(k)), strings.ToLower(lossyPercentDecode(v))
+			k, v = strings.ToLower(PercentDecodeLossy(k)), strings.ToLower(PercentDecodeLossy(v))
 		}
 		if k == key {
 			return v, true
@@ -525,10 +525,11 @@ func firstLegacyValue(query, key string, decode bool) (string, bool) {
 	return "", false
 }
 
-// lossyPercentDecode decodes every valid %XX escape and leaves malformed ones
-// as they are, then replaces invalid UTF-8 with U+FFFD, as upstream's
-// percent_decode + from_utf8_lossy does.
-func lossyPercentDecode(s string) string {
+// PercentDecodeLossy decodes every valid %XX escape and leaves malformed
+// ones as they are, then replaces invalid UTF-8 with U+FFFD, as upstream's
+// percent_decode + from_utf8_lossy does. The legacy matcher and the proxy's
+// traversal guard see paths through it.
+func PercentDecodeLossy(s string) string {
 	if strings.IndexByte(s, '%') < 0 && utf8.ValidString(s) {
 		return s
 	}

@@ -28,17 +28,9 @@ const (
 	AggregateStatusPath = "/gpa-aggregated-status"
 )
 
-// allowedMethods is upstream's method allow-list, in the order its Allow
-// header lists them.
+// allowHeader lists msp.AllowedMethods in the order upstream's Allow header
+// does.
 const allowHeader = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
-
-func allowedMethod(m string) bool {
-	switch m {
-	case "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH":
-		return true
-	}
-	return false
-}
 
 // traversal reports the requests upstream refuses before anything else: a
 // raw path with "//", or one that has ".." after a single percent-decode.
@@ -47,37 +39,7 @@ func traversal(uri string) bool {
 	if strings.Contains(path, "//") {
 		return true
 	}
-	return strings.Contains(percentDecodeLossy(path), "..")
-}
-
-func percentDecodeLossy(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
-			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b = append(b, s[i])
-	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
-}
-
-func ishex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c >= 'a':
-		return c - 'a' + 10
-	}
-	return c - 'A' + 10
+	return strings.Contains(msp.PercentDecodeLossy(path), "..")
 }
 
 // handle runs the pipeline of gpa-protocol §4.3 for one request and reports
@@ -91,7 +53,7 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	defer func() { cc.finish(rec, status) }()
 
 	// 1. Method allow-list.
-	if !allowedMethod(r.method) {
+	if !msp.MethodAllowed(r.method) {
 		status = http.StatusMethodNotAllowed
 		cc.writeSimple(status, []msp.HeaderField{{Name: "Allow", Value: allowHeader},
 			{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}, []byte("Method Not Allowed"), true)

@@ -251,7 +251,7 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 
 	// Targets of methods the pipeline refuses anyway (CONNECT's authority
 	// form) are left alone, so they get upstream's 405 rather than a 400.
-	if !strings.HasPrefix(r.uri, "/") && allowedMethod(r.method) {
+	if !strings.HasPrefix(r.uri, "/") && msp.MethodAllowed(r.method) {
 		if err := r.absoluteToOrigin(); err != nil {
 			return nil, err
 		}

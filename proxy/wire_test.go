@@ -43,7 +43,7 @@ func FuzzReadRequestHead(f *testing.F) {
 		if len(r.uri) > fuzzLimits.maxURI || r.headerBytes > fuzzLimits.maxHeaderBytes+fuzzLimits.maxURI+64 {
 			t.Fatalf("limits exceeded: uri %d, header bytes %d", len(r.uri), r.headerBytes)
 		}
-		if allowedMethod(r.method) && !strings.HasPrefix(r.uri, "/") {
+		if msp.MethodAllowed(r.method) && !strings.HasPrefix(r.uri, "/") {
 			t.Fatalf("target %q is not origin-form", r.uri)
 		}
 		for _, h := range r.header {
