@@ -10,20 +10,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
 )
 
-const (
-	netnsChildEnv  = "GPA_PROXY_NETNS_CHILD"
-	netnsParentEnv = "GPA_PROXY_NETNS_PARENT"
-)
+const netnsChildEnv = "GPA_PROXY_NETNS_CHILD"
 
 // TestNetnsProduction runs the proxy with its production dialer and
 // ProcResolver against msptest listening on the real metadata addresses, in
@@ -36,9 +33,7 @@ func TestNetnsProduction(t *testing.T) {
 		return
 	}
 	testenv.MustBeRoot(t)
-	unshare, err := exec.LookPath("unshare")
-	testenv.Require(t, "unshare(1)", err)
-	_, err = exec.LookPath("ip")
+	_, err := exec.LookPath("ip")
 	testenv.Require(t, "ip(8)", err)
 	exe, err := os.Executable()
 	if err != nil {
@@ -46,12 +41,9 @@ func TestNetnsProduction(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, unshare, "--net", "--", exe, "-test.run", "^TestNetnsProduction$", "-test.v", "-test.count=1")
-	parentNS, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Env = append(os.Environ(), netnsChildEnv+"=1", netnsParentEnv+"="+parentNS)
+	cmd, err := sandbox.Command(ctx, exe, "-test.run", "^TestNetnsProduction$", "-test.v", "-test.count=1")
+	testenv.Require(t, "unshare(1)", err)
+	cmd.Env = append(cmd.Env, netnsChildEnv+"=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("child:\n%s", out)
 	if err != nil {
@@ -59,71 +51,16 @@ func TestNetnsProduction(t *testing.T) {
 	}
 }
 
-// inOwnNetns reports whether this process is in a network namespace other
-// than its parent test's: the precondition for dialing a metadata address.
-func inOwnNetns() (bool, error) {
-	self, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		return false, err
-	}
-	parent := os.Getenv(netnsParentEnv)
-	return parent != "" && self != parent, nil
-}
-
-// portLookup is the kernel's audit map in miniature: the test registers a
-// record for the client port it is about to connect from.
-type portLookup struct {
-	mu sync.Mutex
-	m  map[uint16]ConnectRecord
-}
-
-func (p *portLookup) LookupAndDelete(client netip.AddrPort) (ConnectRecord, error) {
-	port := client.Port()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	r, ok := p.m[port]
-	if !ok {
-		return ConnectRecord{}, fmt.Errorf("%w: no record for port %d", ErrNoCaller, port)
-	}
-	delete(p.m, port)
-	return r, nil
-}
-
 func netnsChild(t *testing.T) {
-	own, err := inOwnNetns()
-	if err != nil || !own {
-		t.Fatalf("refusing to run: not in a private network namespace (%v)", err)
-	}
-	for _, args := range [][]string{
-		{"link", "set", "lo", "up"},
-		{"addr", "add", "169.254.169.254/32", "dev", "lo"},
-		{"addr", "add", "168.63.129.16/32", "dev", "lo"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v\n%s", args, err, out)
-		}
-	}
-	lo, err := net.InterfaceByName("lo")
-	if err != nil {
+	// SetupLoopback refuses unless this is the namespace sandbox.Command
+	// made, so nothing below can reach a real metadata address.
+	if err := sandbox.SetupLoopback(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	addrs, _ := lo.Addrs()
-	found := 0
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && (ipn.IP.Equal(net.IPv4(169, 254, 169, 254)) || ipn.IP.Equal(net.IPv4(168, 63, 129, 16))) {
-			found++
-		}
-	}
-	if found != 2 {
-		t.Fatalf("metadata addresses not on this namespace's lo: %v", addrs)
-	}
 
-	listen := func(ap netip.AddrPort) net.Listener {
-		ln, err := net.Listen("tcp", ap.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ln
+	ls, err := msptest.ListenMetadata()
+	if err != nil {
+		t.Fatal(err)
 	}
 	exe, _ := os.Executable()
 	rules := &msp.AuthorizationItem{Mode: msp.ModeEnforce, DefaultAccess: msp.AccessDeny, ID: "netns-imds",
@@ -134,7 +71,7 @@ func netnsChild(t *testing.T) {
 			RoleAssignments: []msp.RoleAssignment{{Role: "r", Identities: []string{"me"}}},
 		}}
 	host := msptest.NewHost(&msptest.Options{
-		Listeners: msptest.Listeners{WireServer: listen(msp.WireServerAddr), HostGA: listen(msp.HostGAAddr), IMDS: listen(msp.IMDSAddr)},
+		Listeners: ls,
 		Rules: map[msp.Endpoint]*msp.AuthorizationItem{
 			msp.EndpointIMDS:       rules,
 			msp.EndpointWireServer: {Mode: msp.ModeEnforce, DefaultAccess: msp.AccessAllow, ID: "netns-ws"},
@@ -158,7 +95,7 @@ func netnsChild(t *testing.T) {
 		t.Fatalf("no key latched: %+v", latcher.Status())
 	}
 
-	lookup := &portLookup{m: map[uint16]ConnectRecord{}}
+	lookup := &mapLookup{m: map[uint16]ConnectRecord{}}
 	srv, err := New(Config{
 		Resolver:  NewProcResolver(lookup, nil),
 		Snapshots: latcher.Current,
