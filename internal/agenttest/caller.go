@@ -49,6 +49,7 @@ type Result struct {
 // OK reports a 2xx response.
 func (r Result) OK() bool { return r.Status >= 200 && r.Status < 300 }
 
+// String renders the status, or the error when there was no response.
 func (r Result) String() string {
 	if r.Err != "" {
 		return "error: " + r.Err
