@@ -402,6 +402,31 @@ func TestPoolReuse(t *testing.T) {
 	}
 }
 
+// TestPoolStreamedRequestChecksIdleConn: a request whose body is streamed
+// cannot be sent twice, so a pooled connection the host closed is found
+// closed before it is used, however briefly it was idle.
+func TestPoolStreamedRequestChecksIdleConn(t *testing.T) {
+	host := newFakeHost(t)
+	host.respond = func(c net.Conn, w *bufio.Writer, hr *hostRequest) bool {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		w.Flush()
+		return false // close without saying so
+	}
+	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.WireServerAddr)})
+	tp.snap.Store(snapshotFor(t, 1, nil, nil))
+	body := strings.Repeat("L", 1000)
+	for i := range 4 {
+		resp := tp.raw(t, fmt.Sprintf("PUT /vmAgentLog HTTP/1.1\r\nHost: 168.63.129.16\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body))
+		if rawStatus(resp) != 200 {
+			t.Fatalf("streamed request %d after the host closed the pooled connection: %q", i, resp)
+		}
+		time.Sleep(10 * time.Millisecond) // the host's FIN arrives
+	}
+	if n := host.conns.Load(); n != 4 {
+		t.Errorf("4 requests on connections the host closed opened %d upstream connections, want 4", n)
+	}
+}
+
 // TestResponseHopByHop: the host's hop-by-hop headers, and those its
 // Connection header names, do not reach the client; the marker replaces any
 // host value of x-ms-azure-host-authorization.

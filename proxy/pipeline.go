@@ -518,12 +518,11 @@ func statusForUpstream(kind string) int {
 func (cc *clientConn) roundTrip(ctx context.Context, r *request, hdr []msp.HeaderField, body []byte, dst netip.AddrPort, stream bool, limit int64) (*http.Response, *upstreamConn, string, error) {
 	s := cc.srv
 	for attempt := 0; ; attempt++ {
-		uc, err := s.pool.get(ctx, dst)
+		uc, err := s.pool.get(ctx, dst, stream)
 		if err != nil {
 			return nil, nil, "dial", err
 		}
-		uc.br.Reset(&deadlineReader{conn: uc.conn, r: uc.conn, timeout: s.cfg.ResponseTimeout})
-		uc.bw.Reset(&deadlineWriter{conn: uc.conn, timeout: s.cfg.ResponseTimeout})
+		uc.dr.timeout, uc.dw.timeout = s.cfg.ResponseTimeout, s.cfg.ResponseTimeout
 		writeRequestHead(uc.bw, r.method, r.uri, hdr)
 		var kind string
 		if stream {
