@@ -160,3 +160,20 @@ func TestListenAndServeMetrics(t *testing.T) {
 		t.Errorf("ListenAndServe: %v", err)
 	}
 }
+
+// TestIsHopByHop: the allocation-free lookup agrees with the table in any
+// letter case, which it can only do while every name fits its buffer.
+func TestIsHopByHop(t *testing.T) {
+	for name := range hopByHop {
+		for _, v := range []string{name, strings.ToUpper(name), strings.ToUpper(name[:1]) + name[1:]} {
+			if !isHopByHop(v) {
+				t.Errorf("isHopByHop(%q) = false", v)
+			}
+		}
+	}
+	for _, v := range []string{"Host", "Metadata", "Content-Type", "", strings.Repeat("x", 40), "connectionx"} {
+		if isHopByHop(v) {
+			t.Errorf("isHopByHop(%q) = true", v)
+		}
+	}
+}
