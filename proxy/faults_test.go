@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -190,6 +191,11 @@ func TestUpstreamFaults(t *testing.T) {
 			}
 			if tc.bodyErr != (err != nil) {
 				t.Errorf("body %q, err %v; want error %v", body, err, tc.bodyErr)
+			}
+			if tc.bodyErr && !errors.Is(err, io.ErrUnexpectedEOF) {
+				// A connection left open with a short body makes the client
+				// wait for bytes that never come, until its own timeout.
+				t.Errorf("body error %v, want the connection cut (unexpected EOF)", err)
 			}
 		})
 	}

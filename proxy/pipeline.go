@@ -182,15 +182,20 @@ func (cc *clientConn) newRecord(r *request, start time.Time) *Record {
 	if r != nil {
 		rec.Method, rec.URL = r.method, r.uri
 	}
-	ap := remoteAddrPort(cc.nc)
-	rec.ClientIP, rec.ClientPort = ap.Addr().Unmap().String(), ap.Port()
+	if cc.clientIP == "" {
+		ap := remoteAddrPort(cc.nc)
+		cc.clientIP, cc.clientPort = ap.Addr().Unmap().String(), ap.Port()
+		cc.endpoint = msp.EndpointNone.String()
+		if c := cc.caller; c != nil {
+			cc.dstIP, cc.endpoint = c.OriginalDst.Addr().String(), msp.Classify(c.OriginalDst).String()
+		}
+	}
+	rec.ClientIP, rec.ClientPort, rec.Endpoint = cc.clientIP, cc.clientPort, cc.endpoint
 	if c := cc.caller; c != nil {
-		rec.IP, rec.Port = c.OriginalDst.Addr().String(), c.OriginalDst.Port()
-		rec.Endpoint = msp.Classify(c.OriginalDst).String()
+		rec.IP, rec.Port = cc.dstIP, c.OriginalDst.Port()
 		rec.UserID, rec.UserName, rec.UserGroups = c.Claims.UserID, c.Claims.UserName, c.Claims.UserGroups
 		rec.ProcessFullPath, rec.ProcessCmdLine, rec.RunAsElevated = c.Claims.ProcessFullPath, c.Claims.ProcessCmdLine, c.Claims.RunAsElevated
 	} else {
-		rec.Endpoint = msp.EndpointNone.String()
 		rec.UserName, rec.ProcessFullPath, rec.ProcessCmdLine = "empty", "empty", "empty"
 		rec.UserGroups = []string{}
 	}
@@ -203,7 +208,7 @@ func (cc *clientConn) finish(rec *Record, status int) {
 	el := time.Since(rec.Time)
 	rec.ElapsedTime, rec.ElapsedMicros = el.Milliseconds(), el.Microseconds()
 	rec.StatusCode = status
-	rec.ResponseStatus = strconv.Itoa(status) + " " + http.StatusText(status)
+	rec.ResponseStatus = s.metrics.statusLine(status)
 	s.metrics.requests.WithLabelValues(rec.Endpoint, rec.Decision, s.metrics.code(status)).Inc()
 	s.metrics.latency.WithLabelValues(rec.Endpoint).Observe(el.Seconds())
 	if s.cfg.AuditLog != nil {
@@ -663,7 +668,11 @@ func (cc *clientConn) relay(r *request, resp *response, uc *upstreamConn) (bool,
 				w.WriteString("\r\n")
 			}
 		} else if resp.contentLength >= 0 {
-			_, err = io.CopyN(w, resp.body, resp.contentLength)
+			// resp.body stops at the length; a host that closes before it
+			// leaves N over.
+			if _, err = io.Copy(w, resp.body); err == nil && resp.lr.N > 0 {
+				err = io.ErrUnexpectedEOF
+			}
 		} else {
 			_, err = io.Copy(w, resp.body)
 		}
