@@ -256,7 +256,7 @@ type clientConn struct {
 	caller *Caller
 	// The audit record's connection fields, formatted once per connection.
 	clientIP, dstIP, endpoint string
-	clientPort                 uint16
+	clientPort                uint16
 	// idle is true while waiting for the next request, so Shutdown can
 	// close the connection without cutting a request short.
 	idle atomic.Bool
