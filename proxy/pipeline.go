@@ -412,7 +412,7 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 	}
 	hdr = append(hdr,
 		msp.HeaderField{Name: msp.HeaderClaims, Value: msp.ClaimsHeaderValue(cc.caller.Claims.RunAsElevated)},
-		msp.HeaderField{Name: msp.HeaderDate, Value: msp.FormatDate(s.cfg.Now())})
+		msp.HeaderField{Name: msp.HeaderDate, Value: s.hostDate()})
 
 	var body []byte
 	if !skipSig {
@@ -468,7 +468,7 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 			hdr = slices.DeleteFunc(hdr, func(h msp.HeaderField) bool {
 				return strings.EqualFold(h.Name, msp.HeaderDate) || strings.EqualFold(h.Name, msp.HeaderAuthorization)
 			})
-			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderDate, Value: msp.FormatDate(s.cfg.Now())})
+			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderDate, Value: s.hostDate()})
 			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
 			auth, serr := fresh.Signer.Sign(&m)
 			if serr != nil {
