@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -190,6 +191,11 @@ func TestUpstreamFaults(t *testing.T) {
 			}
 			if tc.bodyErr != (err != nil) {
 				t.Errorf("body %q, err %v; want error %v", body, err, tc.bodyErr)
+			}
+			if tc.bodyErr && !errors.Is(err, io.ErrUnexpectedEOF) {
+				// A connection left open with a short body makes the client
+				// wait for bytes that never come, until its own timeout.
+				t.Errorf("body error %v, want the connection cut (unexpected EOF)", err)
 			}
 		})
 	}
@@ -399,6 +405,31 @@ func TestPoolReuse(t *testing.T) {
 			t.Fatalf("request %d after host closes: %q", i, resp)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPoolStreamedRequestChecksIdleConn: a request whose body is streamed
+// cannot be sent twice, so a pooled connection the host closed is found
+// closed before it is used, however briefly it was idle.
+func TestPoolStreamedRequestChecksIdleConn(t *testing.T) {
+	host := newFakeHost(t)
+	host.respond = func(c net.Conn, w *bufio.Writer, hr *hostRequest) bool {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		w.Flush()
+		return false // close without saying so
+	}
+	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.WireServerAddr)})
+	tp.snap.Store(snapshotFor(t, 1, nil, nil))
+	body := strings.Repeat("L", 1000)
+	for i := range 4 {
+		resp := tp.raw(t, fmt.Sprintf("PUT /vmAgentLog HTTP/1.1\r\nHost: 168.63.129.16\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body))
+		if rawStatus(resp) != 200 {
+			t.Fatalf("streamed request %d after the host closed the pooled connection: %q", i, resp)
+		}
+		time.Sleep(10 * time.Millisecond) // the host's FIN arrives
+	}
+	if n := host.conns.Load(); n != 4 {
+		t.Errorf("4 requests on connections the host closed opened %d upstream connections, want 4", n)
 	}
 }
 

@@ -23,6 +23,9 @@ type metrics struct {
 	panics    prometheus.Counter
 	handler   http.Handler
 	statusStr [600]string
+	// statusLn holds "403 Forbidden" and the like, the audit record's
+	// responseStatus, so a request does not build it.
+	statusLn [600]string
 }
 
 func newMetrics() *metrics {
@@ -61,6 +64,7 @@ func newMetrics() *metrics {
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	for i := range m.statusStr {
 		m.statusStr[i] = strconv.Itoa(i)
+		m.statusLn[i] = m.statusStr[i] + " " + http.StatusText(i)
 	}
 	return m
 }
@@ -70,4 +74,12 @@ func (m *metrics) code(c int) string {
 		return m.statusStr[c]
 	}
 	return strconv.Itoa(c)
+}
+
+// statusLine returns "code reason" for the audit record.
+func (m *metrics) statusLine(c int) string {
+	if c >= 0 && c < len(m.statusLn) {
+		return m.statusLn[c]
+	}
+	return strconv.Itoa(c) + " " + http.StatusText(c)
 }

@@ -182,15 +182,20 @@ func (cc *clientConn) newRecord(r *request, start time.Time) *Record {
 	if r != nil {
 		rec.Method, rec.URL = r.method, r.uri
 	}
-	ap := remoteAddrPort(cc.nc)
-	rec.ClientIP, rec.ClientPort = ap.Addr().Unmap().String(), ap.Port()
+	if cc.clientIP == "" {
+		ap := remoteAddrPort(cc.nc)
+		cc.clientIP, cc.clientPort = ap.Addr().Unmap().String(), ap.Port()
+		cc.endpoint = msp.EndpointNone.String()
+		if c := cc.caller; c != nil {
+			cc.dstIP, cc.endpoint = c.OriginalDst.Addr().String(), msp.Classify(c.OriginalDst).String()
+		}
+	}
+	rec.ClientIP, rec.ClientPort, rec.Endpoint = cc.clientIP, cc.clientPort, cc.endpoint
 	if c := cc.caller; c != nil {
-		rec.IP, rec.Port = c.OriginalDst.Addr().String(), c.OriginalDst.Port()
-		rec.Endpoint = msp.Classify(c.OriginalDst).String()
+		rec.IP, rec.Port = cc.dstIP, c.OriginalDst.Port()
 		rec.UserID, rec.UserName, rec.UserGroups = c.Claims.UserID, c.Claims.UserName, c.Claims.UserGroups
 		rec.ProcessFullPath, rec.ProcessCmdLine, rec.RunAsElevated = c.Claims.ProcessFullPath, c.Claims.ProcessCmdLine, c.Claims.RunAsElevated
 	} else {
-		rec.Endpoint = msp.EndpointNone.String()
 		rec.UserName, rec.ProcessFullPath, rec.ProcessCmdLine = "empty", "empty", "empty"
 		rec.UserGroups = []string{}
 	}
@@ -203,7 +208,7 @@ func (cc *clientConn) finish(rec *Record, status int) {
 	el := time.Since(rec.Time)
 	rec.ElapsedTime, rec.ElapsedMicros = el.Milliseconds(), el.Microseconds()
 	rec.StatusCode = status
-	rec.ResponseStatus = strconv.Itoa(status) + " " + http.StatusText(status)
+	rec.ResponseStatus = s.metrics.statusLine(status)
 	s.metrics.requests.WithLabelValues(rec.Endpoint, rec.Decision, s.metrics.code(status)).Inc()
 	s.metrics.latency.WithLabelValues(rec.Endpoint).Observe(el.Seconds())
 	if s.cfg.AuditLog != nil {
@@ -407,7 +412,7 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 	}
 	hdr = append(hdr,
 		msp.HeaderField{Name: msp.HeaderClaims, Value: msp.ClaimsHeaderValue(cc.caller.Claims.RunAsElevated)},
-		msp.HeaderField{Name: msp.HeaderDate, Value: msp.FormatDate(s.cfg.Now())})
+		msp.HeaderField{Name: msp.HeaderDate, Value: s.hostDate()})
 
 	var body []byte
 	if !skipSig {
@@ -447,11 +452,10 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 	}
 
 	resp, uc, kind, err := cc.roundTrip(ctx, r, hdr, body, dst, skipSig, limit)
-	if err == nil && resp.StatusCode == http.StatusUnauthorized && rec.Signed && s.cfg.Refresh != nil {
+	if err == nil && resp.code == http.StatusUnauthorized && rec.Signed && s.cfg.Refresh != nil {
 		if fresh := cc.refreshed(ctx, snap); fresh != nil {
 			// The host has not processed a request it refused, so sending it
 			// again is safe; the old response is dropped with its connection.
-			resp.Body.Close()
 			uc.conn.Close()
 			d := fresh.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
 			rec.Epoch, rec.Retried = fresh.Epoch, true
@@ -464,7 +468,7 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 			hdr = slices.DeleteFunc(hdr, func(h msp.HeaderField) bool {
 				return strings.EqualFold(h.Name, msp.HeaderDate) || strings.EqualFold(h.Name, msp.HeaderAuthorization)
 			})
-			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderDate, Value: msp.FormatDate(s.cfg.Now())})
+			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderDate, Value: s.hostDate()})
 			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
 			auth, serr := fresh.Signer.Sign(&m)
 			if serr != nil {
@@ -495,9 +499,9 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 	if err != nil {
 		s.metrics.upstream.WithLabelValues(ep.String(), "response").Inc()
 		rec.ErrorDetails = "relaying response: " + err.Error()
-		return resp.StatusCode, false
+		return resp.code, false
 	}
-	return resp.StatusCode, keep
+	return resp.code, keep
 }
 
 func statusForUpstream(kind string) int {
@@ -515,15 +519,14 @@ func statusForUpstream(kind string) int {
 // response byte arrived is retried once on a new connection: the host
 // closed the idle connection as we picked it. kind classifies failures:
 // dial, closed, timeout, send, or body (the client's streamed body failed).
-func (cc *clientConn) roundTrip(ctx context.Context, r *request, hdr []msp.HeaderField, body []byte, dst netip.AddrPort, stream bool, limit int64) (*http.Response, *upstreamConn, string, error) {
+func (cc *clientConn) roundTrip(ctx context.Context, r *request, hdr []msp.HeaderField, body []byte, dst netip.AddrPort, stream bool, limit int64) (*response, *upstreamConn, string, error) {
 	s := cc.srv
 	for attempt := 0; ; attempt++ {
-		uc, err := s.pool.get(ctx, dst)
+		uc, err := s.pool.get(ctx, dst, stream)
 		if err != nil {
 			return nil, nil, "dial", err
 		}
-		uc.br.Reset(&deadlineReader{conn: uc.conn, r: uc.conn, timeout: s.cfg.ResponseTimeout})
-		uc.bw.Reset(&deadlineWriter{conn: uc.conn, timeout: s.cfg.ResponseTimeout})
+		uc.dr.timeout, uc.dw.timeout = s.cfg.ResponseTimeout, s.cfg.ResponseTimeout
 		writeRequestHead(uc.bw, r.method, r.uri, hdr)
 		var kind string
 		if stream {
@@ -535,7 +538,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, r *request, hdr []msp.Heade
 			uc.bw.Write(body)
 		}
 		err = uc.bw.Flush()
-		var resp *http.Response
+		var resp *response
 		if err == nil {
 			resp, err = readResponse(uc.br, r.method)
 		}
@@ -566,25 +569,6 @@ func isReset(err error) bool {
 		return strings.Contains(s, "reset") || strings.Contains(s, "broken pipe")
 	}
 	return false
-}
-
-// readResponse reads a response head, skipping 1xx informational
-// responses; 101 is refused because the proxy does not do upgrades.
-func readResponse(br *bufio.Reader, method string) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, &http.Request{Method: method})
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode == http.StatusSwitchingProtocols {
-			resp.Body.Close()
-			return nil, errors.New("host switched protocols")
-		}
-		if resp.StatusCode >= 200 || resp.StatusCode < 100 {
-			return resp, nil
-		}
-		resp.Body.Close()
-	}
 }
 
 func writeRequestHead(w *bufio.Writer, method, uri string, hdr []msp.HeaderField) {
@@ -632,39 +616,38 @@ func (cc *clientConn) streamBody(r *request, w *bufio.Writer, limit int64) error
 // relay writes the host's response to the client with the response marker,
 // and returns the upstream connection to the pool when its response was
 // read completely.
-func (cc *clientConn) relay(r *request, resp *http.Response, uc *upstreamConn) (bool, error) {
+func (cc *clientConn) relay(r *request, resp *response, uc *upstreamConn) (bool, error) {
 	s := cc.srv
 	keep := !r.close && !s.closing.Load()
-	noBody := r.method == "HEAD" || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified
+	noBody := r.method == "HEAD" || resp.code == http.StatusNoContent || resp.code == http.StatusNotModified
 	chunked := false
 	w := cc.bw
 	w.WriteString("HTTP/1.1 ")
-	w.WriteString(resp.Status)
+	w.WriteString(resp.status)
 	w.WriteString("\r\n")
 	// Fields the host's Connection header names are hop-by-hop too.
 	var connTokens []string
-	for _, v := range resp.Header["Connection"] {
-		for _, t := range strings.Split(v, ",") {
-			connTokens = append(connTokens, strings.ToLower(strings.TrimSpace(t)))
+	for _, h := range resp.header {
+		if strings.EqualFold(h.Name, "Connection") {
+			for t := range strings.SplitSeq(h.Value, ",") {
+				connTokens = append(connTokens, strings.TrimSpace(t))
+			}
 		}
 	}
-	for k, vs := range resp.Header {
-		lk := strings.ToLower(k)
-		if hopByHop[lk] || slices.Contains(connTokens, lk) {
+	for _, h := range resp.header {
+		if isHopByHop(h.Name) || namedIn(connTokens, h.Name) {
 			continue
 		}
-		for _, v := range vs {
-			writeHeader(w, k, v)
-		}
+		writeHeader(w, h.Name, h.Value)
 	}
 	writeHeader(w, msp.HeaderAuthorization, msp.ResponseMarker)
 	switch {
 	case noBody:
-		if resp.ContentLength >= 0 && r.method == "HEAD" {
-			writeHeader(w, "Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		if resp.contentLength >= 0 && r.method == "HEAD" {
+			writeHeader(w, "Content-Length", strconv.FormatInt(resp.contentLength, 10))
 		}
-	case resp.ContentLength >= 0:
-		writeHeader(w, "Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	case resp.contentLength >= 0:
+		writeHeader(w, "Content-Length", strconv.FormatInt(resp.contentLength, 10))
 	case r.proto == "HTTP/1.1":
 		chunked = true
 		writeHeader(w, "Transfer-Encoding", "chunked")
@@ -680,27 +663,29 @@ func (cc *clientConn) relay(r *request, resp *http.Response, uc *upstreamConn) (
 	if !noBody {
 		if chunked {
 			cw := httputil.NewChunkedWriter(w)
-			if _, err = io.Copy(cw, resp.Body); err == nil {
+			if _, err = io.Copy(cw, resp.body); err == nil {
 				err = cw.Close()
 				w.WriteString("\r\n")
 			}
-		} else if resp.ContentLength >= 0 {
-			_, err = io.CopyN(w, resp.Body, resp.ContentLength)
+		} else if resp.contentLength >= 0 {
+			// resp.body stops at the length; a host that closes before it
+			// leaves N over.
+			if _, err = io.Copy(w, resp.body); err == nil && resp.lr.N > 0 {
+				err = io.ErrUnexpectedEOF
+			}
 		} else {
-			_, err = io.Copy(w, resp.Body)
+			_, err = io.Copy(w, resp.body)
 		}
 	}
 	if err != nil {
 		// The host failed mid-response: the client must see a truncated
 		// message, never a well-formed short one, so the connection is
 		// cut without finishing the framing.
-		resp.Body.Close()
 		uc.conn.Close()
 		w.Flush()
 		return false, err
 	}
-	resp.Body.Close()
-	if resp.Close || !noBody && resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 {
+	if resp.close {
 		uc.conn.Close()
 	} else {
 		s.pool.put(uc)

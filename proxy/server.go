@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metadatasec/gpa/msp"
 	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
@@ -28,6 +29,9 @@ type Server struct {
 
 	requests atomic.Uint64
 	closing  atomic.Bool
+	// date is the last x-ms-azure-host-date value: it changes once a
+	// second, and formatting it was one allocation per request.
+	date atomic.Pointer[hostDate]
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -254,6 +258,9 @@ type clientConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	caller *Caller
+	// The audit record's connection fields, formatted once per connection.
+	clientIP, dstIP, endpoint string
+	clientPort                uint16
 	// idle is true while waiting for the next request, so Shutdown can
 	// close the connection without cutting a request short.
 	idle atomic.Bool
@@ -328,3 +335,20 @@ func (cc *clientConn) reject(he *httpError) {
 }
 
 func (cc *clientConn) logger() *slog.Logger { return cc.srv.cfg.Logger }
+
+type hostDate struct {
+	unix  int64
+	value string
+}
+
+// hostDate returns msp.FormatDate(s.cfg.Now()), formatted once per second.
+func (s *Server) hostDate() string {
+	now := s.cfg.Now()
+	sec := now.Unix()
+	if d := s.date.Load(); d != nil && d.unix == sec {
+		return d.value
+	}
+	d := &hostDate{unix: sec, value: msp.FormatDate(now)}
+	s.date.Store(d)
+	return d.value
+}

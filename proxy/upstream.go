@@ -22,6 +22,8 @@ type upstreamConn struct {
 	conn   net.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	dr     deadlineReader
+	dw     deadlineWriter
 	dst    netip.AddrPort
 	reused bool
 	idleAt time.Time
@@ -49,9 +51,18 @@ func newPool(dial DialFunc, dialTimeout time.Duration, maxIdle int, idleTimeout 
 // errDial marks failures to open an upstream connection (answered 502).
 var errDial = errors.New("proxy: cannot connect to host endpoint")
 
-// get returns an idle connection to dst that still looks alive, or dials a
-// new one.
-func (p *pool) get(ctx context.Context, dst netip.AddrPort) (*upstreamConn, error) {
+// peekAfter is how long a connection may sit idle before get checks it
+// with a system call. A request on a connection the host has just closed
+// fails with nothing sent back, and roundTrip sends a buffered request
+// again on a new connection; under load a connection waits microseconds
+// between requests, and the check was one system call in ten.
+const peekAfter = time.Second
+
+// get returns an idle connection to dst, or dials a new one. A connection
+// that sat idle for peekAfter or more, or any connection when the request
+// cannot be sent twice (mustPeek: its body is streamed), is first checked
+// to still be open.
+func (p *pool) get(ctx context.Context, dst netip.AddrPort, mustPeek bool) (*upstreamConn, error) {
 	now := time.Now()
 	for {
 		p.mu.Lock()
@@ -64,7 +75,8 @@ func (p *pool) get(ctx context.Context, dst netip.AddrPort) (*upstreamConn, erro
 		list[len(list)-1] = nil
 		p.idle[dst] = list[:len(list)-1]
 		p.mu.Unlock()
-		if now.Sub(uc.idleAt) < p.idleTimeout && alive(uc) {
+		idle := now.Sub(uc.idleAt)
+		if idle < p.idleTimeout && (idle < peekAfter && !mustPeek || alive(uc)) {
 			uc.reused = true
 			return uc, nil
 		}
@@ -76,7 +88,10 @@ func (p *pool) get(ctx context.Context, dst netip.AddrPort) (*upstreamConn, erro
 	if err != nil {
 		return nil, errors.Join(errDial, err)
 	}
-	return &upstreamConn{conn: c, br: bufio.NewReaderSize(c, 8<<10), bw: bufio.NewWriterSize(c, 8<<10), dst: dst}, nil
+	uc := &upstreamConn{conn: c, dst: dst, dr: deadlineReader{conn: c, r: c}, dw: deadlineWriter{conn: c}}
+	uc.br = bufio.NewReaderSize(&uc.dr, 8<<10)
+	uc.bw = bufio.NewWriterSize(&uc.dw, 8<<10)
+	return uc, nil
 }
 
 // put returns a connection whose last response was read completely.

@@ -142,10 +142,14 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 		}
 	}
 	r := &request{method: method, uri: uri, proto: proto, contentLength: -1, headerBytes: len(line) + 2}
+	// The field lines are copied into one buffer that becomes one string,
+	// and names and values are substrings of it: one allocation for the
+	// whole block instead of two or three per field.
+	type span struct{ name, value, end int }
 	var (
-		hosts, cls, tes []string
-		connTokens      []string
-		expect          string
+		spanBuf [24]span
+		spans   = spanBuf[:0]
+		arena   = make([]byte, 0, 512)
 	)
 	for {
 		line, err := readLine(br, lim.maxHeaderBytes)
@@ -162,38 +166,53 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 			break
 		}
 		r.headerBytes += len(line) + 2
-		if r.headerBytes > lim.maxHeaderBytes || len(r.header) >= lim.maxHeaders {
+		if r.headerBytes > lim.maxHeaderBytes || len(spans) >= lim.maxHeaders {
 			return nil, &httpError{http.StatusRequestHeaderFieldsTooLarge, "header block too large"}
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			return nil, &httpError{http.StatusBadRequest, "obsolete header line folding"}
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !validToken(string(line[:colon])) {
+		if colon <= 0 || !validToken(line[:colon]) {
 			return nil, &httpError{http.StatusBadRequest, "malformed header line"}
 		}
-		name := string(line[:colon])
-		value := strings.Trim(string(line[colon+1:]), " \t")
-		for i := 0; i < len(value); i++ {
-			if c := value[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+		value := bytes.Trim(line[colon+1:], " \t")
+		for _, c := range value {
+			if (c < ' ' && c != '\t') || c >= 0x7f {
 				return nil, &httpError{http.StatusBadRequest, "header value is not visible ASCII"}
 			}
 		}
-		lower := strings.ToLower(name)
-		switch lower {
-		case "host":
+		sp := span{name: len(arena)}
+		arena = append(arena, line[:colon]...)
+		sp.value = len(arena)
+		arena = append(arena, value...)
+		sp.end = len(arena)
+		spans = append(spans, sp)
+	}
+	block := string(arena)
+	var (
+		hostBuf, clBuf, teBuf [2]string
+		hosts, cls, tes       = hostBuf[:0], clBuf[:0], teBuf[:0]
+		connTokens            []string
+		expect                string
+	)
+	r.header = make([]msp.HeaderField, 0, len(spans))
+	for _, sp := range spans {
+		name, value := block[sp.name:sp.value], block[sp.value:sp.end]
+		switch {
+		case strings.EqualFold(name, "host"):
 			hosts = append(hosts, value)
-		case "content-length":
+		case strings.EqualFold(name, "content-length"):
 			cls = append(cls, value)
-		case "transfer-encoding":
+		case strings.EqualFold(name, "transfer-encoding"):
 			tes = append(tes, value)
-		case "connection":
+		case strings.EqualFold(name, "connection"):
 			for _, t := range strings.Split(value, ",") {
 				if t = strings.ToLower(strings.TrimSpace(t)); t != "" {
 					connTokens = append(connTokens, t)
 				}
 			}
-		case "expect":
+		case strings.EqualFold(name, "expect"):
 			expect = value
 		}
 		r.header = append(r.header, msp.HeaderField{Name: name, Value: value})
@@ -262,22 +281,40 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 func stripHeaders(h []msp.HeaderField, connTokens []string) []msp.HeaderField {
 	out := h[:0]
 	for _, f := range h {
-		lower := strings.ToLower(f.Name)
-		if hopByHop[lower] {
+		if isHopByHop(f.Name) || namedIn(connTokens, f.Name) && !strings.EqualFold(f.Name, "host") {
 			continue
 		}
-		named := false
-		for _, t := range connTokens {
-			if t == lower && lower != "host" {
-				named = true
-				break
-			}
-		}
-		if !named {
-			out = append(out, f)
-		}
+		out = append(out, f)
 	}
 	return out
+}
+
+// isHopByHop reports whether name, in any case, is in hopByHop, without
+// lowercasing it into a new string.
+func isHopByHop(name string) bool {
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return false // no hop-by-hop name is that long
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return hopByHop[string(buf[:len(name)])]
+}
+
+// namedIn reports whether tokens (lowercase Connection options) name the
+// field name.
+func namedIn(tokens []string, name string) bool {
+	for _, t := range tokens {
+		if strings.EqualFold(t, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // absoluteToOrigin turns "http://host[:port]/path" into origin form and
@@ -305,8 +342,8 @@ func (r *request) absoluteToOrigin() error {
 	return nil
 }
 
-func validToken(s string) bool {
-	if s == "" {
+func validToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -160,3 +160,36 @@ func TestListenAndServeMetrics(t *testing.T) {
 		t.Errorf("ListenAndServe: %v", err)
 	}
 }
+
+// TestIsHopByHop: the allocation-free lookup agrees with the table in any
+// letter case, which it can only do while every name fits its buffer.
+func TestIsHopByHop(t *testing.T) {
+	for name := range hopByHop {
+		for _, v := range []string{name, strings.ToUpper(name), strings.ToUpper(name[:1]) + name[1:]} {
+			if !isHopByHop(v) {
+				t.Errorf("isHopByHop(%q) = false", v)
+			}
+		}
+	}
+	for _, v := range []string{"Host", "Metadata", "Content-Type", "", strings.Repeat("x", 40), "connectionx"} {
+		if isHopByHop(v) {
+			t.Errorf("isHopByHop(%q) = true", v)
+		}
+	}
+}
+
+// TestHostDateCache: the cached x-ms-azure-host-date is always what
+// msp.FormatDate gives for the server's clock, across second boundaries
+// and a clock that steps back.
+func TestHostDateCache(t *testing.T) {
+	var now time.Time
+	s := &Server{cfg: Config{Now: func() time.Time { return now }}}
+	base := time.Date(2026, 11, 25, 23, 59, 58, 900e6, time.UTC)
+	for _, d := range []time.Duration{0, 50 * time.Millisecond, 99 * time.Millisecond, 100 * time.Millisecond,
+		1100 * time.Millisecond, 1101 * time.Millisecond, -time.Hour, 0, 48 * time.Hour} {
+		now = base.Add(d)
+		if got, want := s.hostDate(), msp.FormatDate(now); got != want {
+			t.Errorf("at %v: %q, want %q", now, got, want)
+		}
+	}
+}
