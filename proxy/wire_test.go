@@ -159,4 +159,8 @@ func TestListenAndServeMetrics(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("ListenAndServe: %v", err)
 	}
+	if c, err := net.Dial("tcp", maddr); err == nil {
+		c.Close()
+		t.Errorf("metrics still listening after ListenAndServe returned")
+	}
 }
