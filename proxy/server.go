@@ -85,7 +85,7 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if err := s.ServeMetrics(mctx, mln); !errors.Is(err, context.Canceled) {
+			if err := s.ServeMetrics(mctx, mln); mctx.Err() == nil {
 				s.cfg.Logger.Error("proxy: metrics stopped", "err", err)
 			}
 		}()
