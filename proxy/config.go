@@ -42,7 +42,7 @@ type Config struct {
 	// uses the listener it is given instead.
 	Addr string
 	// MetricsAddr, when set, makes ListenAndServe also serve Prometheus
-	// metrics at /metrics on that address. Off by default.
+	// metrics at /metrics on that address (ServeMetrics). Off by default.
 	MetricsAddr string
 
 	// Resolver identifies the process behind each client connection.

@@ -71,8 +71,8 @@ func (s *Server) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.latency, m.upstream, m.epoch, m.conns, m.refused, m.panics}
 }
 
-// ListenAndServe listens on cfg.Addr (and serves metrics on cfg.MetricsAddr
-// when set) until ctx ends or Shutdown is called.
+// ListenAndServe listens on cfg.Addr (and serves metrics with ServeMetrics
+// on cfg.MetricsAddr when set) until ctx ends or Shutdown is called.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
@@ -85,11 +85,15 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 			ln.Close()
 			return fmt.Errorf("proxy: listen for metrics on %s: %w", s.cfg.MetricsAddr, err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", s.MetricsHandler())
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = ms.Serve(mln) }()
-		defer ms.Close()
+		mctx, stopMetrics := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := s.ServeMetrics(mctx, mln); mctx.Err() == nil {
+				s.cfg.Logger.Error("proxy: metrics stopped", "err", err)
+			}
+		}()
+		defer func() { stopMetrics(); <-done }()
 	}
 	return s.Serve(ctx, ln)
 }

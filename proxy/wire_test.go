@@ -159,6 +159,10 @@ func TestListenAndServeMetrics(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("ListenAndServe: %v", err)
 	}
+	if c, err := net.Dial("tcp", maddr); err == nil {
+		c.Close()
+		t.Errorf("metrics still listening after ListenAndServe returned")
+	}
 }
 
 // TestIsHopByHop: the allocation-free lookup agrees with the table in any

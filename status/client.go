@@ -1,10 +1,13 @@
 package status
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,9 +52,13 @@ type WaitOptions struct {
 	// answers cannot hold the command past its wait. Zero means
 	// DefaultQueryTimeout.
 	QueryTimeout time.Duration
-	// Client sends the queries. Nil means a client that uses no proxy from
-	// the environment: the query is for the local agent only.
-	Client *http.Client
+	// Dial opens the connection of each query, to Addr over "tcp". Nil
+	// means a net.Dialer's DialContext: a direct connection that uses no
+	// proxy from the environment, as the query is for the local agent
+	// only. The query itself is written and read here rather than by an
+	// http.Client, whose transport would link TLS and HTTP/2 into every
+	// program that asks for the state (about 2 MB in the agent).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // WaitResult is the outcome of WaitProvisioned.
@@ -140,20 +147,18 @@ func WaitProvisioned(ctx context.Context, opts *WaitOptions) (WaitResult, error)
 	if o.QueryTimeout <= 0 {
 		o.QueryTimeout = DefaultQueryTimeout
 	}
-	if o.Client == nil {
-		o.Client = &http.Client{Transport: &http.Transport{}}
-		defer o.Client.CloseIdleConnections()
+	if o.Dial == nil {
+		o.Dial = (&net.Dialer{}).DialContext
 	}
 	if o.Wait < 0 {
 		return WaitResult{}, fmt.Errorf("%w: negative wait %v", ErrInvalidOptions, o.Wait)
 	}
-	url := "http://" + o.Addr + ProvisionPath
 	tick := strconv.FormatInt(o.Start.UnixNano(), 10)
 	deadline := o.Start.Add(o.Wait)
 
 	var res WaitResult
 	for {
-		st, err := queryProvision(ctx, o.Client, url, tick, res.Queries == 0, o.QueryTimeout)
+		st, err := queryProvision(ctx, o.Dial, o.Addr, tick, res.Queries == 0, o.QueryTimeout)
 		res.Queries++
 		res.LastError = err
 		if err == nil {
@@ -177,30 +182,63 @@ func WaitProvisioned(ctx context.Context, opts *WaitOptions) (WaitResult, error)
 	}
 }
 
-func queryProvision(ctx context.Context, c *http.Client, url, tick string, notify bool, timeout time.Duration) (ProvisionState, error) {
+// maxProvisionBody bounds the answer's body. The answer is two fields;
+// anything much larger is not the agent.
+const maxProvisionBody = 64 << 10
+
+// queryProvision sends one GET /provision on a connection of its own and
+// reads the answer. The connection is closed after it (Connection: close)
+// rather than kept for the next poll: polls are DefaultPollInterval apart,
+// and the agent being polled may be restarting between them.
+func queryProvision(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr, tick string, notify bool, timeout time.Duration) (ProvisionState, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return ProvisionState{}, err
+	target := "http://" + addr + ProvisionPath
+	// addr becomes the Host line: a space or line break in it would let it
+	// add header lines or break the request line.
+	for i := 0; i < len(addr); i++ {
+		if c := addr[i]; c <= ' ' || c >= 0x7f {
+			return ProvisionState{}, fmt.Errorf("%w: agent address %q is not printable ASCII", ErrInvalidOptions, addr)
+		}
 	}
-	req.Header.Set(HeaderMetadata, "true")
-	req.Header.Set(HeaderTimeTick, tick)
+	conn, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
+	}
+	defer conn.Close()
+	// The deadline bounds the whole exchange, so a listener that accepts
+	// and never answers costs one query timeout; canceling ctx before then
+	// unblocks it too.
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var b bytes.Buffer
+	b.WriteString("GET " + ProvisionPath + " HTTP/1.1\r\nHost: " + addr + "\r\n")
+	b.WriteString(HeaderMetadata + ": true\r\n")
+	b.WriteString(http.CanonicalHeaderKey(HeaderTimeTick) + ": " + tick + "\r\n")
 	if notify {
-		req.Header.Set(HeaderNotify, "true")
+		b.WriteString(http.CanonicalHeaderKey(HeaderNotify) + ": true\r\n")
 	}
-	resp, err := c.Do(req)
+	b.WriteString("Connection: close\r\n\r\n")
+	if _, err := conn.Write(b.Bytes()); err != nil {
+		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
+	}
+	resp, err := readProvisionResponse(bufio.NewReader(conn))
 	if err != nil {
-		return ProvisionState{}, err
+		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
 	}
 	defer resp.Body.Close()
-	// The answer is two fields; anything much larger is not the agent.
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProvisionBody+1))
 	if err != nil {
-		return ProvisionState{}, err
+		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return ProvisionState{}, fmt.Errorf("%w: /provision answered %s", ErrInvalidStatus, resp.Status)
+	}
+	if len(body) > maxProvisionBody {
+		return ProvisionState{}, fmt.Errorf("%w: /provision body is over %d bytes", ErrInvalidStatus, maxProvisionBody)
 	}
 	var raw struct {
 		Finished     *bool   `json:"finished"`
@@ -217,4 +255,19 @@ func queryProvision(ctx context.Context, c *http.Client, url, tick string, notif
 		st.ErrorMessage = *raw.ErrorMessage
 	}
 	return st, nil
+}
+
+// readProvisionResponse reads the response head, skipping 1xx interim
+// responses as an http.Client does.
+func readProvisionResponse(br *bufio.Reader) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		resp.Body.Close()
+	}
 }

@@ -1,13 +1,19 @@
 package status
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -340,5 +346,248 @@ func TestWaitResultReport(t *testing.T) {
 	got := WaitResult{Finished: true, ErrorMessage: line("ebpfProgramStatus", 500)}.Report()
 	if len(got) > MaxReportBytes || !strings.HasSuffix(got, "...\n") || !strings.HasPrefix(got, "ebpfProgramStatus - é") {
 		t.Errorf("report %q (%d bytes)", got, len(got))
+	}
+}
+
+// rawAgent is a loopback listener that hands every connection to serve,
+// for answers no well-behaved HTTP server gives. Connections and the
+// listener close with the test.
+func rawAgent(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+// readHead reads a request head up to its blank line and returns it.
+func readHead(c net.Conn) string {
+	br := bufio.NewReader(c)
+	var b strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		b.WriteString(line)
+		if err != nil || line == "\r\n" {
+			return b.String()
+		}
+	}
+}
+
+// answer returns a serve func that reads the request and writes resp.
+func answer(resp string) func(net.Conn) {
+	return func(c net.Conn) {
+		readHead(c)
+		_, _ = io.WriteString(c, resp)
+		c.Close()
+	}
+}
+
+func TestWaitProvisionedRawAnswers(t *testing.T) {
+	// padded is a valid answer of exactly n bytes.
+	padded := func(n int) string {
+		s := `{"finished":true,"errorMessage":""}`
+		return s + strings.Repeat(" ", n-len(s))
+	}
+	ok200 := func(body string) string {
+		return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	isStatusErr := func(err error) bool { return errors.Is(err, ErrInvalidStatus) }
+	tests := []struct {
+		name         string
+		serve        func(net.Conn)
+		wantFinished bool
+		// wantErr reports whether LastError is the expected one; nil wants
+		// an answered query.
+		wantErr func(error) bool
+		// maxElapsed bounds the whole call; QueryTimeout is 200ms.
+		maxElapsed time.Duration
+	}{
+		{
+			name:  "garbage",
+			serve: answer("garbage\r\n\r\n"),
+			wantErr: func(err error) bool {
+				return !errors.Is(err, ErrInvalidStatus) && strings.Contains(err.Error(), "malformed HTTP response")
+			},
+		},
+		{
+			name:  "closes at once",
+			serve: func(c net.Conn) { c.Close() },
+			wantErr: func(err error) bool {
+				// Whether the close or the reset of the unread request
+				// arrives first is up to the kernel.
+				return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+			},
+		},
+		{
+			name:       "never answers",
+			serve:      func(c net.Conn) { readHead(c) },
+			wantErr:    func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) },
+			maxElapsed: time.Second,
+		},
+		{
+			name:  "non-200",
+			serve: answer("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"),
+			wantErr: func(err error) bool {
+				return isStatusErr(err) && strings.Contains(err.Error(), "503 Service Unavailable")
+			},
+		},
+		{
+			// Without the bound this would parse: the padding is JSON space.
+			name:    "body over the bound",
+			serve:   answer(ok200(padded(64<<10 + 1))),
+			wantErr: isStatusErr,
+		},
+		{
+			name:         "body at the bound",
+			serve:        answer(ok200(padded(64 << 10))),
+			wantFinished: true,
+		},
+		{
+			name:    "truncated body",
+			serve:   answer("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"finished\":true}"),
+			wantErr: func(err error) bool { return errors.Is(err, io.ErrUnexpectedEOF) },
+		},
+		{
+			name:         "body read to close, no length",
+			serve:        answer("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + `{"finished":true}`),
+			wantFinished: true,
+		},
+		{
+			name:         "chunked",
+			serve:        answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n" + `{"finished":true}` + "\r\n0\r\n\r\n"),
+			wantFinished: true,
+		},
+		{
+			name:         "100 Continue first",
+			serve:        answer("HTTP/1.1 100 Continue\r\n\r\n" + ok200(`{"finished":true}`)),
+			wantFinished: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := rawAgent(t, tt.serve)
+			start := time.Now()
+			res, err := WaitProvisioned(t.Context(), &WaitOptions{Addr: addr, QueryTimeout: 200 * time.Millisecond})
+			elapsed := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Queries != 1 || res.Finished != tt.wantFinished {
+				t.Errorf("result %+v, want one query and finished %v", res, tt.wantFinished)
+			}
+			switch {
+			case tt.wantErr == nil && res.LastError != nil:
+				t.Errorf("LastError %v, want an answer", res.LastError)
+			case tt.wantErr != nil && (res.LastError == nil || !tt.wantErr(res.LastError)):
+				t.Errorf("LastError %v, not the expected one", res.LastError)
+			}
+			limit := tt.maxElapsed
+			if limit == 0 {
+				limit = 150 * time.Millisecond
+			}
+			if elapsed > limit {
+				t.Errorf("took %v, want at most %v", elapsed, limit)
+			}
+		})
+	}
+}
+
+// TestWaitProvisionedWire checks the bytes of the queries, sent through
+// WaitOptions.Dial to an address only the dialer knows. The first answer
+// is not finished and the second is, so there are exactly two.
+func TestWaitProvisionedWire(t *testing.T) {
+	heads := make(chan string, 10)
+	var n atomic.Int64
+	addr := rawAgent(t, func(c net.Conn) {
+		heads <- readHead(c)
+		body := `{"finished":false}`
+		if n.Add(1) > 1 {
+			body = `{"finished":true} `
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\n"+body)
+		c.Close()
+	})
+	var dialed []string
+	dial := func(ctx context.Context, network, a string) (net.Conn, error) {
+		dialed = append(dialed, network+" "+a)
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	start := time.Unix(1700000000, 5)
+	res, err := WaitProvisioned(t.Context(), &WaitOptions{Addr: "agent.test:3080", Dial: dial, Start: start,
+		Wait: time.Since(start) + time.Minute, Interval: time.Millisecond})
+	if err != nil || !res.Finished || res.Queries != 2 {
+		t.Fatalf("got %+v, %v; want finished after two queries", res, err)
+	}
+	close(heads)
+	var got []string
+	for h := range heads {
+		got = append(got, h)
+	}
+	q := "GET /provision HTTP/1.1\r\nHost: agent.test:3080\r\nMetadata: true\r\nX-Ms-Azure-Time-Tick: 1700000000000000005\r\n"
+	want := []string{q + "X-Ms-Azure-Notify: true\r\nConnection: close\r\n\r\n", q + "Connection: close\r\n\r\n"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"tcp agent.test:3080", "tcp agent.test:3080"}, dialed); diff != "" {
+		t.Errorf("dialed (-want +got):\n%s", diff)
+	}
+}
+
+// TestWaitProvisionedCancelDuringQuery: canceling ctx ends a query that is
+// waiting for an answer, long before its QueryTimeout.
+func TestWaitProvisionedCancelDuringQuery(t *testing.T) {
+	addr := rawAgent(t, func(c net.Conn) { readHead(c) })
+	// A cancel, not a deadline: a deadline would reach the connection
+	// through the query's own.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	res, err := WaitProvisioned(ctx, &WaitOptions{Addr: addr, Wait: time.Minute, QueryTimeout: time.Minute})
+	if !errors.Is(err, context.Canceled) || res.Queries != 1 || res.LastError == nil {
+		t.Errorf("got %+v, %v; want one failed query and the context's error", res, err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("took %v", el)
+	}
+}
+
+func TestWaitProvisionedBadAddr(t *testing.T) {
+	dial := func(context.Context, string, string) (net.Conn, error) {
+		t.Error("dialed an address that would inject a header line")
+		return nil, errors.New("not dialed")
+	}
+	res, err := WaitProvisioned(t.Context(), &WaitOptions{Addr: "127.0.0.1:3080\r\nX-Evil: 1", Dial: dial})
+	if err != nil || !errors.Is(res.LastError, ErrInvalidOptions) {
+		t.Errorf("got %+v, %v; want LastError wrapping ErrInvalidOptions", res, err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -258,19 +257,16 @@ func runAgent(ctx context.Context, cfg *Config, o runOptions) error {
 	return nil
 }
 
-// serveMetrics serves Prometheus metrics at /metrics until ctx ends.
+// serveMetrics serves Prometheus metrics at /metrics until ctx ends, with
+// the proxy's own HTTP code: a net/http server would link TLS into the
+// agent.
 func serveMetrics(ctx context.Context, addr string, srv *proxy.Server) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", srv.MetricsHandler())
-	hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		hs.Close()
-	}()
-	if err := hs.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
 		return err
 	}
-	return nil
+	return srv.ServeMetrics(ctx, ln)
 }
 
 func startRedirector(ctx context.Context, cfg *Config, logger *slog.Logger) (*ebpf.Redirector, error) {

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -476,6 +478,8 @@ func (d *demo) call(ctx context.Context, c sampleCaller) string {
 }
 
 // runDemoCaller is a sample client: it asks for url and prints the status.
+// It writes its one GET itself rather than through an http.Client, whose
+// transport would link TLS and HTTP/2 into the agent binary this runs from.
 func runDemoCaller(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: azure-proxy-agent demo-caller URL")
@@ -486,17 +490,49 @@ func runDemoCaller(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	req.Header.Set("Metadata", "true")
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 15 * time.Second}
-	resp, err := client.Do(req)
+	code, err := demoGet(ctx, req.URL)
 	if err != nil {
 		fmt.Fprintln(stdout, "no response")
 		return 0
 	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, bufio.NewReader(resp.Body))
-	fmt.Fprintln(stdout, resp.StatusCode)
+	fmt.Fprintln(stdout, code)
 	return 0
+}
+
+// demoGet sends GET u with the Metadata header on a connection of its own
+// and returns the status code after reading the body.
+func demoGet(ctx context.Context, u *url.URL) (int, error) {
+	if u.Scheme != "http" || u.Host == "" {
+		return 0, fmt.Errorf("unsupported URL %q", u)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := io.WriteString(conn, "GET "+u.RequestURI()+" HTTP/1.1\r\nHost: "+u.Host+"\r\nMetadata: true\r\nConnection: close\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodGet})
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	// The status line is what the demo prints; a body cut short does not
+	// change it.
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
 }
 
 // cleanup stops the agent and removes everything the demo made. It runs on

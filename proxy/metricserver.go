@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/metadatasec/gpa/msp"
+)
+
+// metricsPath is where ServeMetrics answers.
+const metricsPath = "/metrics"
+
+// maxMetricsConns bounds the connections ServeMetrics serves at once. A
+// scraper needs one; the bound keeps a local user from holding many
+// goroutines and descriptors of the agent open through the metrics port.
+const maxMetricsConns = 16
+
+// ServeMetrics serves MetricsHandler at GET and HEAD /metrics on ln until
+// ctx ends; other paths get 404, other methods 405, and a malformed
+// request 400 before the connection is closed. Requests are read with the
+// proxy's own reader under the Config's header limits, ReadHeaderTimeout
+// and IdleTimeout (keep-alive), and WriteTimeout. At most 16 connections
+// are served at once; more are answered 503 and closed.
+//
+// It exists so the agent has one HTTP implementation and no net/http
+// server: reaching http.Server (or http.Client) links crypto/tls, x509 and
+// HTTP/2 into the binary, about 2 MB the agent never uses.
+//
+// When ctx ends it closes ln and every metrics connection and returns
+// ctx.Err(). ln is closed on return. ServeMetrics is independent of
+// Shutdown and Close, which stop the proxy listeners only.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+	var (
+		mu     sync.Mutex
+		conns  = make(map[net.Conn]struct{})
+		closed bool
+		wg     sync.WaitGroup
+	)
+	closeAll := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		closed = true
+		ln.Close()
+		for c := range conns {
+			c.Close()
+		}
+	}
+	stop := context.AfterFunc(ctx, closeAll)
+	defer func() {
+		stop()
+		closeAll()
+		wg.Wait()
+	}()
+	slots := make(chan struct{}, maxMetricsConns)
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.cfg.Logger.Warn("proxy: metrics accept failed, retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("proxy: metrics accept: %w", err)
+		}
+		backoff = 0
+		select {
+		case slots <- struct{}{}:
+		default:
+			s.refuse(nc)
+			continue
+		}
+		mu.Lock()
+		if closed {
+			mu.Unlock()
+			nc.Close()
+			<-slots
+			return ctx.Err()
+		}
+		conns[nc] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			defer func() {
+				mu.Lock()
+				delete(conns, nc)
+				mu.Unlock()
+				nc.Close()
+			}()
+			s.serveMetricsConn(ctx, nc)
+		}()
+	}
+}
+
+// serveMetricsConn serves the requests of one metrics connection.
+func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
+	// net/http's server recovered handler panics; a panic in a collector
+	// must not stop the agent now either.
+	defer func() {
+		if v := recover(); v != nil {
+			s.metrics.panics.Inc()
+			s.cfg.Logger.Error("proxy: panic serving metrics", "remote", nc.RemoteAddr().String(),
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	br := bufio.NewReaderSize(nc, 4<<10)
+	bw := bufio.NewWriterSize(&deadlineWriter{conn: nc, timeout: s.cfg.WriteTimeout}, 4<<10)
+	lim := wireLimits{maxURI: s.cfg.MaxURIBytes, maxHeaderBytes: s.cfg.MaxHeaderBytes, maxHeaders: s.cfg.MaxHeaders}
+	for first := true; ; first = false {
+		wait := s.cfg.IdleTimeout
+		if first {
+			wait = s.cfg.ReadHeaderTimeout
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(wait))
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+		r, err := readRequestHead(br, lim)
+		if err != nil {
+			var he *httpError
+			if errors.As(err, &he) {
+				_ = writeResponse(bw, he.status, nil, nil, true, false)
+			}
+			return
+		}
+		if !s.serveMetricsRequest(ctx, bw, r) {
+			return
+		}
+	}
+}
+
+// serveMetricsRequest answers one request and reports whether the
+// connection stays open. Request bodies are not read, so a request that
+// announces one closes the connection after the answer.
+func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *request) bool {
+	closeConn := r.close || r.hasBody()
+	path, _, _ := strings.Cut(r.uri, "?")
+	if path != metricsPath {
+		return writeResponse(bw, http.StatusNotFound, textPlain, []byte("404 page not found\n"), closeConn, r.method == http.MethodHead) == nil && !closeConn
+	}
+	if r.method != http.MethodGet && r.method != http.MethodHead {
+		hdr := append([]msp.HeaderField{{Name: "Allow", Value: "GET, HEAD"}}, textPlain...)
+		return writeResponse(bw, http.StatusMethodNotAllowed, hdr, []byte("Method Not Allowed\n"), closeConn, false) == nil && !closeConn
+	}
+	// The handler always sees a GET, so a HEAD gets the same head and
+	// Content-Length; writeResponse leaves the body out.
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, r.uri, http.NoBody)
+	if err != nil {
+		_ = writeResponse(bw, http.StatusBadRequest, nil, nil, true, false)
+		return false
+	}
+	for _, f := range r.header {
+		hr.Header.Add(f.Name, f.Value)
+	}
+	rw := &bufferedResponse{header: make(http.Header)}
+	s.metrics.handler.ServeHTTP(rw, hr)
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	var hdr []msp.HeaderField
+	for k, vs := range rw.header {
+		if strings.EqualFold(k, "Content-Length") || strings.EqualFold(k, "Connection") {
+			continue
+		}
+		for _, v := range vs {
+			hdr = append(hdr, msp.HeaderField{Name: k, Value: v})
+		}
+	}
+	return writeResponse(bw, rw.status, hdr, rw.body, closeConn, r.method == http.MethodHead) == nil && !closeConn
+}
+
+var textPlain = []msp.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}
