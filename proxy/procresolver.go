@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -117,18 +117,42 @@ func (p *ProcResolver) Resolve(_ context.Context, conn net.Conn) (*Caller, error
 // long argument, more than the rest of a request: a client that connects
 // again and again gets its redacted command line from the cache.
 func (p *ProcResolver) readCmdline(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "undefined"
-	}
-	defer f.Close()
 	// Four arguments rarely need more; a bound keeps a hostile process from
 	// making the proxy read megabytes per connection.
-	b, err := io.ReadAll(io.LimitReader(f, 16<<10))
+	b, err := readSmallFile(path, 16<<10)
 	if err != nil {
 		return "undefined"
 	}
 	return p.cmdlines.redact(b)
+}
+
+// readSmallFile reads up to max bytes of a /proc file with plain system
+// calls: os.Open adds an fstat, and the *os.File an allocation and a
+// finalizer, to every connection.
+func readSmallFile(path string, max int) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	buf := make([]byte, 0, min(max, 4096))
+	for len(buf) < max {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(cap(buf), max-len(buf)))
+		}
+		n, err := syscall.Read(fd, buf[len(buf):min(cap(buf), max)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return buf, nil
 }
 
 // cmdlineCacheSize bounds the redacted command lines kept.

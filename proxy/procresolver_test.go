@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -217,5 +219,45 @@ func TestCmdlineCache(t *testing.T) {
 		if strings.Contains(v, "hunter2") {
 			t.Errorf("cache holds a secret: %q", v)
 		}
+	}
+}
+
+// TestReadSmallFile: whole files up to the bound, the bound for longer
+// ones (across the first buffer's growth), and a typed error otherwise.
+func TestReadSmallFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name      string
+		size, max int
+		want      int
+	}{
+		{"empty", 0, 100, 0},
+		{"small", 37, 16 << 10, 37},
+		{"grows past the first buffer", 10000, 16 << 10, 10000},
+		{"cut at the bound", 20000, 16 << 10, 16 << 10},
+		{"bound below the first buffer", 5000, 100, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := make([]byte, tc.size)
+			for i := range data {
+				data[i] = byte('a' + i%26)
+			}
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readSmallFile(path, tc.max)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data[:tc.want]) {
+				t.Errorf("read %d bytes, want the first %d of %d", len(got), tc.want, tc.size)
+			}
+		})
+	}
+	_, err := readSmallFile(filepath.Join(dir, "missing"), 10)
+	var pe *os.PathError
+	if !errors.As(err, &pe) || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want a *os.PathError for ENOENT", err)
 	}
 }

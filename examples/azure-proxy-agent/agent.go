@@ -371,7 +371,10 @@ func overrideDialer(cfg *Config) proxy.DialFunc {
 // listenWithRetry binds like upstream: on EADDRINUSE up to 5 retries a
 // second apart, then one last attempt.
 func listenWithRetry(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
-	var lc net.ListenConfig
+	// No TCP keep-alive probes on accepted connections: they are loopback
+	// clients the idle timeout already bounds, and enabling them costs
+	// three setsockopt calls per connection.
+	lc := net.ListenConfig{KeepAlive: -1}
 	for i := 0; ; i++ {
 		ln, err := lc.Listen(ctx, "tcp", addr.String())
 		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || i == 5 {
