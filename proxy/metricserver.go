@@ -67,11 +67,7 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.cfg.Logger.Warn("proxy: metrics accept failed, retrying", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
+			if s.acceptBackoff(err, &backoff, "proxy: metrics accept failed, retrying") {
 				continue
 			}
 			return fmt.Errorf("proxy: metrics accept: %w", err)
@@ -139,7 +135,7 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
 			}
 			return
 		}
-		if !s.serveMetricsRequest(ctx, bw, r) {
+		if !s.serveMetricsRequest(ctx, bw, r, nc.RemoteAddr().String()) {
 			return
 		}
 	}
@@ -148,7 +144,7 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
 // serveMetricsRequest answers one request and reports whether the
 // connection stays open. Request bodies are not read, so a request that
 // announces one closes the connection after the answer.
-func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *request) bool {
+func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *request, remote string) bool {
 	closeConn := r.close || r.hasBody()
 	path, _, _ := strings.Cut(r.uri, "?")
 	if path != metricsPath {
@@ -160,29 +156,12 @@ func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *r
 	}
 	// The handler always sees a GET, so a HEAD gets the same head and
 	// Content-Length; writeResponse leaves the body out.
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, r.uri, http.NoBody)
+	status, hdr, body, err := serveHandler(ctx, s.metrics.handler, http.MethodGet, r, remote)
 	if err != nil {
 		_ = writeResponse(bw, http.StatusBadRequest, nil, nil, true, false)
 		return false
 	}
-	for _, f := range r.header {
-		hr.Header.Add(f.Name, f.Value)
-	}
-	rw := &bufferedResponse{header: make(http.Header)}
-	s.metrics.handler.ServeHTTP(rw, hr)
-	if rw.status == 0 {
-		rw.status = http.StatusOK
-	}
-	var hdr []msp.HeaderField
-	for k, vs := range rw.header {
-		if strings.EqualFold(k, "Content-Length") || strings.EqualFold(k, "Connection") {
-			continue
-		}
-		for _, v := range vs {
-			hdr = append(hdr, msp.HeaderField{Name: k, Value: v})
-		}
-	}
-	return writeResponse(bw, rw.status, hdr, rw.body, closeConn, r.method == http.MethodHead) == nil && !closeConn
+	return writeResponse(bw, status, hdr, body, closeConn, r.method == http.MethodHead) == nil && !closeConn
 }
 
 var textPlain = []msp.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}

@@ -283,15 +283,28 @@ func (cc *clientConn) serveProvision(ctx context.Context, r *request) (int, bool
 		cc.writeSimple(http.StatusServiceUnavailable, nil, nil, true)
 		return http.StatusServiceUnavailable, false
 	}
-	hr, err := http.NewRequestWithContext(ctx, r.method, r.uri, http.NoBody)
+	status, hdr, body, err := serveHandler(ctx, h, r.method, r, cc.nc.RemoteAddr().String())
 	if err != nil {
 		cc.writeSimple(http.StatusBadRequest, nil, nil, true)
 		return http.StatusBadRequest, false
 	}
+	closeConn := r.close || r.hasBody() || status >= 400
+	cc.writeSimple(status, hdr, body, closeConn)
+	return status, !closeConn
+}
+
+// serveHandler runs one of the agent's local http.Handlers for r, with
+// method and r's header fields, and returns its buffered answer without
+// the framing fields the proxy writes itself.
+func serveHandler(ctx context.Context, h http.Handler, method string, r *request, remote string) (int, []msp.HeaderField, []byte, error) {
+	hr, err := http.NewRequestWithContext(ctx, method, r.uri, http.NoBody)
+	if err != nil {
+		return 0, nil, nil, err
+	}
 	for _, f := range r.header {
 		hr.Header.Add(f.Name, f.Value)
 	}
-	hr.RemoteAddr = cc.nc.RemoteAddr().String()
+	hr.RemoteAddr = remote
 	rw := &bufferedResponse{header: make(http.Header)}
 	h.ServeHTTP(rw, hr)
 	if rw.status == 0 {
@@ -306,9 +319,7 @@ func (cc *clientConn) serveProvision(ctx context.Context, r *request) (int, bool
 			hdr = append(hdr, msp.HeaderField{Name: k, Value: v})
 		}
 	}
-	closeConn := r.close || r.hasBody() || rw.status >= 400
-	cc.writeSimple(rw.status, hdr, rw.body, closeConn)
-	return rw.status, !closeConn
+	return rw.status, hdr, rw.body, nil
 }
 
 // serveAggregateStatus answers GET /gpa-aggregated-status (gpa-protocol

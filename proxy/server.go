@@ -127,11 +127,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.cfg.Logger.Warn("proxy: accept failed, retrying", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
+			if s.acceptBackoff(err, &backoff, "proxy: accept failed, retrying") {
 				continue
 			}
 			return fmt.Errorf("proxy: accept: %w", err)
@@ -152,6 +148,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		go cc.serve(ctx)
 	}
+}
+
+// acceptBackoff reports whether err is an accept failure that passes
+// (a timeout, or out of descriptors) and, if so, waits before the next
+// try: 5 ms doubling to 1 s, so a full descriptor table is not spun on.
+func (s *Server) acceptBackoff(err error, backoff *time.Duration, msg string) bool {
+	var ne net.Error
+	if !(errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE)) {
+		return false
+	}
+	*backoff = min(max(2**backoff, 5*time.Millisecond), time.Second)
+	s.cfg.Logger.Warn(msg, "err", err, "backoff", *backoff)
+	time.Sleep(*backoff)
+	return true
 }
 
 // refuse answers a connection over the limit without reading from it.
