@@ -86,60 +86,27 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 	if code < 100 {
 		return nil, fmt.Errorf("%w: bad status code %q", errBadResponse, clipBytes(line))
 	}
+	// The reason phrase goes back to the client as sent.
+	for _, c := range line[12:] {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return nil, fmt.Errorf("%w: control byte in status line %q", errBadResponse, clipBytes(line))
+		}
+	}
 	http10 := line[7] == '0'
 	resp := &response{code: code, contentLength: -1}
-	arena := make([]byte, 0, 512)
-	arena = append(arena, line[9:]...)
-	statusEnd := len(arena)
-
-	type span struct{ name, value, end int }
-	var (
-		spanBuf [16]span
-		spans   = spanBuf[:0]
-		total   = len(line)
-	)
-	for {
-		line, err := readLine(br, maxResponseHead)
-		if err == errLineTooLong {
-			return nil, fmt.Errorf("%w: header too large", errBadResponse)
+	block, fields, _, err := readFields(br, line[9:], len(line), maxResponseHead, maxResponseHead, true)
+	if err != nil {
+		var fe fieldError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("%w: %v", errBadResponse, fe)
 		}
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		if len(line) == 0 {
-			break
-		}
-		if total += len(line) + 2; total > maxResponseHead {
-			return nil, fmt.Errorf("%w: header too large", errBadResponse)
-		}
-		colon := bytes.IndexByte(line, ':')
-		if line[0] == ' ' || line[0] == '\t' || colon <= 0 || !validToken(line[:colon]) {
-			return nil, fmt.Errorf("%w: bad header line %q", errBadResponse, clipBytes(line))
-		}
-		value := bytes.Trim(line[colon+1:], " \t")
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return nil, fmt.Errorf("%w: control byte in header %q", errBadResponse, clipBytes(line[:colon]))
-			}
-		}
-		sp := span{name: len(arena)}
-		arena = append(arena, line[:colon]...)
-		sp.value = len(arena)
-		arena = append(arena, value...)
-		sp.end = len(arena)
-		spans = append(spans, sp)
+		return nil, err
 	}
-	block := string(arena)
-	resp.status = block[:statusEnd]
-	resp.header = make([]msp.HeaderField, 0, len(spans))
+	resp.status, resp.header = block[:len(line)-9], fields
 	var cl, te string
 	hasCL, keepAlive := false, false
-	for _, sp := range spans {
-		name, value := block[sp.name:sp.value], block[sp.value:sp.end]
-		resp.header = append(resp.header, msp.HeaderField{Name: name, Value: value})
+	for _, f := range fields {
+		name, value := f.Name, f.Value
 		switch {
 		case strings.EqualFold(name, "content-length"):
 			if hasCL && value != cl {
@@ -169,6 +136,12 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 	noBody := method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
 	switch {
 	case te != "":
+		// RFC 9112 §6.1: HTTP/1.0 has no transfer codings; net/http reads
+		// such a body to the end of the connection, the framing is
+		// ambiguous, and the proxy refuses it.
+		if http10 {
+			return nil, fmt.Errorf("%w: Transfer-Encoding in an HTTP/1.0 response", errBadResponse)
+		}
 		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
 			return nil, fmt.Errorf("%w: unsupported Transfer-Encoding %q", errBadResponse, te)
 		}

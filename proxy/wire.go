@@ -142,63 +142,27 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 		}
 	}
 	r := &request{method: method, uri: uri, proto: proto, contentLength: -1, headerBytes: len(line) + 2}
-	// The field lines are copied into one buffer that becomes one string,
-	// and names and values are substrings of it: one allocation for the
-	// whole block instead of two or three per field.
-	type span struct{ name, value, end int }
-	var (
-		spanBuf [24]span
-		spans   = spanBuf[:0]
-		arena   = make([]byte, 0, 512)
-	)
-	for {
-		line, err := readLine(br, lim.maxHeaderBytes)
-		if err == errLineTooLong {
-			return nil, &httpError{http.StatusRequestHeaderFieldsTooLarge, "header line too long"}
-		}
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
+	_, fields, used, err := readFields(br, nil, r.headerBytes, lim.maxHeaderBytes, lim.maxHeaders, false)
+	if err != nil {
+		var fe fieldError
+		if errors.As(err, &fe) {
+			status := http.StatusBadRequest
+			if fe == fieldLineTooLong || fe == fieldBlockTooLarge {
+				status = http.StatusRequestHeaderFieldsTooLarge
 			}
-			return nil, err
+			return nil, &httpError{status, fe.Error()}
 		}
-		if len(line) == 0 {
-			break
-		}
-		r.headerBytes += len(line) + 2
-		if r.headerBytes > lim.maxHeaderBytes || len(spans) >= lim.maxHeaders {
-			return nil, &httpError{http.StatusRequestHeaderFieldsTooLarge, "header block too large"}
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, &httpError{http.StatusBadRequest, "obsolete header line folding"}
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !validToken(line[:colon]) {
-			return nil, &httpError{http.StatusBadRequest, "malformed header line"}
-		}
-		value := bytes.Trim(line[colon+1:], " \t")
-		for _, c := range value {
-			if (c < ' ' && c != '\t') || c >= 0x7f {
-				return nil, &httpError{http.StatusBadRequest, "header value is not visible ASCII"}
-			}
-		}
-		sp := span{name: len(arena)}
-		arena = append(arena, line[:colon]...)
-		sp.value = len(arena)
-		arena = append(arena, value...)
-		sp.end = len(arena)
-		spans = append(spans, sp)
+		return nil, err
 	}
-	block := string(arena)
+	r.headerBytes = used
 	var (
 		hostBuf, clBuf, teBuf [2]string
 		hosts, cls, tes       = hostBuf[:0], clBuf[:0], teBuf[:0]
 		connTokens            []string
 		expect                string
 	)
-	r.header = make([]msp.HeaderField, 0, len(spans))
-	for _, sp := range spans {
-		name, value := block[sp.name:sp.value], block[sp.value:sp.end]
+	for _, f := range fields {
+		name, value := f.Name, f.Value
 		switch {
 		case strings.EqualFold(name, "host"):
 			hosts = append(hosts, value)
@@ -215,8 +179,8 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 		case strings.EqualFold(name, "expect"):
 			expect = value
 		}
-		r.header = append(r.header, msp.HeaderField{Name: name, Value: value})
 	}
+	r.header = fields
 
 	if r.proto == "HTTP/1.1" && len(hosts) != 1 {
 		return nil, &httpError{http.StatusBadRequest, "want exactly one Host header"}
@@ -372,4 +336,91 @@ func readTrailers(br *bufio.Reader, max int) error {
 			return errLineTooLong
 		}
 	}
+}
+
+// fieldError is why a header section was refused.
+type fieldError int
+
+const (
+	fieldLineTooLong fieldError = iota + 1
+	fieldBlockTooLarge
+	fieldFolded
+	fieldMalformed
+	fieldBadValue
+)
+
+func (e fieldError) Error() string {
+	switch e {
+	case fieldLineTooLong:
+		return "header line too long"
+	case fieldBlockTooLarge:
+		return "header block too large"
+	case fieldFolded:
+		return "obsolete header line folding"
+	case fieldMalformed:
+		return "malformed header line"
+	case fieldBadValue:
+		return "header value is not visible ASCII"
+	}
+	return "bad header section"
+}
+
+// readFields reads the field lines of a request or response head up to
+// the empty line. They are copied into one buffer, after prefix, that
+// becomes one string, and names and values are substrings of it: one
+// allocation for the whole section instead of two or three per field.
+// used counts the head's bytes read so far against maxBytes; a block of
+// maxFields fields or more is refused too, and the new count is returned.
+// obsText allows bytes 0x80 and above in values, as responses may carry
+// them.
+func readFields(br *bufio.Reader, prefix []byte, used, maxBytes, maxFields int, obsText bool) (string, []msp.HeaderField, int, error) {
+	type span struct{ name, value, end int }
+	var (
+		spanBuf [24]span
+		spans   = spanBuf[:0]
+		arena   = append(make([]byte, 0, 512), prefix...)
+	)
+	for {
+		line, err := readLine(br, maxBytes)
+		if err == errLineTooLong {
+			return "", nil, 0, fieldLineTooLong
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", nil, 0, err
+		}
+		if len(line) == 0 {
+			break
+		}
+		if used += len(line) + 2; used > maxBytes || len(spans) >= maxFields {
+			return "", nil, 0, fieldBlockTooLarge
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return "", nil, 0, fieldFolded
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !validToken(line[:colon]) {
+			return "", nil, 0, fieldMalformed
+		}
+		value := bytes.Trim(line[colon+1:], " \t")
+		for _, c := range value {
+			if c < ' ' && c != '\t' || c == 0x7f || c > 0x7f && !obsText {
+				return "", nil, 0, fieldBadValue
+			}
+		}
+		sp := span{name: len(arena)}
+		arena = append(arena, line[:colon]...)
+		sp.value = len(arena)
+		arena = append(arena, value...)
+		sp.end = len(arena)
+		spans = append(spans, sp)
+	}
+	block := string(arena)
+	fields := make([]msp.HeaderField, len(spans))
+	for i, sp := range spans {
+		fields[i] = msp.HeaderField{Name: block[sp.name:sp.value], Value: block[sp.value:sp.end]}
+	}
+	return block, fields, used, nil
 }
