@@ -19,6 +19,9 @@
 //     /provision and /gpa-aggregated-status, which the proxy answers before
 //     it looks at the destination, as upstream does.
 //   - AuditLog and Summaries receive one [Record] per request.
+//   - Metrics are client_golang series in a private registry:
+//     [Server.MetricsHandler], [Server.ServeMetrics] for a listener of
+//     their own, or [Server.Collectors] for the embedder's registry.
 //
 // The pipeline follows gpa-protocol §4.3: method allow-list (405), traversal
 // guard (403), the local endpoints, caller and destination (421 when the
@@ -27,7 +30,8 @@
 // the x-ms-azure-host-authorization: value marker on the response. Beyond
 // upstream, the proxy parses HTTP itself so that it can refuse smuggling
 // (Content-Length with Transfer-Encoding), bound every size and timeout,
-// and write upstream exactly the header set it signed; it removes any
+// write upstream exactly the header set it signed, and relay the host's
+// header fields in its order and spelling; it removes any
 // x-ms-azure-host-* header a client sends before anything else, never adds
 // forwarding headers, serves only the three host endpoints, and reuses
 // pooled keep-alive connections upstream.
