@@ -504,12 +504,22 @@ func (h *Host) handle(ep msp.Endpoint, req *wireRequest, remote net.Addr) (resp 
 	msg := &msp.Message{Method: req.method, RawURI: req.rawURI, Header: req.header, Body: req.body}
 	_, rec.Signed = msg.Get(msp.HeaderAuthorization)
 
+	// The HMAC is computed outside the host's lock, which every connection
+	// takes: holding it while verifying serialized the connections.
+	var k msp.Key
+	var verr error
+	if rec.Signed {
+		k, verr = msp.Verify(msg, func(guid string) (msp.Key, bool) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.lookupLocked(guid)
+		})
+	}
 	h.mu.Lock()
 	if rec.Signed {
-		k, err := msp.Verify(msg, h.lookupLocked)
-		rec.SignatureValid = err == nil
-		if err != nil {
-			rec.SignatureError = err.Error()
+		rec.SignatureValid = verr == nil
+		if verr != nil {
+			rec.SignatureError = verr.Error()
 		} else {
 			rec.KeyGUID = k.GUID
 			// Outside the key protocol only the latched key counts: an
