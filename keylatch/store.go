@@ -102,15 +102,8 @@ func OpenStore(opts *StoreOptions) (*Store, error) {
 	if s.fs == nil {
 		s.fs = OSFileSystem{}
 	}
-	if _, err := s.fs.Lstat(s.dir); errors.Is(err, fs.ErrNotExist) {
-		if err := s.fs.Mkdir(s.dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("keylatch: creating key folder %s: %w", s.dir, err)
-		}
-		// Mkdir's mode is reduced by the umask, never widened; this makes it
-		// exactly 0700 before anything is written.
-		if err := s.fs.Chmod(s.dir, 0o700); err != nil {
-			return nil, fmt.Errorf("keylatch: setting mode of key folder %s: %w", s.dir, err)
-		}
+	if err := s.mkdirPrivate(s.dir, "key folder"); err != nil {
+		return nil, err
 	}
 	if err := s.CheckDir(); err != nil {
 		return nil, err
@@ -140,6 +133,30 @@ func (s *Store) Dir() string { return s.dir }
 // RulesDir returns the local rules folder upstream pairs with the key
 // folder: parent(keys)/rules.
 func (s *Store) RulesDir() string { return filepath.Join(filepath.Dir(s.dir), "rules") }
+
+// EnsureRulesDir creates RulesDir, mode 0700, if it is missing, as
+// upstream does at start: the folder operators put local rules into is
+// then root-only from the beginning. An existing folder is left as it is;
+// ReadRulesFile checks it on every read.
+func (s *Store) EnsureRulesDir() error {
+	return s.mkdirPrivate(s.RulesDir(), "rules folder")
+}
+
+// mkdirPrivate creates dir with mode 0700 when it does not exist.
+func (s *Store) mkdirPrivate(dir, what string) error {
+	if _, err := s.fs.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := s.fs.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("keylatch: creating %s %s: %w", what, dir, err)
+	}
+	// Mkdir's mode is reduced by the umask, never widened; this makes it
+	// exactly 0700 before anything is written.
+	if err := s.fs.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("keylatch: setting mode of %s %s: %w", what, dir, err)
+	}
+	return nil
+}
 
 // CheckDir checks the folder again; the latcher calls it before every use,
 // since the folder can be changed under a running agent.

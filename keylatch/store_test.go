@@ -429,3 +429,31 @@ func TestProvisionTags(t *testing.T) {
 		}
 	}
 }
+
+// TestEnsureRulesDir: the agent creates the local rules folder root-only,
+// as upstream does, and leaves an existing one as the operator made it.
+func TestEnsureRulesDir(t *testing.T) {
+	base := t.TempDir()
+	s, err := OpenStore(&StoreOptions{Dir: filepath.Join(base, "keys"), Owner: uint32(os.Geteuid())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second call finds it
+		if err := s.EnsureRulesDir(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(s.RulesDir())
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("rules folder %s: %v, %v; want a directory, mode 0700", s.RulesDir(), fi, err)
+		}
+	}
+	if err := os.Chmod(s.RulesDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureRulesDir(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Lstat(s.RulesDir()); fi.Mode().Perm() != 0o755 {
+		t.Errorf("an existing rules folder was changed to %v", fi.Mode().Perm())
+	}
+}

@@ -124,6 +124,10 @@ func runAgent(ctx context.Context, cfg *Config, o runOptions) error {
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
 	}
+	if err := store.EnsureRulesDir(); err != nil {
+		// Local rules are optional; the folder's absence only means none.
+		logger.Warn("cannot create the local rules folder", "err", err)
+	}
 	client := keylatch.NewClient(&keylatch.ClientOptions{Addr: wsAddr, Logger: logger})
 	latcher, err := keylatch.NewLatcher(&keylatch.LatcherOptions{
 		Client:           client,

@@ -299,6 +299,9 @@ func TestSecuritySuite(t *testing.T) {
 			finding(t, id, st.Uid == 0 && fi.Mode().Perm()&^maxMode == 0, "%s is %v uid %d (at most %v, root)", path, fi.Mode().Perm(), st.Uid, maxMode)
 		}
 		checkMode("E1", env.KeyDir, 0o700)
+		// The agent creates the local rules folder root-only, so rules
+		// files put there are never readable or replaceable by others.
+		checkMode("E1", env.RulesDir, 0o700)
 		keys, _ := filepath.Glob(filepath.Join(env.KeyDir, "*"))
 		nkeys := 0
 		for _, k := range keys {
