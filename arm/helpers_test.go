@@ -3,8 +3,6 @@ package arm_test
 import (
 	"context"
 	"encoding/json"
-	"iter"
-	"maps"
 	"testing"
 	"time"
 
@@ -104,7 +102,3 @@ func must(err error) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-func mapsKeys[K comparable, V any](m map[K]V) iter.Seq[K] { return maps.Keys(m) }

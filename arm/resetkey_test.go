@@ -1,7 +1,9 @@
 package arm_test
 
 import (
+	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -70,7 +72,7 @@ func TestResetVirtualMachineKeyConcurrent(t *testing.T) {
 			} `json:"properties"`
 		}
 		mustUnmarshal(t, r.Body, &body)
-		if keys := slices.Sorted(mapsKeys(body.Properties.SecurityProfile.ProxyAgentSettings)); !slices.Equal(keys, []string{"keyIncarnationId"}) {
+		if keys := slices.Sorted(maps.Keys(body.Properties.SecurityProfile.ProxyAgentSettings)); !slices.Equal(keys, []string{"keyIncarnationId"}) {
 			t.Errorf("PATCH sent %v", keys)
 		}
 	}
@@ -173,7 +175,7 @@ func TestResetScaleSetInstanceKey(t *testing.T) {
 
 func mustUnmarshal(t testing.TB, b []byte, v any) {
 	t.Helper()
-	if err := jsonUnmarshal(b, v); err != nil {
+	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("unmarshal %q: %v", b, err)
 	}
 }

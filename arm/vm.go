@@ -66,41 +66,68 @@ func (c *Client) BeginUpdateVirtualMachineSettings(ctx context.Context, resource
 		if err != nil {
 			return nil, err
 		}
-		const target = "securityProfile.proxyAgentSettings"
-		ifMatch := o.IfMatch
-		if !o.DisableClientValidation {
-			if err := change.validate(target, c.computeAPI); err != nil {
-				return nil, err
+		ifMatch, err := c.checkUpdate(ctx, "securityProfile.proxyAgentSettings", &change, &o, func(ctx context.Context) (resourceState, error) {
+			vm, err := c.GetVirtualMachine(ctx, resourceGroup, name, nil)
+			if err != nil {
+				return resourceState{}, err
 			}
-			if change.KeyIncarnationID != nil || o.CheckProfiles {
-				vm, err := c.GetVirtualMachine(ctx, resourceGroup, name, nil)
-				if err != nil {
-					return nil, err
-				}
-				var os OSType
-				if p := vm.Properties; p != nil && p.StorageProfile != nil && p.StorageProfile.OSDisk != nil {
-					os = p.StorageProfile.OSDisk.OSType
-				}
-				facts, err := c.profileFacts(ctx, &change, o.CheckProfiles)
-				if err != nil {
-					return nil, err
-				}
-				if err := checkAgainst(target, &change, vm.ProxyAgentSettings(), os, vm.Location, facts); err != nil {
-					return nil, err
-				}
-				if ifMatch == nil && vm.ETag != "" {
-					ifMatch = &vm.ETag
-				}
+			st := resourceState{settings: vm.ProxyAgentSettings(), location: vm.Location, etag: vm.ETag}
+			if p := vm.Properties; p != nil && p.StorageProfile != nil && p.StorageProfile.OSDisk != nil {
+				st.osType = p.StorageProfile.OSDisk.OSType
 			}
+			return st, nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		var body vmPatch
 		body.Properties.SecurityProfile.ProxyAgentSettings = &change
-		ro := &requestOptions{}
-		if ifMatch != nil {
-			ro.ifMatch = *ifMatch
-		}
-		return c.startLRO(ctx, "Client.BeginUpdateVirtualMachineSettings", http.MethodPatch, path, c.computeAPI, body, ro, http.StatusOK, http.StatusAccepted)
+		return c.startLRO(ctx, "Client.BeginUpdateVirtualMachineSettings", http.MethodPatch, path, c.computeAPI, body, &requestOptions{ifMatch: ifMatch}, http.StatusOK, http.StatusAccepted)
 	})
+}
+
+// resourceState is what checkUpdate checks a change against: the current
+// settings, OS disk, region and etag of the VM or scale-set model.
+type resourceState struct {
+	settings *ProxyAgentSettings
+	osType   OSType
+	location string
+	etag     azcore.ETag
+}
+
+// checkUpdate refuses a change the service would refuse. A key change, or
+// CheckProfiles, also needs the current resource, which read returns; its
+// etag then makes the update conditional unless the caller set IfMatch.
+// It returns the etag to send in If-Match, empty for none.
+func (c *Client) checkUpdate(ctx context.Context, target string, change *ProxyAgentSettings, o *UpdateOptions, read func(context.Context) (resourceState, error)) (azcore.ETag, error) {
+	var ifMatch azcore.ETag
+	if o.IfMatch != nil {
+		ifMatch = *o.IfMatch
+	}
+	if o.DisableClientValidation {
+		return ifMatch, nil
+	}
+	if err := change.validate(target, c.computeAPI); err != nil {
+		return "", err
+	}
+	if change.KeyIncarnationID == nil && !o.CheckProfiles {
+		return ifMatch, nil
+	}
+	cur, err := read(ctx)
+	if err != nil {
+		return "", err
+	}
+	facts, err := c.profileFacts(ctx, change, o.CheckProfiles)
+	if err != nil {
+		return "", err
+	}
+	if err := checkAgainst(target, change, cur.settings, cur.osType, cur.location, facts); err != nil {
+		return "", err
+	}
+	if o.IfMatch == nil {
+		ifMatch = cur.etag
+	}
+	return ifMatch, nil
 }
 
 // profileFacts fetches the profile and version behind every linked endpoint
@@ -197,41 +224,24 @@ func (c *Client) BeginUpdateScaleSetSettings(ctx context.Context, resourceGroup,
 		if err != nil {
 			return nil, err
 		}
-		const target = "virtualMachineProfile.securityProfile.proxyAgentSettings"
-		ifMatch := o.IfMatch
-		if !o.DisableClientValidation {
-			if err := change.validate(target, c.computeAPI); err != nil {
-				return nil, err
+		ifMatch, err := c.checkUpdate(ctx, "virtualMachineProfile.securityProfile.proxyAgentSettings", &change, &o, func(ctx context.Context) (resourceState, error) {
+			ss, err := c.GetScaleSet(ctx, resourceGroup, name, nil)
+			if err != nil {
+				return resourceState{}, err
 			}
-			if change.KeyIncarnationID != nil || o.CheckProfiles {
-				ss, err := c.GetScaleSet(ctx, resourceGroup, name, nil)
-				if err != nil {
-					return nil, err
-				}
-				var os OSType
-				if p := ss.Properties; p != nil && p.VirtualMachineProfile != nil && p.VirtualMachineProfile.StorageProfile != nil &&
-					p.VirtualMachineProfile.StorageProfile.OSDisk != nil {
-					os = p.VirtualMachineProfile.StorageProfile.OSDisk.OSType
-				}
-				facts, err := c.profileFacts(ctx, &change, o.CheckProfiles)
-				if err != nil {
-					return nil, err
-				}
-				if err := checkAgainst(target, &change, ss.ProxyAgentSettings(), os, ss.Location, facts); err != nil {
-					return nil, err
-				}
-				if ifMatch == nil && ss.ETag != "" {
-					ifMatch = &ss.ETag
-				}
+			st := resourceState{settings: ss.ProxyAgentSettings(), location: ss.Location, etag: ss.ETag}
+			if p := ss.Properties; p != nil && p.VirtualMachineProfile != nil && p.VirtualMachineProfile.StorageProfile != nil &&
+				p.VirtualMachineProfile.StorageProfile.OSDisk != nil {
+				st.osType = p.VirtualMachineProfile.StorageProfile.OSDisk.OSType
 			}
+			return st, nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		var body vmssPatch
 		body.Properties.VirtualMachineProfile.SecurityProfile.ProxyAgentSettings = &change
-		ro := &requestOptions{}
-		if ifMatch != nil {
-			ro.ifMatch = *ifMatch
-		}
-		return c.startLRO(ctx, "Client.BeginUpdateScaleSetSettings", http.MethodPatch, path, c.computeAPI, body, ro, http.StatusOK, http.StatusAccepted)
+		return c.startLRO(ctx, "Client.BeginUpdateScaleSetSettings", http.MethodPatch, path, c.computeAPI, body, &requestOptions{ifMatch: ifMatch}, http.StatusOK, http.StatusAccepted)
 	})
 }
 

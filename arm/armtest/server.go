@@ -421,19 +421,11 @@ func settingsOf(r *resource) map[string]any {
 	return pas
 }
 
+// keyOf returns the stored keyIncarnationId, 0 when unset. Stored bodies
+// come from JSON only, so numberOf covers every form the value can take.
 func keyOf(pas map[string]any) int32 {
-	switch v := pas["keyIncarnationId"].(type) {
-	case float64:
-		return int32(v)
-	case json.Number:
-		n, _ := v.Int64()
-		return int32(n)
-	case int32:
-		return v
-	case int:
-		return int32(v)
-	}
-	return 0
+	n, _ := numberOf(pas["keyIncarnationId"])
+	return int32(n)
 }
 
 func (s *Server) newETag() string {

@@ -189,15 +189,7 @@ func (r *resetter) vm(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(r.out, "%s: keyIncarnationId %d -> %d, waiting for the update\n", r.name, reset.Previous, reset.KeyIncarnationID)
-	if _, err := reset.Poller.PollUntilDone(ctx, &runtime.PollUntilDoneOptions{Frequency: r.o.pollInterval}); err != nil {
-		return arm.MapError(err)
-	}
-	fmt.Fprintf(r.out, "%s: update done\n", r.name)
-	if !r.o.waitGuest {
-		return nil
-	}
-	return r.waitGuest(ctx, reset.KeyIncarnationID, func(ctx context.Context) (arm.GuestState, error) {
+	return follow(ctx, r, r.name, reset, func(ctx context.Context) (arm.GuestState, error) {
 		g, err := r.c.GetVirtualMachineGuestState(ctx, r.rg, r.name, nil)
 		return g.GuestState, err
 	})
@@ -216,7 +208,16 @@ func (r *resetter) instance(ctx context.Context, id, inst string) error {
 	if err != nil {
 		return err
 	}
-	label := r.name + "/" + inst
+	return follow(ctx, r, r.name+"/"+inst, reset, func(ctx context.Context) (arm.GuestState, error) {
+		g, err := r.c.GetScaleSetInstanceGuestState(ctx, r.rg, r.name, inst, nil)
+		return g.GuestState, err
+	})
+}
+
+// follow waits for the update a reset started and, with --wait-guest, for
+// the guest to report the new key latched; read fetches the guest state of
+// the resource labelled label.
+func follow[T any](ctx context.Context, r *resetter, label string, reset arm.KeyReset[T], read func(context.Context) (arm.GuestState, error)) error {
 	fmt.Fprintf(r.out, "%s: keyIncarnationId %d -> %d, waiting for the update\n", label, reset.Previous, reset.KeyIncarnationID)
 	if _, err := reset.Poller.PollUntilDone(ctx, &runtime.PollUntilDoneOptions{Frequency: r.o.pollInterval}); err != nil {
 		return arm.MapError(err)
@@ -225,13 +226,7 @@ func (r *resetter) instance(ctx context.Context, id, inst string) error {
 	if !r.o.waitGuest {
 		return nil
 	}
-	return r.waitGuest(ctx, reset.KeyIncarnationID, func(ctx context.Context) (arm.GuestState, error) {
-		g, err := r.c.GetScaleSetInstanceGuestState(ctx, r.rg, r.name, inst, nil)
-		return g.GuestState, err
-	})
-}
-
-func (r *resetter) waitGuest(ctx context.Context, want int32, read func(context.Context) (arm.GuestState, error)) error {
+	want := reset.KeyIncarnationID
 	fmt.Fprintf(r.out, "waiting for the guest to latch incarnation %d\n", want)
 	g, err := arm.WaitForGuestKeyIncarnation(ctx, want, read, &arm.WaitOptions{Interval: r.o.guestInterval})
 	if err != nil {
