@@ -2,6 +2,7 @@ package msp
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -287,7 +288,7 @@ func Compile(endpoint Endpoint, item *AuthorizationItem, opts *EvaluatorOptions)
 	var problems []Problem
 	for i, p := range r.Privileges {
 		cp := compiledPrivilege{name: p.Name, lpath: strings.ToLower(p.Path)}
-		for _, k := range sortedKeys(p.QueryParameters) {
+		for _, k := range slices.Sorted(maps.Keys(p.QueryParameters)) {
 			cp.lquery = append(cp.lquery, [2]string{strings.ToLower(k), strings.ToLower(p.QueryParameters[k])})
 		}
 		if e.opts.Matcher != MatcherLegacy {
@@ -330,22 +331,13 @@ func Compile(endpoint Endpoint, item *AuthorizationItem, opts *EvaluatorOptions)
 				continue
 			}
 			for _, in := range ra.Identities {
-				if ci, ok := ids[in]; ok && !containsIdentity(e.privs[j].ids, ci) {
+				if ci, ok := ids[in]; ok && !slices.Contains(e.privs[j].ids, ci) {
 					e.privs[j].ids = append(e.privs[j].ids, ci)
 				}
 			}
 		}
 	}
 	return e, nil
-}
-
-func containsIdentity(list []*compiledIdentity, ci *compiledIdentity) bool {
-	for _, x := range list {
-		if x == ci {
-			return true
-		}
-	}
-	return false
 }
 
 // Endpoint returns the endpoint the evaluator decides for.
@@ -591,17 +583,4 @@ func equalComponents(want []string, path string) bool {
 		}
 	}
 	return true
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -317,7 +318,7 @@ func (r *AccessControlRules) problems(prefix string) []Problem {
 			case seen[ref]:
 				add(ProblemDuplicateRef, rw, ref)
 			case !privs[ref]:
-				add(ProblemDanglingRef, rw, "no privilege named "+strconvQuote(ref))
+				add(ProblemDanglingRef, rw, "no privilege named "+strconv.Quote(ref))
 			}
 			seen[ref] = true
 		}
@@ -342,7 +343,7 @@ func (r *AccessControlRules) problems(prefix string) []Problem {
 		if strings.TrimSpace(ra.Role) == "" {
 			add(ProblemBlankName, w+".role", "")
 		} else if !roles[ra.Role] {
-			add(ProblemDanglingRef, w+".role", "no role named "+strconvQuote(ra.Role))
+			add(ProblemDanglingRef, w+".role", "no role named "+strconv.Quote(ra.Role))
 		}
 		if len(ra.Identities) == 0 {
 			add(ProblemNoIdentities, w+".identities", "")
@@ -356,12 +357,10 @@ func (r *AccessControlRules) problems(prefix string) []Problem {
 			case seen[ref]:
 				add(ProblemDuplicateRef, rw, ref)
 			case !ids[ref]:
-				add(ProblemDanglingRef, rw, "no identity named "+strconvQuote(ref))
+				add(ProblemDanglingRef, rw, "no identity named "+strconv.Quote(ref))
 			}
 			seen[ref] = true
 		}
 	}
 	return ps
 }
-
-func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
