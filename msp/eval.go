@@ -2,6 +2,7 @@ package msp
 
 import (
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strings"
@@ -280,7 +281,8 @@ func Compile(endpoint Endpoint, item *AuthorizationItem, opts *EvaluatorOptions)
 	for _, id := range r.Identities {
 		ci := &compiledIdentity{name: id.Name, userName: id.UserName, groupName: id.GroupName, processName: id.ProcessName}
 		if id.ExePath != "" {
-			ci.exePath = pathComponents(id.ExePath)
+			// Never empty for a non-empty path, so nil still means "no exePath".
+			ci.exePath = slices.Collect(components(id.ExePath))
 		}
 		ids[id.Name] = ci
 	}
@@ -556,31 +558,34 @@ func (id *compiledIdentity) match(c *Claims) bool {
 	return true
 }
 
-// pathComponents splits a path the way Rust's Path::components does for
-// comparison: repeated separators and interior "." are ignored.
-func pathComponents(p string) []string {
-	comps := []string{}
-	if strings.HasPrefix(p, "/") {
-		comps = append(comps, "/")
-	}
-	for i, c := range strings.Split(p, "/") {
-		if c == "" || (c == "." && i > 0) {
-			continue
+// components yields a path's components the way Rust's Path::components
+// does for comparison: a leading "/" is one, repeated separators and
+// interior "." are ignored.
+func components(p string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if strings.HasPrefix(p, "/") && !yield("/") {
+			return
 		}
-		comps = append(comps, c)
+		first := true
+		for c := range strings.SplitSeq(p, "/") {
+			skip := c == "" || (c == "." && !first)
+			first = false
+			if !skip && !yield(c) {
+				return
+			}
+		}
 	}
-	return comps
 }
 
+// equalComponents compares without collecting the caller's components: it
+// runs on every request a rule with an exePath decides.
 func equalComponents(want []string, path string) bool {
-	got := pathComponents(path)
-	if len(got) != len(want) {
-		return false
-	}
-	for i := range got {
-		if got[i] != want[i] {
+	n := 0
+	for c := range components(path) {
+		if n == len(want) || want[n] != c {
 			return false
 		}
+		n++
 	}
-	return true
+	return n == len(want)
 }
