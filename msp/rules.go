@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -173,10 +174,9 @@ func decodeStrictJSON(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
-		return errors.New("trailing data after JSON value")
-	}
-	if _, err := dec.Token(); err == nil {
+	// Anything but the end of the input, a stray ']' or '}' included, is
+	// trailing data (serde_json's from_str refuses it too).
+	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("trailing data after JSON value")
 	}
 	return nil
