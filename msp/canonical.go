@@ -2,6 +2,7 @@ package msp
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -175,7 +176,7 @@ type CanonicalQuery map[string][]string
 // it again yields the same query.
 func (q CanonicalQuery) String() string {
 	var b strings.Builder
-	for _, k := range slices.Sorted(mapsKeys(q)) {
+	for _, k := range slices.Sorted(maps.Keys(q)) {
 		for _, v := range q[k] {
 			if b.Len() > 0 {
 				b.WriteByte('&')
@@ -188,16 +189,6 @@ func (q CanonicalQuery) String() string {
 		}
 	}
 	return b.String()
-}
-
-func mapsKeys(q CanonicalQuery) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range q {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // CanonicalizeQuery runs a raw query (without the '?') through §4.7's query

@@ -2,6 +2,8 @@ package msp
 
 import (
 	"fmt"
+	"iter"
+	"maps"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -279,7 +281,8 @@ func Compile(endpoint Endpoint, item *AuthorizationItem, opts *EvaluatorOptions)
 	for _, id := range r.Identities {
 		ci := &compiledIdentity{name: id.Name, userName: id.UserName, groupName: id.GroupName, processName: id.ProcessName}
 		if id.ExePath != "" {
-			ci.exePath = pathComponents(id.ExePath)
+			// Never empty for a non-empty path, so nil still means "no exePath".
+			ci.exePath = slices.Collect(components(id.ExePath))
 		}
 		ids[id.Name] = ci
 	}
@@ -287,7 +290,7 @@ func Compile(endpoint Endpoint, item *AuthorizationItem, opts *EvaluatorOptions)
 	var problems []Problem
 	for i, p := range r.Privileges {
 		cp := compiledPrivilege{name: p.Name, lpath: strings.ToLower(p.Path)}
-		for _, k := range sortedKeys(p.QueryParameters) {
+		for _, k := range slices.Sorted(maps.Keys(p.QueryParameters)) {
 			cp.lquery = append(cp.lquery, [2]string{strings.ToLower(k), strings.ToLower(p.QueryParameters[k])})
 		}
 		if e.opts.Matcher != MatcherLegacy {
@@ -330,22 +333,13 @@ func Compile(endpoint Endpoint, item *AuthorizationItem, opts *EvaluatorOptions)
 				continue
 			}
 			for _, in := range ra.Identities {
-				if ci, ok := ids[in]; ok && !containsIdentity(e.privs[j].ids, ci) {
+				if ci, ok := ids[in]; ok && !slices.Contains(e.privs[j].ids, ci) {
 					e.privs[j].ids = append(e.privs[j].ids, ci)
 				}
 			}
 		}
 	}
 	return e, nil
-}
-
-func containsIdentity(list []*compiledIdentity, ci *compiledIdentity) bool {
-	for _, x := range list {
-		if x == ci {
-			return true
-		}
-	}
-	return false
 }
 
 // Endpoint returns the endpoint the evaluator decides for.
@@ -564,44 +558,34 @@ func (id *compiledIdentity) match(c *Claims) bool {
 	return true
 }
 
-// pathComponents splits a path the way Rust's Path::components does for
-// comparison: repeated separators and interior "." are ignored.
-func pathComponents(p string) []string {
-	comps := []string{}
-	if strings.HasPrefix(p, "/") {
-		comps = append(comps, "/")
-	}
-	for i, c := range strings.Split(p, "/") {
-		if c == "" || (c == "." && i > 0) {
-			continue
+// components yields a path's components the way Rust's Path::components
+// does for comparison: a leading "/" is one, repeated separators and
+// interior "." are ignored.
+func components(p string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		if strings.HasPrefix(p, "/") && !yield("/") {
+			return
 		}
-		comps = append(comps, c)
+		first := true
+		for c := range strings.SplitSeq(p, "/") {
+			skip := c == "" || (c == "." && !first)
+			first = false
+			if !skip && !yield(c) {
+				return
+			}
+		}
 	}
-	return comps
 }
 
+// equalComponents compares without collecting the caller's components: it
+// runs on every request a rule with an exePath decides.
 func equalComponents(want []string, path string) bool {
-	got := pathComponents(path)
-	if len(got) != len(want) {
-		return false
-	}
-	for i := range got {
-		if got[i] != want[i] {
+	n := 0
+	for c := range components(path) {
+		if n == len(want) || want[n] != c {
 			return false
 		}
+		n++
 	}
-	return true
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
+	return n == len(want)
 }

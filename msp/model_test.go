@@ -100,6 +100,7 @@ func TestParseAuthorizationItemErrors(t *testing.T) {
 		``, `{`, `[]`, `{"mode":"sometimes","defaultAccess":"deny","id":"x"}`,
 		`{"mode":"enforce","defaultAccess":"maybe","id":"x"}`, `{"mode":"enforce"} {}`,
 		`{"mode":"enforce","rules":{"privileges":"nope"}}`,
+		`{"mode":"enforce","defaultAccess":"deny","id":"x"}]`, `{"mode":"enforce","defaultAccess":"deny","id":"x"}}`,
 	}
 	for _, in := range bad {
 		if _, err := ParseAuthorizationItem([]byte(in)); !errors.Is(err, ErrInvalidRules) {

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -172,10 +174,9 @@ func decodeStrictJSON(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
-		return errors.New("trailing data after JSON value")
-	}
-	if _, err := dec.Token(); err == nil {
+	// Anything but the end of the input, a stray ']' or '}' included, is
+	// trailing data (serde_json's from_str refuses it too).
+	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("trailing data after JSON value")
 	}
 	return nil
@@ -317,7 +318,7 @@ func (r *AccessControlRules) problems(prefix string) []Problem {
 			case seen[ref]:
 				add(ProblemDuplicateRef, rw, ref)
 			case !privs[ref]:
-				add(ProblemDanglingRef, rw, "no privilege named "+strconvQuote(ref))
+				add(ProblemDanglingRef, rw, "no privilege named "+strconv.Quote(ref))
 			}
 			seen[ref] = true
 		}
@@ -342,7 +343,7 @@ func (r *AccessControlRules) problems(prefix string) []Problem {
 		if strings.TrimSpace(ra.Role) == "" {
 			add(ProblemBlankName, w+".role", "")
 		} else if !roles[ra.Role] {
-			add(ProblemDanglingRef, w+".role", "no role named "+strconvQuote(ra.Role))
+			add(ProblemDanglingRef, w+".role", "no role named "+strconv.Quote(ra.Role))
 		}
 		if len(ra.Identities) == 0 {
 			add(ProblemNoIdentities, w+".identities", "")
@@ -356,12 +357,10 @@ func (r *AccessControlRules) problems(prefix string) []Problem {
 			case seen[ref]:
 				add(ProblemDuplicateRef, rw, ref)
 			case !ids[ref]:
-				add(ProblemDanglingRef, rw, "no identity named "+strconvQuote(ref))
+				add(ProblemDanglingRef, rw, "no identity named "+strconv.Quote(ref))
 			}
 			seen[ref] = true
 		}
 	}
 	return ps
 }
-
-func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }

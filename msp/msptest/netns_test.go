@@ -3,75 +3,62 @@
 package msptest
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 )
 
-var errNoNetns = errors.New("cannot create a network namespace")
+const netnsChildEnv = "GPA_MSPTEST_NETNS_CHILD"
 
 // TestServeOnRealAddressesInNetns serves the host on the real metadata
-// addresses inside a network namespace the test creates for one locked OS
-// thread. The thread is never unlocked, so it exits with the goroutine and
-// the namespace goes with it; nothing outside the namespace is touched.
+// addresses inside a network namespace the test creates: the test binary
+// re-executes itself through sandbox.Command, so the addresses exist only on
+// that namespace's loopback and nothing outside it is touched.
 func TestServeOnRealAddressesInNetns(t *testing.T) {
+	if os.Getenv(netnsChildEnv) == "1" {
+		if err := serveInNetns(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	testenv.MustBeRoot(t)
 	if _, err := exec.LookPath("ip"); err != nil {
 		testenv.SkipOrFail(t, "needs iproute2's ip: %v", err)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // deliberately never unlocked
-		errc <- inNetns()
-	}()
-	err := <-errc
-	if errors.Is(err, errNoNetns) {
-		testenv.Require(t, "a new network namespace", err)
-	}
+	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, err := sandbox.Command(ctx, exe, "-test.run", "^TestServeOnRealAddressesInNetns$", "-test.v", "-test.count=1")
+	testenv.Require(t, "a new network namespace", err)
+	cmd.Env = append(cmd.Env, netnsChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil {
+		t.Fatalf("child in a new network namespace failed: %v", err)
+	}
 }
 
-func inNetns() error {
-	orig, err := os.Readlink("/proc/thread-self/ns/net")
-	if err != nil {
-		return fmt.Errorf("%w: %v", errNoNetns, err)
-	}
-	if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("%w: %v", errNoNetns, err)
-	}
-	inNS := func() error {
-		cur, err := os.Readlink("/proc/thread-self/ns/net")
-		if err != nil || cur == orig {
-			return fmt.Errorf("refusing to go on: the thread is not in its own network namespace (%s, %v)", cur, err)
-		}
-		return nil
-	}
-	if err := inNS(); err != nil {
+func serveInNetns() error {
+	// SetupLoopback refuses unless this is the namespace sandbox.Command
+	// made, so nothing below can reach a real metadata address.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sandbox.SetupLoopback(ctx); err != nil {
 		return err
-	}
-	// Children forked from this locked thread inherit its namespace.
-	for _, args := range [][]string{
-		{"link", "set", "lo", "up"},
-		{"addr", "add", "169.254.169.254/32", "dev", "lo"},
-		{"addr", "add", "168.63.129.16/32", "dev", "lo"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %v: %v: %s", args, err, out)
-		}
 	}
 	lns, err := ListenMetadata()
 	if err != nil {
@@ -82,12 +69,6 @@ func inNetns() error {
 	if h.IMDSAddr() != msp.IMDSAddr || h.WireServerAddr() != msp.WireServerAddr || h.HostGAAddr() != msp.HostGAAddr {
 		return fmt.Errorf("addresses %s %s %s", h.WireServerAddr(), h.HostGAAddr(), h.IMDSAddr())
 	}
-
-	// Check again right before dialing a metadata address.
-	if err := inNS(); err != nil {
-		return err
-	}
-	// Dial from this thread so the client socket is in the namespace too.
 	c, err := net.DialTimeout("tcp", msp.IMDSAddr.String(), 2*time.Second)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package msptest
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/metadatasec/gpa/msp"
@@ -50,12 +51,8 @@ func (r *Request) Get(name string) (string, bool) {
 
 // Path returns RawURI without its query.
 func (r *Request) Path() string {
-	for i := 0; i < len(r.RawURI); i++ {
-		if r.RawURI[i] == '?' {
-			return r.RawURI[:i]
-		}
-	}
-	return r.RawURI
+	p, _, _ := strings.Cut(r.RawURI, "?")
+	return p
 }
 
 func (h *Host) record(r Request) {

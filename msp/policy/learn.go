@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -152,7 +153,7 @@ func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 			continue
 		}
 		t := tuple{path: cr.Path.Segments}
-		for _, k := range slices.Sorted(mapKeys(cr.Query)) {
+		for _, k := range slices.Sorted(maps.Keys(cr.Query)) {
 			if wanted[k] && len(cr.Query[k]) > 0 {
 				t.query = append(t.query, [2]string{k, cr.Query[k][0]})
 			}
@@ -175,7 +176,7 @@ func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 			allCallers[c] = true
 		}
 	}
-	callers := slices.SortedFunc(mapKeys(allCallers), func(a, b caller) int {
+	callers := slices.SortedFunc(maps.Keys(allCallers), func(a, b caller) int {
 		return cmp.Or(strings.Compare(a.exe, b.exe), strings.Compare(a.user, b.user))
 	})
 	idName := map[caller]string{}
@@ -212,7 +213,7 @@ func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 	}
 	var privs []learned
 	sets := map[string]bool{}
-	for _, gk := range slices.SortedFunc(mapKeys(groups), func(a, b [2]string) int {
+	for _, gk := range slices.SortedFunc(maps.Keys(groups), func(a, b [2]string) int {
 		return cmp.Or(strings.Compare(a[0], b[0]), strings.Compare(a[1], b[1]))
 	}) {
 		g := groups[gk]
@@ -233,7 +234,7 @@ func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 	// Roles: one per set of callers that share privileges, or one per
 	// caller when that is fewer (callers that each use a different mix).
 	if len(sets) <= len(callers) {
-		for _, cs := range slices.Sorted(mapKeys(sets)) {
+		for _, cs := range slices.Sorted(maps.Keys(sets)) {
 			r := msp.Role{Name: uniqueName(taken, roleBaseName(cs))}
 			for _, p := range privs {
 				if p.callers == cs {
@@ -376,14 +377,4 @@ func uniqueName(taken map[string]int, base string) string {
 		return fmt.Sprintf("%s-%d", base, n)
 	}
 	return base
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

@@ -101,7 +101,8 @@ func (s *Simulator) Replay(records []AuditRecord) *Report {
 			continue
 		}
 		rep.Total++
-		out := s.Decide(ep, rec.Request())
+		req := rec.Request()
+		out := s.Decide(ep, req)
 		now := out.Canonical.Verdict
 		switch now {
 		case msp.VerdictAllow:
@@ -121,7 +122,7 @@ func (s *Simulator) Replay(records []AuditRecord) *Report {
 		if was == now {
 			continue
 		}
-		key := Change{Exe: rec.ProcessFullPath, User: rec.UserName, PathPrefix: pathPrefix(rec.Request().RawURI, 2), Was: was, Now: now}
+		key := Change{Exe: rec.ProcessFullPath, User: rec.UserName, PathPrefix: pathPrefix(req.RawURI, 2), Was: was, Now: now}
 		g, ok := groups[key]
 		if !ok {
 			g = &Change{Exe: key.Exe, User: key.User, PathPrefix: key.PathPrefix, Was: was, Now: now, Example: rec.URL}
