@@ -271,7 +271,8 @@ func (s *Server) closeConns(idleOnly bool) {
 type clientConn struct {
 	srv    *Server
 	nc     net.Conn
-	dr     *deadlineReader
+	dr     deadlineReader
+	dw     deadlineWriter
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	caller *Caller
@@ -306,9 +307,10 @@ func (cc *clientConn) serve(ctx context.Context) {
 	} else {
 		cc.caller = caller
 	}
-	cc.dr = &deadlineReader{conn: cc.nc, r: cc.nc}
-	cc.br = bufio.NewReaderSize(cc.dr, 4<<10)
-	cc.bw = bufio.NewWriterSize(&deadlineWriter{conn: cc.nc, timeout: s.cfg.WriteTimeout}, 4<<10)
+	cc.dr = deadlineReader{conn: cc.nc}
+	cc.dw = deadlineWriter{conn: cc.nc, timeout: s.cfg.WriteTimeout}
+	cc.br = bufio.NewReaderSize(&cc.dr, 4<<10)
+	cc.bw = bufio.NewWriterSize(&cc.dw, 4<<10)
 
 	first := true
 	for {
