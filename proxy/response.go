@@ -171,7 +171,9 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 	return resp, nil
 }
 
-// parseContentLength accepts only plain decimal digits.
+// parseContentLength accepts only plain decimal digits (RFC 9110 §8.6),
+// at most 18 of them so that the value cannot overflow; request and
+// response heads share it.
 func parseContentLength(s string) (int64, bool) {
 	if s == "" || len(s) > 18 {
 		return 0, false

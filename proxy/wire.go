@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/metadatasec/gpa/msp"
@@ -205,8 +204,8 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 				return nil, &httpError{http.StatusBadRequest, "conflicting Content-Length headers"}
 			}
 		}
-		n, err := strconv.ParseInt(cls[0], 10, 64)
-		if err != nil || n < 0 || cls[0][0] == '+' {
+		n, ok := parseContentLength(cls[0])
+		if !ok {
 			return nil, &httpError{http.StatusBadRequest, "invalid Content-Length"}
 		}
 		r.contentLength, r.hadCL = n, true
