@@ -645,16 +645,8 @@ func (cc *clientConn) relay(r *request, resp *response, uc *upstreamConn) (bool,
 	w.WriteString(resp.status)
 	w.WriteString("\r\n")
 	// Fields the host's Connection header names are hop-by-hop too.
-	var connTokens []string
 	for _, h := range resp.header {
-		if strings.EqualFold(h.Name, "Connection") {
-			for t := range strings.SplitSeq(h.Value, ",") {
-				connTokens = append(connTokens, strings.TrimSpace(t))
-			}
-		}
-	}
-	for _, h := range resp.header {
-		if isHopByHop(h.Name) || namedIn(connTokens, h.Name) {
+		if isHopByHop(h.Name) || namedIn(resp.connTokens, h.Name) {
 			continue
 		}
 		writeHeader(w, h.Name, h.Value)
