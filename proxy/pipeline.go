@@ -235,14 +235,14 @@ func (cc *clientConn) writeSimple(status int, hdr []msp.HeaderField, body []byte
 // sent.
 func writeResponse(w *bufio.Writer, status int, hdr []msp.HeaderField, body []byte, closeConn, head bool) error {
 	w.WriteString("HTTP/1.1 ")
-	w.WriteString(strconv.Itoa(status))
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(status), 10))
 	w.WriteByte(' ')
 	w.WriteString(http.StatusText(status))
 	w.WriteString("\r\n")
 	for _, h := range hdr {
 		writeHeader(w, h.Name, h.Value)
 	}
-	writeHeader(w, "Content-Length", strconv.Itoa(len(body)))
+	writeHeaderInt(w, "Content-Length", int64(len(body)))
 	if closeConn {
 		writeHeader(w, "Connection", "close")
 	}
@@ -257,6 +257,16 @@ func writeHeader(w *bufio.Writer, name, value string) {
 	w.WriteString(name)
 	w.WriteString(": ")
 	w.WriteString(value)
+	w.WriteString("\r\n")
+}
+
+// writeHeaderInt writes a field with a decimal value formatted in w's own
+// buffer: strconv.FormatInt allocates for 100 and above, so relaying a
+// host's Content-Length was an allocation per response.
+func writeHeaderInt(w *bufio.Writer, name string, value int64) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), value, 10))
 	w.WriteString("\r\n")
 }
 
@@ -655,10 +665,10 @@ func (cc *clientConn) relay(r *request, resp *response, uc *upstreamConn) (bool,
 	switch {
 	case noBody:
 		if resp.contentLength >= 0 && r.method == "HEAD" {
-			writeHeader(w, "Content-Length", strconv.FormatInt(resp.contentLength, 10))
+			writeHeaderInt(w, "Content-Length", resp.contentLength)
 		}
 	case resp.contentLength >= 0:
-		writeHeader(w, "Content-Length", strconv.FormatInt(resp.contentLength, 10))
+		writeHeaderInt(w, "Content-Length", resp.contentLength)
 	case r.proto == "HTTP/1.1":
 		chunked = true
 		writeHeader(w, "Transfer-Encoding", "chunked")
