@@ -178,7 +178,8 @@ func hostOf(ap netip.AddrPort) string {
 // newRecord starts the audit record of a request; r may be nil for a
 // request that could not be parsed.
 func (cc *clientConn) newRecord(r *request, start time.Time) *Record {
-	rec := &Record{Time: start, IP: "None"}
+	rec := &cc.rec
+	*rec = Record{Time: start, IP: "None"}
 	if r != nil {
 		rec.Method, rec.URL = r.method, r.uri
 	}

@@ -279,6 +279,10 @@ type clientConn struct {
 	// The audit record's connection fields, formatted once per connection.
 	clientIP, dstIP, endpoint string
 	clientPort                uint16
+	// rec is the audit record of the request in progress, reused by the
+	// next one: a SummarySink must not keep it, so it need not be
+	// allocated per request.
+	rec Record
 	// idle is true while waiting for the next request, so Shutdown can
 	// close the connection without cutting a request short.
 	idle atomic.Bool
