@@ -114,11 +114,8 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	if snap == nil {
 		snap = &keylatch.Snapshot{State: keylatch.StateUnknown}
 	}
-	rec.Epoch = snap.Epoch
 	s.metrics.epoch.Set(float64(snap.Epoch))
-	d := snap.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
-	rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
-	rec.Privilege, rec.Identity, rec.Mode = d.Privilege, d.Identity, d.Mode.String()
+	d := cc.decide(snap, ep, r, rec)
 	switch d.Verdict {
 	case msp.VerdictDeny:
 		status = http.StatusForbidden
@@ -133,6 +130,27 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	skipSig := d.Reason == msp.ReasonSkipSig
 	status, keep = cc.forward(ctx, r, rec, snap, dst, ep, skipSig)
 	return keep
+}
+
+// decide evaluates r under snap's rules and puts the decision, and the
+// snapshot's epoch, in rec.
+func (cc *clientConn) decide(snap *keylatch.Snapshot, ep msp.Endpoint, r *request, rec *Record) msp.Decision {
+	d := snap.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
+	rec.Epoch = snap.Epoch
+	rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
+	rec.Privilege, rec.Identity, rec.Mode = d.Privilege, d.Identity, d.Mode.String()
+	return d
+}
+
+// sign appends the signature under signer of the request that hdr and
+// body put on the wire.
+func sign(signer *msp.Signer, r *request, hdr []msp.HeaderField, body []byte) ([]msp.HeaderField, error) {
+	m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
+	auth, err := signer.Sign(&m)
+	if err != nil {
+		return hdr, err
+	}
+	return append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth}), nil
 }
 
 // auditBufs recycles the buffers audit lines are encoded into; AuditLog
@@ -462,14 +480,11 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 			hdr = append(hdr, msp.HeaderField{Name: "Content-Length", Value: strconv.Itoa(len(body))})
 		}
 		if snap.Signer != nil {
-			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
-			auth, err := snap.Signer.Sign(&m)
-			if err != nil {
+			if hdr, err = sign(snap.Signer, r, hdr, body); err != nil {
 				rec.ErrorDetails = "signing: " + err.Error()
 				cc.writeSimple(http.StatusBadGateway, nil, nil, true)
 				return http.StatusBadGateway, false
 			}
-			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth})
 			rec.Signed = true
 		}
 	} else {
@@ -487,10 +502,8 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 			// The host has not processed a request it refused, so sending it
 			// again is safe; the old response is dropped with its connection.
 			uc.conn.Close()
-			d := fresh.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
-			rec.Epoch, rec.Retried = fresh.Epoch, true
-			rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
-			if d.Verdict == msp.VerdictDeny {
+			rec.Retried = true
+			if d := cc.decide(fresh, ep, r, rec); d.Verdict == msp.VerdictDeny {
 				rec.ErrorDetails = "Block unauthorized request"
 				cc.writeDeny(ep, d)
 				return http.StatusForbidden, false
@@ -499,14 +512,11 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 				return strings.EqualFold(h.Name, msp.HeaderDate) || strings.EqualFold(h.Name, msp.HeaderAuthorization)
 			})
 			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderDate, Value: s.hostDate()})
-			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
-			auth, serr := fresh.Signer.Sign(&m)
-			if serr != nil {
-				rec.ErrorDetails = "signing: " + serr.Error()
+			if hdr, err = sign(fresh.Signer, r, hdr, body); err != nil {
+				rec.ErrorDetails = "signing: " + err.Error()
 				cc.writeSimple(http.StatusBadGateway, nil, nil, true)
 				return http.StatusBadGateway, false
 			}
-			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth})
 			resp, uc, kind, err = cc.roundTrip(ctx, r, hdr, body, dst, false, limit)
 		}
 	}
