@@ -10,11 +10,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/metadatasec/gpa/keylatch"
@@ -602,13 +602,10 @@ func (cc *clientConn) roundTrip(ctx context.Context, r *request, hdr []msp.Heade
 	}
 }
 
+// isReset reports whether the host reset the connection or closed it
+// under a write.
 func isReset(err error) bool {
-	var se *os.SyscallError
-	if errors.As(err, &se) {
-		s := se.Err.Error()
-		return strings.Contains(s, "reset") || strings.Contains(s, "broken pipe")
-	}
-	return false
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENETRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func writeRequestHead(w *bufio.Writer, method, uri string, hdr []msp.HeaderField) {

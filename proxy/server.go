@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -155,7 +156,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // try: 5 ms doubling to 1 s, so a full descriptor table is not spun on.
 func (s *Server) acceptBackoff(err error, backoff *time.Duration, msg string) bool {
 	var ne net.Error
-	if !(errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE)) {
+	if !(errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE)) {
 		return false
 	}
 	*backoff = min(max(2**backoff, 5*time.Millisecond), time.Second)
