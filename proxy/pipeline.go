@@ -10,11 +10,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/metadatasec/gpa/keylatch"
@@ -114,11 +114,8 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	if snap == nil {
 		snap = &keylatch.Snapshot{State: keylatch.StateUnknown}
 	}
-	rec.Epoch = snap.Epoch
 	s.metrics.epoch.Set(float64(snap.Epoch))
-	d := snap.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
-	rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
-	rec.Privilege, rec.Identity, rec.Mode = d.Privilege, d.Identity, d.Mode.String()
+	d := cc.decide(snap, ep, r, rec)
 	switch d.Verdict {
 	case msp.VerdictDeny:
 		status = http.StatusForbidden
@@ -133,6 +130,27 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	skipSig := d.Reason == msp.ReasonSkipSig
 	status, keep = cc.forward(ctx, r, rec, snap, dst, ep, skipSig)
 	return keep
+}
+
+// decide evaluates r under snap's rules and puts the decision, and the
+// snapshot's epoch, in rec.
+func (cc *clientConn) decide(snap *keylatch.Snapshot, ep msp.Endpoint, r *request, rec *Record) msp.Decision {
+	d := snap.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
+	rec.Epoch = snap.Epoch
+	rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
+	rec.Privilege, rec.Identity, rec.Mode = d.Privilege, d.Identity, d.Mode.String()
+	return d
+}
+
+// sign appends the signature under signer of the request that hdr and
+// body put on the wire.
+func sign(signer *msp.Signer, r *request, hdr []msp.HeaderField, body []byte) ([]msp.HeaderField, error) {
+	m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
+	auth, err := signer.Sign(&m)
+	if err != nil {
+		return hdr, err
+	}
+	return append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth}), nil
 }
 
 // auditBufs recycles the buffers audit lines are encoded into; AuditLog
@@ -178,7 +196,8 @@ func hostOf(ap netip.AddrPort) string {
 // newRecord starts the audit record of a request; r may be nil for a
 // request that could not be parsed.
 func (cc *clientConn) newRecord(r *request, start time.Time) *Record {
-	rec := &Record{Time: start, IP: "None"}
+	rec := &cc.rec
+	*rec = Record{Time: start, IP: "None"}
 	if r != nil {
 		rec.Method, rec.URL = r.method, r.uri
 	}
@@ -235,14 +254,14 @@ func (cc *clientConn) writeSimple(status int, hdr []msp.HeaderField, body []byte
 // sent.
 func writeResponse(w *bufio.Writer, status int, hdr []msp.HeaderField, body []byte, closeConn, head bool) error {
 	w.WriteString("HTTP/1.1 ")
-	w.WriteString(strconv.Itoa(status))
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(status), 10))
 	w.WriteByte(' ')
 	w.WriteString(http.StatusText(status))
 	w.WriteString("\r\n")
 	for _, h := range hdr {
 		writeHeader(w, h.Name, h.Value)
 	}
-	writeHeader(w, "Content-Length", strconv.Itoa(len(body)))
+	writeHeaderInt(w, "Content-Length", int64(len(body)))
 	if closeConn {
 		writeHeader(w, "Connection", "close")
 	}
@@ -257,6 +276,16 @@ func writeHeader(w *bufio.Writer, name, value string) {
 	w.WriteString(name)
 	w.WriteString(": ")
 	w.WriteString(value)
+	w.WriteString("\r\n")
+}
+
+// writeHeaderInt writes a field with a decimal value formatted in w's own
+// buffer: strconv.FormatInt allocates for 100 and above, so relaying a
+// host's Content-Length was an allocation per response.
+func writeHeaderInt(w *bufio.Writer, name string, value int64) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), value, 10))
 	w.WriteString("\r\n")
 }
 
@@ -451,14 +480,11 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 			hdr = append(hdr, msp.HeaderField{Name: "Content-Length", Value: strconv.Itoa(len(body))})
 		}
 		if snap.Signer != nil {
-			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
-			auth, err := snap.Signer.Sign(&m)
-			if err != nil {
+			if hdr, err = sign(snap.Signer, r, hdr, body); err != nil {
 				rec.ErrorDetails = "signing: " + err.Error()
 				cc.writeSimple(http.StatusBadGateway, nil, nil, true)
 				return http.StatusBadGateway, false
 			}
-			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth})
 			rec.Signed = true
 		}
 	} else {
@@ -476,10 +502,8 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 			// The host has not processed a request it refused, so sending it
 			// again is safe; the old response is dropped with its connection.
 			uc.conn.Close()
-			d := fresh.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
-			rec.Epoch, rec.Retried = fresh.Epoch, true
-			rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
-			if d.Verdict == msp.VerdictDeny {
+			rec.Retried = true
+			if d := cc.decide(fresh, ep, r, rec); d.Verdict == msp.VerdictDeny {
 				rec.ErrorDetails = "Block unauthorized request"
 				cc.writeDeny(ep, d)
 				return http.StatusForbidden, false
@@ -488,14 +512,11 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 				return strings.EqualFold(h.Name, msp.HeaderDate) || strings.EqualFold(h.Name, msp.HeaderAuthorization)
 			})
 			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderDate, Value: s.hostDate()})
-			m := msp.Message{Method: r.method, RawURI: r.uri, Header: hdr, Body: body}
-			auth, serr := fresh.Signer.Sign(&m)
-			if serr != nil {
-				rec.ErrorDetails = "signing: " + serr.Error()
+			if hdr, err = sign(fresh.Signer, r, hdr, body); err != nil {
+				rec.ErrorDetails = "signing: " + err.Error()
 				cc.writeSimple(http.StatusBadGateway, nil, nil, true)
 				return http.StatusBadGateway, false
 			}
-			hdr = append(hdr, msp.HeaderField{Name: msp.HeaderAuthorization, Value: auth})
 			resp, uc, kind, err = cc.roundTrip(ctx, r, hdr, body, dst, false, limit)
 		}
 	}
@@ -581,13 +602,10 @@ func (cc *clientConn) roundTrip(ctx context.Context, r *request, hdr []msp.Heade
 	}
 }
 
+// isReset reports whether the host reset the connection or closed it
+// under a write.
 func isReset(err error) bool {
-	var se *os.SyscallError
-	if errors.As(err, &se) {
-		s := se.Err.Error()
-		return strings.Contains(s, "reset") || strings.Contains(s, "broken pipe")
-	}
-	return false
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENETRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func writeRequestHead(w *bufio.Writer, method, uri string, hdr []msp.HeaderField) {
@@ -645,16 +663,8 @@ func (cc *clientConn) relay(r *request, resp *response, uc *upstreamConn) (bool,
 	w.WriteString(resp.status)
 	w.WriteString("\r\n")
 	// Fields the host's Connection header names are hop-by-hop too.
-	var connTokens []string
 	for _, h := range resp.header {
-		if strings.EqualFold(h.Name, "Connection") {
-			for t := range strings.SplitSeq(h.Value, ",") {
-				connTokens = append(connTokens, strings.TrimSpace(t))
-			}
-		}
-	}
-	for _, h := range resp.header {
-		if isHopByHop(h.Name) || namedIn(connTokens, h.Name) {
+		if isHopByHop(h.Name) || namedIn(resp.connTokens, h.Name) {
 			continue
 		}
 		writeHeader(w, h.Name, h.Value)
@@ -663,10 +673,10 @@ func (cc *clientConn) relay(r *request, resp *response, uc *upstreamConn) (bool,
 	switch {
 	case noBody:
 		if resp.contentLength >= 0 && r.method == "HEAD" {
-			writeHeader(w, "Content-Length", strconv.FormatInt(resp.contentLength, 10))
+			writeHeaderInt(w, "Content-Length", resp.contentLength)
 		}
 	case resp.contentLength >= 0:
-		writeHeader(w, "Content-Length", strconv.FormatInt(resp.contentLength, 10))
+		writeHeaderInt(w, "Content-Length", resp.contentLength)
 	case r.proto == "HTTP/1.1":
 		chunked = true
 		writeHeader(w, "Transfer-Encoding", "chunked")

@@ -328,6 +328,8 @@ func TestLimits(t *testing.T) {
 		{"body-chunked", "POST /metadata/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", 102401, strings.Repeat("z", 102401)), 413},
 		{"cl-and-te", "POST /metadata/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400},
 		{"two-cl", "POST /metadata/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
+		{"signed-cl", "POST /metadata/x HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nx", 400},
+		{"minus-zero-cl", "POST /metadata/x HTTP/1.1\r\nHost: x\r\nContent-Length: -0\r\n\r\n", 400},
 		{"te-gzip", "POST /metadata/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
 		{"no-host", "GET /metadata/x HTTP/1.1\r\n\r\n", 400},
 		{"two-hosts", "GET /metadata/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},

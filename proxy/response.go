@@ -36,8 +36,11 @@ type response struct {
 	// close is true when the connection cannot carry another request
 	// after this response: the host said so, or the body ends with it.
 	close bool
-	body  io.Reader
-	lr    io.LimitedReader
+	// connTokens are the host's Connection options: the fields they name
+	// are hop-by-hop and not relayed.
+	connTokens []string
+	body       io.Reader
+	lr         io.LimitedReader
 }
 
 // readResponse reads a response head, skipping 1xx informational
@@ -119,14 +122,15 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 			}
 			te += value
 		case strings.EqualFold(name, "connection"):
-			for t := range strings.SplitSeq(value, ",") {
-				switch t = strings.TrimSpace(t); {
-				case strings.EqualFold(t, "close"):
-					resp.close = true
-				case strings.EqualFold(t, "keep-alive"):
-					keepAlive = true
-				}
-			}
+			resp.connTokens = appendConnTokens(resp.connTokens, value)
+		}
+	}
+	for _, t := range resp.connTokens {
+		switch {
+		case strings.EqualFold(t, "close"):
+			resp.close = true
+		case strings.EqualFold(t, "keep-alive"):
+			keepAlive = true
 		}
 	}
 	if http10 && !keepAlive {
@@ -171,7 +175,9 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 	return resp, nil
 }
 
-// parseContentLength accepts only plain decimal digits.
+// parseContentLength accepts only plain decimal digits (RFC 9110 §8.6),
+// at most 18 of them so that the value cannot overflow; request and
+// response heads share it.
 func parseContentLength(s string) (int64, bool) {
 	if s == "" || len(s) > 18 {
 		return 0, false

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -155,7 +156,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // try: 5 ms doubling to 1 s, so a full descriptor table is not spun on.
 func (s *Server) acceptBackoff(err error, backoff *time.Duration, msg string) bool {
 	var ne net.Error
-	if !(errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE)) {
+	if !(errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE)) {
 		return false
 	}
 	*backoff = min(max(2**backoff, 5*time.Millisecond), time.Second)
@@ -271,13 +272,18 @@ func (s *Server) closeConns(idleOnly bool) {
 type clientConn struct {
 	srv    *Server
 	nc     net.Conn
-	dr     *deadlineReader
+	dr     deadlineReader
+	dw     deadlineWriter
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	caller *Caller
 	// The audit record's connection fields, formatted once per connection.
 	clientIP, dstIP, endpoint string
 	clientPort                uint16
+	// rec is the audit record of the request in progress, reused by the
+	// next one: a SummarySink must not keep it, so it need not be
+	// allocated per request.
+	rec Record
 	// idle is true while waiting for the next request, so Shutdown can
 	// close the connection without cutting a request short.
 	idle atomic.Bool
@@ -306,9 +312,10 @@ func (cc *clientConn) serve(ctx context.Context) {
 	} else {
 		cc.caller = caller
 	}
-	cc.dr = &deadlineReader{conn: cc.nc, r: cc.nc}
-	cc.br = bufio.NewReaderSize(cc.dr, 4<<10)
-	cc.bw = bufio.NewWriterSize(&deadlineWriter{conn: cc.nc, timeout: s.cfg.WriteTimeout}, 4<<10)
+	cc.dr = deadlineReader{conn: cc.nc}
+	cc.dw = deadlineWriter{conn: cc.nc, timeout: s.cfg.WriteTimeout}
+	cc.br = bufio.NewReaderSize(&cc.dr, 4<<10)
+	cc.bw = bufio.NewWriterSize(&cc.dw, 4<<10)
 
 	first := true
 	for {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -88,7 +87,7 @@ func (p *pool) get(ctx context.Context, dst netip.AddrPort, mustPeek bool) (*ups
 	if err != nil {
 		return nil, errors.Join(errDial, err)
 	}
-	uc := &upstreamConn{conn: c, dst: dst, dr: deadlineReader{conn: c, r: c}, dw: deadlineWriter{conn: c}}
+	uc := &upstreamConn{conn: c, dst: dst, dr: deadlineReader{conn: c}, dw: deadlineWriter{conn: c}}
 	uc.br = bufio.NewReaderSize(&uc.dr, 8<<10)
 	uc.bw = bufio.NewWriterSize(&uc.dw, 8<<10)
 	return uc, nil
@@ -156,7 +155,6 @@ func alive(uc *upstreamConn) bool {
 // but progressing body is fine and a stalled one times out.
 type deadlineReader struct {
 	conn    net.Conn
-	r       io.Reader
 	timeout time.Duration
 }
 
@@ -164,7 +162,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 	if d.timeout > 0 {
 		_ = d.conn.SetReadDeadline(time.Now().Add(d.timeout))
 	}
-	return d.r.Read(p)
+	return d.conn.Read(p)
 }
 
 // deadlineWriter does the same for writes.

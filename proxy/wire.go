@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/metadatasec/gpa/msp"
@@ -156,10 +155,9 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 	}
 	r.headerBytes = used
 	var (
-		hostBuf, clBuf, teBuf [2]string
-		hosts, cls, tes       = hostBuf[:0], clBuf[:0], teBuf[:0]
-		connTokens            []string
-		expect                string
+		hostBuf, clBuf, teBuf, connBuf [2]string
+		hosts, cls, tes, connTokens    = hostBuf[:0], clBuf[:0], teBuf[:0], connBuf[:0]
+		expect                         string
 	)
 	for _, f := range fields {
 		name, value := f.Name, f.Value
@@ -171,11 +169,7 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 		case strings.EqualFold(name, "transfer-encoding"):
 			tes = append(tes, value)
 		case strings.EqualFold(name, "connection"):
-			for _, t := range strings.Split(value, ",") {
-				if t = strings.ToLower(strings.TrimSpace(t)); t != "" {
-					connTokens = append(connTokens, t)
-				}
-			}
+			connTokens = appendConnTokens(connTokens, value)
 		case strings.EqualFold(name, "expect"):
 			expect = value
 		}
@@ -205,8 +199,8 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 				return nil, &httpError{http.StatusBadRequest, "conflicting Content-Length headers"}
 			}
 		}
-		n, err := strconv.ParseInt(cls[0], 10, 64)
-		if err != nil || n < 0 || cls[0][0] == '+' {
+		n, ok := parseContentLength(cls[0])
+		if !ok {
 			return nil, &httpError{http.StatusBadRequest, "invalid Content-Length"}
 		}
 		r.contentLength, r.hadCL = n, true
@@ -219,10 +213,10 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 	}
 	r.close = r.proto == "HTTP/1.0"
 	for _, t := range connTokens {
-		switch t {
-		case "close":
+		switch {
+		case strings.EqualFold(t, "close"):
 			r.close = true
-		case "keep-alive":
+		case strings.EqualFold(t, "keep-alive"):
 			if r.proto == "HTTP/1.0" {
 				r.close = false
 			}
@@ -270,8 +264,19 @@ func isHopByHop(name string) bool {
 	return hopByHop[string(buf[:len(name)])]
 }
 
-// namedIn reports whether tokens (lowercase Connection options) name the
-// field name.
+// appendConnTokens appends the options of a Connection field value,
+// trimmed and without empty ones, in the case the sender used.
+func appendConnTokens(tokens []string, value string) []string {
+	for t := range strings.SplitSeq(value, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			tokens = append(tokens, t)
+		}
+	}
+	return tokens
+}
+
+// namedIn reports whether tokens (Connection options) name the field
+// name.
 func namedIn(tokens []string, name string) bool {
 	for _, t := range tokens {
 		if strings.EqualFold(t, name) {
