@@ -211,17 +211,18 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 		}
 		r.expect100 = r.proto == "HTTP/1.1"
 	}
-	r.close = r.proto == "HTTP/1.0"
+	// "close" wins over "keep-alive" in any order (RFC 9112 §9.3); an
+	// HTTP/1.0 client keeps the connection only when it asks to.
+	closeOpt, keepAlive := false, false
 	for _, t := range connTokens {
 		switch {
 		case strings.EqualFold(t, "close"):
-			r.close = true
+			closeOpt = true
 		case strings.EqualFold(t, "keep-alive"):
-			if r.proto == "HTTP/1.0" {
-				r.close = false
-			}
+			keepAlive = true
 		}
 	}
+	r.close = closeOpt || r.proto == "HTTP/1.0" && !keepAlive
 	// Drop hop-by-hop fields, the ones the Connection header names, and any
 	// MSP header the client tried to supply: the proxy alone sets those.
 	r.header = stripHeaders(r.header, connTokens)

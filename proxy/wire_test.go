@@ -197,3 +197,32 @@ func TestHostDateCache(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestClose: whether the client asked to close after the request.
+func TestRequestClose(t *testing.T) {
+	for _, tc := range []struct {
+		proto, conn string
+		want        bool
+	}{
+		{"HTTP/1.1", "", false},
+		{"HTTP/1.1", "close", true},
+		{"HTTP/1.1", "keep-alive", false},
+		{"HTTP/1.0", "", true},
+		{"HTTP/1.0", "Keep-Alive", false},
+		{"HTTP/1.0", "close, keep-alive", true},
+		{"HTTP/1.0", "keep-alive, close", true},
+		{"HTTP/1.1", "keep-alive, CLOSE", true},
+	} {
+		head := "GET / " + tc.proto + "\r\nHost: x\r\n"
+		if tc.conn != "" {
+			head += "Connection: " + tc.conn + "\r\n"
+		}
+		r, err := readRequestHead(bufio.NewReader(strings.NewReader(head+"\r\n")), fuzzLimits)
+		if err != nil {
+			t.Fatalf("%s %q: %v", tc.proto, tc.conn, err)
+		}
+		if r.close != tc.want {
+			t.Errorf("%s Connection %q: close %v, want %v", tc.proto, tc.conn, r.close, tc.want)
+		}
+	}
+}
