@@ -25,11 +25,8 @@ func ExampleLoad() {
 		log.Fatal(err)
 	}
 	r, err := ebpf.Load(ctx, ebpf.Options{CgroupPath: root, PinPath: "/sys/fs/bpf/azure-proxy-agent"})
-	var req *ebpf.RequirementError
-	switch {
-	case errors.As(err, &req):
-		log.Fatalf("Failed to start redirector: %v", err) // includes the remediation
-	case err != nil:
+	if err != nil {
+		// A *RequirementError or *ProgramError text includes the remediation.
 		log.Fatalf("Failed to start redirector: %v", err)
 	}
 	defer r.Close()

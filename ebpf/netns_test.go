@@ -36,7 +36,7 @@ func netnsInode(path string) (uint64, error) {
 type netnsResult struct {
 	dialResult
 	Landed string `json:"landed,omitempty"` // "imds", "proxy" or ""
-	Remote string `json:"remote,omitempty"` // the accepted connection's client`
+	Remote string `json:"remote,omitempty"` // the accepted connection's client
 }
 
 // helperNetns runs in a network namespace of its own: it refuses to go on
