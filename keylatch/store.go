@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/metadatasec/gpa/msp"
 )
@@ -78,9 +77,10 @@ type StoreOptions struct {
 	FS FileSystem
 }
 
-// Store keeps latched keys on disk as <guid>.key, plus the provisioning tag
-// files, in a folder only its owner (root) can read. It refuses to work in a
-// folder, or with a file, that a non-root user could have planted or read.
+// Store keeps latched keys on disk as <guid>.key in a folder only its owner
+// (root) can read. It refuses to work in a folder, or with a file, that a
+// non-root user could have planted or read. The provisioning tag files that
+// share the folder are written by status.Provision, not here.
 type Store struct {
 	dir   string
 	owner uint32
@@ -352,33 +352,4 @@ func (s *Store) writeFile(name string, data []byte) (err error) {
 		return fmt.Errorf("keylatch: syncing %s: %w", s.dir, err)
 	}
 	return nil
-}
-
-// Provisioning tag files (gpa-protocol §7.2).
-const (
-	ProvisionedTag = "provisioned.tag"
-	StatusTag      = "status.tag"
-)
-
-// WriteProvisionedTag writes provisioned.tag with the timestamp
-// YYYY-MM-DDTHH:MM:SS.mmm.
-func (s *Store) WriteProvisionedTag(now time.Time) error {
-	return s.writeFile(ProvisionedTag, []byte(now.UTC().Format("2006-01-02T15:04:05.000")))
-}
-
-// WriteStatusTag writes status.tag: empty on success, otherwise the
-// failure lines, which the caller builds with StatusTagLine.
-func (s *Store) WriteStatusTag(failure string) error {
-	return s.writeFile(StatusTag, []byte(failure))
-}
-
-// StatusTagLine formats one failure line of status.tag: "<module> -
-// <message>\r\n" with the message XML-escaped as upstream does. module is
-// "ebpfProgramStatus", "keyLatchStatus" or "proxyListenerStatus".
-func StatusTagLine(module, message string) string {
-	return module + " - " + xmlEscape(message) + "\r\n"
-}
-
-func xmlEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "'", "&apos;", `"`, "&quot;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
