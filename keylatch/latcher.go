@@ -243,24 +243,7 @@ func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 	fresh := func(s *Snapshot) bool {
 		return s != nil && s.Key.Valid() && s.Signer != nil && (stale == nil || s.Key.GUID != stale.Key.GUID)
 	}
-	ch, cancel := l.Subscribe()
-	defer cancel()
-	// Checked after subscribing, so a snapshot published in between is
-	// not missed.
-	if s := l.Current(); fresh(s) {
-		return s
-	}
-	l.Recheck()
-	for {
-		select {
-		case s := <-ch:
-			if fresh(s) {
-				return s
-			}
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	return l.waitFor(ctx, fresh, l.Recheck)
 }
 
 // WaitKnown returns the current snapshot as soon as its state is no longer
@@ -270,15 +253,27 @@ func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 // the first requests instead of forwarding them unsigned.
 func (l *Latcher) WaitKnown(ctx context.Context) *Snapshot {
 	known := func(s *Snapshot) bool { return s != nil && s.State != StateUnknown }
+	return l.waitFor(ctx, known, nil)
+}
+
+// waitFor returns the first snapshot, current or published later, for
+// which ok is true; nil when ctx ends first. ask, if set, runs once when
+// the current snapshot does not do.
+func (l *Latcher) waitFor(ctx context.Context, ok func(*Snapshot) bool, ask func()) *Snapshot {
 	ch, cancel := l.Subscribe()
 	defer cancel()
-	if s := l.Current(); known(s) {
+	// Checked after subscribing, so a snapshot published in between is
+	// not missed.
+	if s := l.Current(); ok(s) {
 		return s
+	}
+	if ask != nil {
+		ask()
 	}
 	for {
 		select {
 		case s := <-ch:
-			if known(s) {
+			if ok(s) {
 				return s
 			}
 		case <-ctx.Done():
