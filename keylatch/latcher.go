@@ -364,7 +364,8 @@ func (l *Latcher) Poll(ctx context.Context) {
 
 	state := st.StateString()
 	items, ruleIDs := l.items(st)
-	policy := l.compile(items)
+	// The items' JSON tells whether the rules changed; they are compiled
+	// only when a new snapshot is published, not on every poll.
 	itemsJSON, _ := json.Marshal(items)
 
 	if state == StateDisabled {
@@ -374,7 +375,7 @@ func (l *Latcher) Poll(ctx context.Context) {
 		if changed {
 			l.setMessage(l.elapsed(MsgDisabled))
 		}
-		l.maybePublish(state, policy, itemsJSON, ruleIDs, st.KeyIncarnationID)
+		l.maybePublish(state, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
 		if changed {
 			// Provisioning can finish without a key.
 			l.latched()
@@ -389,7 +390,7 @@ func (l *Latcher) Poll(ctx context.Context) {
 			return
 		}
 	}
-	l.maybePublish(state, policy, itemsJSON, ruleIDs, st.KeyIncarnationID)
+	l.maybePublish(state, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
 	l.applyRedirect(ctx)
 }
 
@@ -534,14 +535,14 @@ func (l *Latcher) compile(items map[msp.Endpoint]*msp.AuthorizationItem) *msp.Po
 	return p
 }
 
-func (l *Latcher) maybePublish(state string, policy *msp.Policy, itemsJSON []byte, ruleIDs map[msp.Endpoint]string, inc *uint32) {
+func (l *Latcher) maybePublish(state string, items map[msp.Endpoint]*msp.AuthorizationItem, itemsJSON []byte, ruleIDs map[msp.Endpoint]string, inc *uint32) {
 	prev := l.Current()
 	sameInc := (prev.KeyIncarnationID == nil) == (inc == nil) && (inc == nil || *inc == *prev.KeyIncarnationID)
 	if prev.State == state && prev.Key.Equal(l.key) && sameInc && bytes.Equal(l.lastItems, itemsJSON) && prev.Epoch > 0 {
 		return
 	}
 	l.lastItems = itemsJSON
-	s := &Snapshot{State: state, Policy: policy, Key: l.key, RuleIDs: ruleIDs}
+	s := &Snapshot{State: state, Policy: l.compile(items), Key: l.key, RuleIDs: ruleIDs}
 	if inc != nil {
 		v := *inc
 		s.KeyIncarnationID = &v
