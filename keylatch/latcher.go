@@ -463,44 +463,41 @@ func (l *Latcher) items(st *KeyStatus) (map[msp.Endpoint]*msp.AuthorizationItem,
 		}
 		return items, ids
 	}
-	remote := map[msp.Endpoint]*msp.AuthorizationItem{}
-	for ep, si := range map[msp.Endpoint]*StatusItem{
-		msp.EndpointWireServer: st.AuthorizationRules.WireServer,
-		msp.EndpointIMDS:       st.AuthorizationRules.IMDS,
-	} {
-		it, err := si.Item()
-		if err != nil {
-			l.log.Error("unparseable mode in status; endpoint treated as Disabled", "endpoint", ep.String(), "error", err)
-		}
-		if it != nil {
-			remote[ep] = it
-		}
+	displayed := func(r *msp.AuthorizationItem) *msp.AuthorizationItem {
+		n := *r
+		n.ID = DisplayID(r.ID)
+		return &n
 	}
-	files := map[msp.Endpoint]string{msp.EndpointWireServer: WireServerRulesFile, msp.EndpointIMDS: IMDSRulesFile}
-	for _, ep := range []msp.Endpoint{msp.EndpointWireServer, msp.EndpointIMDS} {
-		r := remote[ep]
+	for _, e := range [...]struct {
+		ep   msp.Endpoint
+		si   *StatusItem
+		file string
+	}{
+		{msp.EndpointWireServer, st.AuthorizationRules.WireServer, WireServerRulesFile},
+		{msp.EndpointIMDS, st.AuthorizationRules.IMDS, IMDSRulesFile},
+	} {
+		r, err := e.si.Item()
+		if err != nil {
+			l.log.Error("unparseable mode in status; endpoint treated as Disabled", "endpoint", e.ep.String(), "error", err)
+		}
 		if r == nil {
 			continue
 		}
-		if !l.local {
-			n := *r
-			n.ID = DisplayID(r.ID)
-			items[ep] = &n
-		} else {
-			res := ApplyLocalRules(r, files[ep], l.store.ReadRulesFile)
+		it := displayed(r)
+		if l.local {
+			res := ApplyLocalRules(r, e.file, l.store.ReadRulesFile)
 			if res.Err != nil {
-				l.log.Error("local rules file unusable; endpoint fails closed", "endpoint", ep.String(), "error", res.Err)
+				l.log.Error("local rules file unusable; endpoint fails closed", "endpoint", e.ep.String(), "error", res.Err)
 			}
-			items[ep] = res.Item
+			it = res.Item
 		}
-		ids[ep] = items[ep].ID
-	}
-	// HostGA uses the remote WireServer item, never local rules (§2.5).
-	if r := remote[msp.EndpointWireServer]; r != nil {
-		n := *r
-		n.ID = DisplayID(r.ID)
-		items[msp.EndpointHostGA] = &n
-		ids[msp.EndpointHostGA] = n.ID
+		items[e.ep], ids[e.ep] = it, it.ID
+		if e.ep == msp.EndpointWireServer {
+			// HostGA uses the remote WireServer item, never local rules
+			// (§2.5).
+			items[msp.EndpointHostGA] = displayed(r)
+			ids[msp.EndpointHostGA] = items[msp.EndpointHostGA].ID
+		}
 	}
 	return items, ids
 }
