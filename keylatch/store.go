@@ -154,14 +154,10 @@ func (s *Store) CheckDir() error {
 	if !fi.IsDir() {
 		return insecure(s.dir, "is not a directory", "remove it; the agent recreates the folder")
 	}
-	return s.checkOwnerMode(s.dir, fi, "chown root:root "+s.dir+" && chmod 0700 "+s.dir)
+	return s.checkOwnerMode(s.dir, fi, 0o077, "chown root:root "+s.dir+" && chmod 0700 "+s.dir)
 }
 
-func (s *Store) checkOwnerMode(path string, fi fs.FileInfo, fix string) error {
-	return s.checkOwnerModeMask(path, fi, 0o077, fix)
-}
-
-func (s *Store) checkOwnerModeMask(path string, fi fs.FileInfo, mask fs.FileMode, fix string) error {
+func (s *Store) checkOwnerMode(path string, fi fs.FileInfo, mask fs.FileMode, fix string) error {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return insecure(path, "has no owner information", fix)
@@ -259,7 +255,7 @@ func (s *Store) ReadRulesFile(name string) ([]byte, error) {
 	if fi.Mode()&fs.ModeSymlink != 0 || !fi.IsDir() {
 		return nil, insecure(dir, "is not a real directory", "make it a directory owned by root, mode 0700")
 	}
-	if err := s.checkOwnerModeMask(dir, fi, 0o022, "chown root:root "+dir+" && chmod 0700 "+dir); err != nil {
+	if err := s.checkOwnerMode(dir, fi, 0o022, "chown root:root "+dir+" && chmod 0700 "+dir); err != nil {
 		return nil, err
 	}
 	// readChecked's O_NOFOLLOW open refuses a symlink, and its error for a
@@ -299,7 +295,7 @@ func (s *Store) readChecked(path string, mask fs.FileMode, fix string) ([]byte, 
 	if !fi.Mode().IsRegular() {
 		return nil, insecure(path, "is not a regular file", "delete it")
 	}
-	if err := s.checkOwnerModeMask(path, fi, mask, fix); err != nil {
+	if err := s.checkOwnerMode(path, fi, mask, fix); err != nil {
 		return nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
