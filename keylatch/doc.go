@@ -7,9 +7,9 @@
 //   - Client speaks the WireServer secure-channel protocol
 //     (gpa-protocol §2.1–§2.2) with exactly upstream's header lines, parses
 //     the status (JSON or XML, §2.3) and keeps the host clock (§2.6).
-//   - Store keeps keys on disk as <guid>.key (§2.4, §2.8) and the
-//     provisioning tag files (§7.2), in a root-only folder, written
-//     atomically and durably.
+//   - Store keeps keys on disk as <guid>.key (§2.4, §2.8) in a root-only
+//     folder, written atomically and durably. The provisioning tag files
+//     of §7.2 in the same folder belong to package status.
 //   - Latcher runs the polling state machine of §2.6–§2.7 and publishes a
 //     Snapshot (state string, compiled rules, key, incarnation, epoch) each
 //     time something changes. RedirectSet derives the eBPF redirect set

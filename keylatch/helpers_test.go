@@ -217,6 +217,4 @@ func assertNoSecret(t *testing.T, k msp.Key, texts ...string) {
 	}
 }
 
-func testNow() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC) }
-
 func ownerForBench() uint32 { return uint32(os.Geteuid()) }

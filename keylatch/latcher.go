@@ -243,24 +243,7 @@ func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 	fresh := func(s *Snapshot) bool {
 		return s != nil && s.Key.Valid() && s.Signer != nil && (stale == nil || s.Key.GUID != stale.Key.GUID)
 	}
-	ch, cancel := l.Subscribe()
-	defer cancel()
-	// Checked after subscribing, so a snapshot published in between is
-	// not missed.
-	if s := l.Current(); fresh(s) {
-		return s
-	}
-	l.Recheck()
-	for {
-		select {
-		case s := <-ch:
-			if fresh(s) {
-				return s
-			}
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	return l.waitFor(ctx, fresh, l.Recheck)
 }
 
 // WaitKnown returns the current snapshot as soon as its state is no longer
@@ -270,15 +253,27 @@ func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 // the first requests instead of forwarding them unsigned.
 func (l *Latcher) WaitKnown(ctx context.Context) *Snapshot {
 	known := func(s *Snapshot) bool { return s != nil && s.State != StateUnknown }
+	return l.waitFor(ctx, known, nil)
+}
+
+// waitFor returns the first snapshot, current or published later, for
+// which ok is true; nil when ctx ends first. ask, if set, runs once when
+// the current snapshot does not do.
+func (l *Latcher) waitFor(ctx context.Context, ok func(*Snapshot) bool, ask func()) *Snapshot {
 	ch, cancel := l.Subscribe()
 	defer cancel()
-	if s := l.Current(); known(s) {
+	// Checked after subscribing, so a snapshot published in between is
+	// not missed.
+	if s := l.Current(); ok(s) {
 		return s
+	}
+	if ask != nil {
+		ask()
 	}
 	for {
 		select {
 		case s := <-ch:
-			if known(s) {
+			if ok(s) {
 				return s
 			}
 		case <-ctx.Done():
@@ -369,7 +364,8 @@ func (l *Latcher) Poll(ctx context.Context) {
 
 	state := st.StateString()
 	items, ruleIDs := l.items(st)
-	policy := l.compile(items)
+	// The items' JSON tells whether the rules changed; they are compiled
+	// only when a new snapshot is published, not on every poll.
 	itemsJSON, _ := json.Marshal(items)
 
 	if state == StateDisabled {
@@ -379,7 +375,7 @@ func (l *Latcher) Poll(ctx context.Context) {
 		if changed {
 			l.setMessage(l.elapsed(MsgDisabled))
 		}
-		l.maybePublish(state, policy, itemsJSON, ruleIDs, st.KeyIncarnationID)
+		l.maybePublish(state, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
 		if changed {
 			// Provisioning can finish without a key.
 			l.latched()
@@ -394,7 +390,7 @@ func (l *Latcher) Poll(ctx context.Context) {
 			return
 		}
 	}
-	l.maybePublish(state, policy, itemsJSON, ruleIDs, st.KeyIncarnationID)
+	l.maybePublish(state, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
 	l.applyRedirect(ctx)
 }
 
@@ -467,44 +463,41 @@ func (l *Latcher) items(st *KeyStatus) (map[msp.Endpoint]*msp.AuthorizationItem,
 		}
 		return items, ids
 	}
-	remote := map[msp.Endpoint]*msp.AuthorizationItem{}
-	for ep, si := range map[msp.Endpoint]*StatusItem{
-		msp.EndpointWireServer: st.AuthorizationRules.WireServer,
-		msp.EndpointIMDS:       st.AuthorizationRules.IMDS,
-	} {
-		it, err := si.Item()
-		if err != nil {
-			l.log.Error("unparseable mode in status; endpoint treated as Disabled", "endpoint", ep.String(), "error", err)
-		}
-		if it != nil {
-			remote[ep] = it
-		}
+	displayed := func(r *msp.AuthorizationItem) *msp.AuthorizationItem {
+		n := *r
+		n.ID = DisplayID(r.ID)
+		return &n
 	}
-	files := map[msp.Endpoint]string{msp.EndpointWireServer: WireServerRulesFile, msp.EndpointIMDS: IMDSRulesFile}
-	for _, ep := range []msp.Endpoint{msp.EndpointWireServer, msp.EndpointIMDS} {
-		r := remote[ep]
+	for _, e := range [...]struct {
+		ep   msp.Endpoint
+		si   *StatusItem
+		file string
+	}{
+		{msp.EndpointWireServer, st.AuthorizationRules.WireServer, WireServerRulesFile},
+		{msp.EndpointIMDS, st.AuthorizationRules.IMDS, IMDSRulesFile},
+	} {
+		r, err := e.si.Item()
+		if err != nil {
+			l.log.Error("unparseable mode in status; endpoint treated as Disabled", "endpoint", e.ep.String(), "error", err)
+		}
 		if r == nil {
 			continue
 		}
-		if !l.local {
-			n := *r
-			n.ID = DisplayID(r.ID)
-			items[ep] = &n
-		} else {
-			res := ApplyLocalRules(r, files[ep], l.store.ReadRulesFile)
+		it := displayed(r)
+		if l.local {
+			res := ApplyLocalRules(r, e.file, l.store.ReadRulesFile)
 			if res.Err != nil {
-				l.log.Error("local rules file unusable; endpoint fails closed", "endpoint", ep.String(), "error", res.Err)
+				l.log.Error("local rules file unusable; endpoint fails closed", "endpoint", e.ep.String(), "error", res.Err)
 			}
-			items[ep] = res.Item
+			it = res.Item
 		}
-		ids[ep] = items[ep].ID
-	}
-	// HostGA uses the remote WireServer item, never local rules (§2.5).
-	if r := remote[msp.EndpointWireServer]; r != nil {
-		n := *r
-		n.ID = DisplayID(r.ID)
-		items[msp.EndpointHostGA] = &n
-		ids[msp.EndpointHostGA] = n.ID
+		items[e.ep], ids[e.ep] = it, it.ID
+		if e.ep == msp.EndpointWireServer {
+			// HostGA uses the remote WireServer item, never local rules
+			// (§2.5).
+			items[msp.EndpointHostGA] = displayed(r)
+			ids[msp.EndpointHostGA] = items[msp.EndpointHostGA].ID
+		}
 	}
 	return items, ids
 }
@@ -539,14 +532,14 @@ func (l *Latcher) compile(items map[msp.Endpoint]*msp.AuthorizationItem) *msp.Po
 	return p
 }
 
-func (l *Latcher) maybePublish(state string, policy *msp.Policy, itemsJSON []byte, ruleIDs map[msp.Endpoint]string, inc *uint32) {
+func (l *Latcher) maybePublish(state string, items map[msp.Endpoint]*msp.AuthorizationItem, itemsJSON []byte, ruleIDs map[msp.Endpoint]string, inc *uint32) {
 	prev := l.Current()
 	sameInc := (prev.KeyIncarnationID == nil) == (inc == nil) && (inc == nil || *inc == *prev.KeyIncarnationID)
 	if prev.State == state && prev.Key.Equal(l.key) && sameInc && bytes.Equal(l.lastItems, itemsJSON) && prev.Epoch > 0 {
 		return
 	}
 	l.lastItems = itemsJSON
-	s := &Snapshot{State: state, Policy: policy, Key: l.key, RuleIDs: ruleIDs}
+	s := &Snapshot{State: state, Policy: l.compile(items), Key: l.key, RuleIDs: ruleIDs}
 	if inc != nil {
 		v := *inc
 		s.KeyIncarnationID = &v

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/metadatasec/gpa/msp"
 )
@@ -78,9 +77,10 @@ type StoreOptions struct {
 	FS FileSystem
 }
 
-// Store keeps latched keys on disk as <guid>.key, plus the provisioning tag
-// files, in a folder only its owner (root) can read. It refuses to work in a
-// folder, or with a file, that a non-root user could have planted or read.
+// Store keeps latched keys on disk as <guid>.key in a folder only its owner
+// (root) can read. It refuses to work in a folder, or with a file, that a
+// non-root user could have planted or read. The provisioning tag files that
+// share the folder are written by status.Provision, not here.
 type Store struct {
 	dir   string
 	owner uint32
@@ -171,14 +171,10 @@ func (s *Store) CheckDir() error {
 	if !fi.IsDir() {
 		return insecure(s.dir, "is not a directory", "remove it; the agent recreates the folder")
 	}
-	return s.checkOwnerMode(s.dir, fi, "chown root:root "+s.dir+" && chmod 0700 "+s.dir)
+	return s.checkOwnerMode(s.dir, fi, 0o077, "chown root:root "+s.dir+" && chmod 0700 "+s.dir)
 }
 
-func (s *Store) checkOwnerMode(path string, fi fs.FileInfo, fix string) error {
-	return s.checkOwnerModeMask(path, fi, 0o077, fix)
-}
-
-func (s *Store) checkOwnerModeMask(path string, fi fs.FileInfo, mask fs.FileMode, fix string) error {
+func (s *Store) checkOwnerMode(path string, fi fs.FileInfo, mask fs.FileMode, fix string) error {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return insecure(path, "has no owner information", fix)
@@ -276,13 +272,12 @@ func (s *Store) ReadRulesFile(name string) ([]byte, error) {
 	if fi.Mode()&fs.ModeSymlink != 0 || !fi.IsDir() {
 		return nil, insecure(dir, "is not a real directory", "make it a directory owned by root, mode 0700")
 	}
-	if err := s.checkOwnerModeMask(dir, fi, 0o022, "chown root:root "+dir+" && chmod 0700 "+dir); err != nil {
+	if err := s.checkOwnerMode(dir, fi, 0o022, "chown root:root "+dir+" && chmod 0700 "+dir); err != nil {
 		return nil, err
 	}
+	// readChecked's O_NOFOLLOW open refuses a symlink, and its error for a
+	// missing file matches fs.ErrNotExist, so no Lstat of the file first.
 	path := filepath.Join(dir, name)
-	if _, err := s.fs.Lstat(path); err != nil {
-		return nil, err
-	}
 	return s.readChecked(path, 0o022, "chown root:root "+path+" && chmod 0600 "+path)
 }
 
@@ -317,7 +312,7 @@ func (s *Store) readChecked(path string, mask fs.FileMode, fix string) ([]byte, 
 	if !fi.Mode().IsRegular() {
 		return nil, insecure(path, "is not a regular file", "delete it")
 	}
-	if err := s.checkOwnerModeMask(path, fi, mask, fix); err != nil {
+	if err := s.checkOwnerMode(path, fi, mask, fix); err != nil {
 		return nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
@@ -369,33 +364,4 @@ func (s *Store) writeFile(name string, data []byte) (err error) {
 		return fmt.Errorf("keylatch: syncing %s: %w", s.dir, err)
 	}
 	return nil
-}
-
-// Provisioning tag files (gpa-protocol §7.2).
-const (
-	ProvisionedTag = "provisioned.tag"
-	StatusTag      = "status.tag"
-)
-
-// WriteProvisionedTag writes provisioned.tag with the timestamp
-// YYYY-MM-DDTHH:MM:SS.mmm.
-func (s *Store) WriteProvisionedTag(now time.Time) error {
-	return s.writeFile(ProvisionedTag, []byte(now.UTC().Format("2006-01-02T15:04:05.000")))
-}
-
-// WriteStatusTag writes status.tag: empty on success, otherwise the
-// failure lines, which the caller builds with StatusTagLine.
-func (s *Store) WriteStatusTag(failure string) error {
-	return s.writeFile(StatusTag, []byte(failure))
-}
-
-// StatusTagLine formats one failure line of status.tag: "<module> -
-// <message>\r\n" with the message XML-escaped as upstream does. module is
-// "ebpfProgramStatus", "keyLatchStatus" or "proxyListenerStatus".
-func StatusTagLine(module, message string) string {
-	return module + " - " + xmlEscape(message) + "\r\n"
-}
-
-func xmlEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "'", "&apos;", `"`, "&quot;", "<", "&lt;", ">", "&gt;").Replace(s)
 }

@@ -395,41 +395,6 @@ func TestStoreOnFullTmpfs(t *testing.T) {
 		t.Fatalf("after freeing space: %v", err)
 	}
 }
-
-func TestProvisionTags(t *testing.T) {
-	s := openTestStore(t, testStoreDir(t), nil)
-	if err := s.WriteStatusTag(StatusTagLine("keyLatchStatus", `Failed to attest the key: <500> & "x"`)); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(s.Dir(), StatusTag))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "keyLatchStatus - Failed to attest the key: &lt;500&gt; &amp; &quot;x&quot;\r\n"; string(b) != want {
-		t.Fatalf("status.tag %q, want %q", b, want)
-	}
-	if err := s.WriteStatusTag(""); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(s.Dir(), StatusTag)); len(b) != 0 {
-		t.Fatalf("success status.tag %q, want empty", b)
-	}
-	now := testNow()
-	if err := s.WriteProvisionedTag(now); err != nil {
-		t.Fatal(err)
-	}
-	b, _ = os.ReadFile(filepath.Join(s.Dir(), ProvisionedTag))
-	if string(b) != "2026-01-02T03:04:05.678" {
-		t.Fatalf("provisioned.tag %q", b)
-	}
-	for _, n := range []string{StatusTag, ProvisionedTag} {
-		fi, _ := os.Stat(filepath.Join(s.Dir(), n))
-		if fi.Mode().Perm() != 0o600 {
-			t.Fatalf("%s mode %04o", n, fi.Mode().Perm())
-		}
-	}
-}
-
 // TestEnsureRulesDir: the agent creates the local rules folder root-only,
 // as upstream does, and leaves an existing one as the operator made it.
 func TestEnsureRulesDir(t *testing.T) {

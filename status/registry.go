@@ -2,6 +2,7 @@ package status
 
 import (
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,7 +140,7 @@ func (r *Registry) update(m Module, f func(*ModuleStatus)) {
 	r.modules[m] = next
 	r.mu.Unlock()
 
-	if next.Status == old.Status && next.Message == old.Message && equalStates(next.States, old.States) {
+	if next.Status == old.Status && next.Message == old.Message && maps.Equal(next.States, old.States) {
 		return
 	}
 	r.logger.Info("module status changed", "module", m.FieldName(), "status", string(next.Status), "message", next.Message)
@@ -203,26 +204,8 @@ func (r *Registry) Snapshot(now time.Time) *AggregateStatus {
 }
 
 func cloneModule(m ModuleStatus) ModuleStatus {
-	if m.States != nil {
-		s := make(map[string]string, len(m.States))
-		for k, v := range m.States {
-			s[k] = v
-		}
-		m.States = s
-	}
+	m.States = maps.Clone(m.States)
 	return m
-}
-
-func equalStates(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // truncateMessage keeps the first MaxMessageChars characters of s. It cuts
