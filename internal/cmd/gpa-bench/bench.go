@@ -287,16 +287,22 @@ func (b *bench) stopAgent() {
 	if b.agent == nil {
 		return
 	}
-	b.agent.Process.Signal(syscall.SIGTERM)
+	stopProcess(b.agent, syscall.SIGTERM)
+	b.agent = nil
+}
+
+// stopProcess sends sig to a started cmd and waits for it to exit, killing
+// it after 10 s.
+func stopProcess(cmd *exec.Cmd, sig os.Signal) {
+	cmd.Process.Signal(sig)
 	done := make(chan struct{})
-	go func() { b.agent.Wait(); close(done) }()
+	go func() { cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		b.agent.Process.Kill()
+		cmd.Process.Kill()
 		<-done
 	}
-	b.agent = nil
 }
 
 func (b *bench) startNginx(ctx context.Context) error {
@@ -648,15 +654,7 @@ func mb(n int64) float64 { return float64(n) / (1 << 20) }
 func (b *bench) cleanup() {
 	b.stopAgent()
 	if b.nginx != nil {
-		b.nginx.Process.Signal(syscall.SIGQUIT)
-		done := make(chan struct{})
-		go func() { b.nginx.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			b.nginx.Process.Kill()
-			<-done
-		}
+		stopProcess(b.nginx, syscall.SIGQUIT) // graceful: workers finish first
 	}
 	if b.host != nil {
 		b.host.Close()
