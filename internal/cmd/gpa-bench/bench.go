@@ -420,8 +420,9 @@ func (c *cellResult) line() string {
 		l.Errors, l.NonOK, l.FirstErr)
 }
 
-// loadCmd runs the generator with spec, in the load cgroup when
-// redirected is set (so its connects go through our programs).
+// runGenerator runs the generator with spec, in cgroup when it is not nil
+// (the load cgroup, so that its connects go through our programs), and
+// returns its result and the CPU time it used.
 func (b *bench) runGenerator(ctx context.Context, spec *loadSpec, cgroup *os.File) (*loadResult, time.Duration, error) {
 	arg, err := json.Marshal(spec)
 	if err != nil {
