@@ -665,6 +665,7 @@ func (b *bench) cleanup() {
 			f.Close()
 		}
 	}
+	var removed []string
 	for _, cg := range []string{b.cgBench, b.cgPlain} {
 		if cg == "" {
 			continue
@@ -672,10 +673,14 @@ func (b *bench) cleanup() {
 		// The generators have exited; an empty cgroup can go.
 		for i := 0; i < 100; i++ {
 			if err := os.Remove(cg); err == nil || errors.Is(err, os.ErrNotExist) {
+				removed = append(removed, cg)
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	if len(removed) > 0 {
+		fmt.Fprintf(b.out, "cgroups removed: %s\n", strings.Join(removed, " "))
 	}
 	if b.dir != "" {
 		os.RemoveAll(b.dir)

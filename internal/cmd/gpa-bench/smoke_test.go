@@ -29,8 +29,8 @@ func TestMain(m *testing.M) {
 
 // TestHarnessSmoke runs the whole harness with tiny bounds and without
 // nginx: the agent rows must be served, signed and error-free, every goal
-// that needs no comparison with nginx must be reported, and the cgroups
-// must be gone afterwards.
+// that needs no comparison with nginx must be reported, and the run's
+// cgroups must be gone afterwards.
 func TestHarnessSmoke(t *testing.T) {
 	testenv.MustBeRoot(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
@@ -82,8 +82,22 @@ func TestHarnessSmoke(t *testing.T) {
 			t.Errorf("output lacks %s\n%s", want, out)
 		}
 	}
-	left, _ := filepath.Glob(filepath.Join(root, "gpa-bench-*"))
-	if len(left) > 0 {
-		t.Errorf("cgroups left behind: %v", left)
+	// The exact cgroups this run made (others may run at the same time)
+	// are gone.
+	made := regexp.MustCompile(`(?m)^cgroups removed: (.*)$`).FindSubmatch(out)
+	if made == nil {
+		t.Fatal("the harness did not report the cgroups it removed")
+	}
+	cgs := strings.Fields(string(made[1]))
+	if len(cgs) != 2 {
+		t.Errorf("removed %q, want the load and the plain cgroup", cgs)
+	}
+	for _, cg := range cgs {
+		if filepath.Dir(cg) != filepath.Clean(root) || !strings.HasPrefix(filepath.Base(cg), "gpa-bench-") {
+			t.Errorf("reported cgroup %s is not a gpa-bench child of %s", cg, root)
+		}
+		if _, err := os.Stat(cg); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s left behind (%v)", cg, err)
+		}
 	}
 }
