@@ -485,12 +485,12 @@ func runDemoCaller(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "usage: azure-proxy-agent demo-caller URL")
 		return 2
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+	u, err := url.Parse(args[0])
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	code, err := demoGet(ctx, req.URL)
+	code, err := demoGet(ctx, u)
 	if err != nil {
 		fmt.Fprintln(stdout, "no response")
 		return 0

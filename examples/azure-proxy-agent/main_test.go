@@ -219,7 +219,7 @@ func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 	if !bytes.Contains(b, []byte(`"status": "SUCCESS"`)) {
 		t.Errorf("status.json never said SUCCESS:\n%s", b)
 	}
-	if attachedPrograms(t, cg) == "" {
+	if testenv.AttachedPrograms(t, cg) == "" {
 		t.Error("bpftool shows no programs on the test cgroup while the agent runs")
 	}
 	stop()
@@ -229,25 +229,9 @@ func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 		t.Errorf("status.json after stop:\n%s", b)
 	}
 	// Close detached everything from the test cgroup.
-	if progs := attachedPrograms(t, cg); progs != "" {
+	if progs := testenv.AttachedPrograms(t, cg); progs != "" {
 		t.Errorf("programs still attached to %s: %s", cg, progs)
 	}
-}
-
-func attachedPrograms(t *testing.T, cgroup string) string {
-	t.Helper()
-	if _, err := exec.LookPath("bpftool"); err != nil {
-		testenv.SkipOrFail(t, "needs bpftool to list the programs attached to a cgroup: %v", err)
-	}
-	out, err := exec.Command("bpftool", "cgroup", "show", cgroup).CombinedOutput()
-	if err != nil {
-		t.Fatalf("bpftool cgroup show %s: %v\n%s", cgroup, err, out)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) <= 1 {
-		return ""
-	}
-	return string(out)
 }
 
 // The README's main command, end to end: it must succeed, show the

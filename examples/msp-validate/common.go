@@ -35,14 +35,11 @@ func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
 	}
 	req.Header.Set(status.HeaderMetadata, "true")
 	req.Header.Set(status.HeaderTimeTick, "0")
-	client := e.HTTPClient
-	if client == nil {
-		client = &http.Client{
-			// No proxy from the environment: the query goes to the
-			// loopback listener and nowhere else.
-			Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	client := &http.Client{
+		// No proxy from the environment: the query goes to the loopback
+		// listener and nowhere else.
+		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	resp, err := client.Do(req)
 	if err != nil {

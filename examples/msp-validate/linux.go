@@ -18,12 +18,16 @@ import (
 	"github.com/metadatasec/gpa/status"
 )
 
-// Paths inside the root file system (no leading slash: fs.FS paths).
+// The agent's files inside the root file system: status's paths without
+// the leading slash, as fs.FS paths are written.
+var (
+	linuxStatusPath = strings.TrimPrefix(status.LinuxStatusPath, "/")
+	linuxKeyDir     = strings.TrimPrefix(status.LinuxKeyDir, "/")
+)
+
 const (
-	linuxStatusPath = "var/log/azure-proxy-agent/status.json"
-	linuxKeyDir     = "var/lib/azure-proxy-agent/keys"
-	agentBinary     = "azure-proxy-agent"
-	agentUnit       = "azure-proxy-agent.service"
+	agentBinary = "azure-proxy-agent"
+	agentUnit   = "azure-proxy-agent.service"
 )
 
 // The PATH cloud-init and systemd search, inside the root.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"time"
 
 	"github.com/metadatasec/gpa/status"
@@ -72,8 +71,6 @@ type Env struct {
 	Now time.Time
 	// AgentAddr is the listener's host:port; empty skips the listener check.
 	AgentAddr string
-	// HTTPClient queries the listener; it must not follow redirects.
-	HTTPClient *http.Client
 	// Runner runs systemctl and cloud-init (Linux).
 	Runner CommandRunner
 	// Services queries the Windows service manager.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/metadatasec/gpa/status"
 )
 
-// windowsStatusPath is status.WindowsStatusPath inside the system drive.
-const windowsStatusPath = "WindowsAzure/ProxyAgent/Logs/status.json"
+// windowsStatusPath is status.WindowsStatusPath inside the system drive,
+// as an fs.FS path.
+var windowsStatusPath = strings.ReplaceAll(strings.TrimPrefix(status.WindowsStatusPath, `C:\`), `\`, "/")
 
 // windowsServer2019Build is the first build of Windows Server 2019; earlier
 // server builds (2016 is 14393) are not supported by MSP.

@@ -342,7 +342,8 @@ func (e *Env) Flood(t *testing.T, uid uint32, addr string, n int) int {
 // status it printed (0 when it got none) and the body's SHA-256. Curl
 // parses numeric host forms (0xa9fea9fe, 2852039166) as a user's client
 // would, which the Go client does not. A first argument "--unshare-cr" runs
-// curl under `unshare -Cr` (util-linux).
+// curl under `unshare -Cr` (util-linux): root of a user namespace and a
+// cgroup namespace of its own.
 func (e *Env) Curl(t *testing.T, uid uint32, args ...string) Result {
 	t.Helper()
 	if _, err := exec.LookPath("curl"); err != nil {
@@ -352,8 +353,6 @@ func (e *Env) Curl(t *testing.T, uid uint32, args ...string) Result {
 	defer cancel()
 	// The environment carries no proxy variables (see command), so curl
 	// goes where the URL says unless args has -x.
-	// A first argument --unshare-cr runs curl under `unshare -Cr`: root
-	// of a user namespace and a cgroup namespace of its own.
 	var prefix []string
 	if len(args) > 0 && args[0] == "--unshare-cr" {
 		prefix, args = []string{"unshare", "-Cr"}, args[1:]

@@ -1,17 +1,17 @@
 package e2e
 
 import (
-	"github.com/google/go-cmp/cmp"
-	"github.com/metadatasec/gpa/internal/testenv"
-	"github.com/metadatasec/gpa/msp/msptest"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/metadatasec/gpa/internal/agenttest"
+	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/msp/msptest"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -233,7 +233,7 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce), Pin: true})
 	a := env.StartProvisioned(t)
 	env.WaitStatus(t, 5*time.Second, "SUCCESS", agenttest.Succeeded)
-	progsBefore := attached(t, env.Cgroup)
+	progsBefore := testenv.AttachedPrograms(t, env.Cgroup)
 	m := mark(t, env)
 
 	done := make(chan []agenttest.Result)
@@ -244,7 +244,7 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 	if code, out := env.StatusCLI(t, 0); code != 1 {
 		t.Errorf("--status with the agent dead: exit %d %q, want 1", code, out)
 	}
-	if progs := attached(t, env.Cgroup); progs == "" {
+	if progs := testenv.AttachedPrograms(t, env.Cgroup); progs == "" {
 		t.Error("no programs attached to the cgroup while the pinned agent is dead")
 	}
 	time.Sleep(700 * time.Millisecond)
@@ -255,7 +255,7 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 	restartedAt := time.Now()
 	// G4: the restart swapped its programs into the pinned links instead
 	// of stacking a second set on the cgroup.
-	if progsAfter := attached(t, env.Cgroup); strings.Count(progsAfter, "\n") != strings.Count(progsBefore, "\n") {
+	if progsAfter := testenv.AttachedPrograms(t, env.Cgroup); strings.Count(progsAfter, "\n") != strings.Count(progsBefore, "\n") {
 		t.Errorf("programs on the cgroup before the kill:\n%s\nafter the restart:\n%s", progsBefore, progsAfter)
 	}
 	res := <-done
@@ -292,22 +292,6 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 	if !strings.Contains(s.ProxyAgentStatus.KeyLatchStatus.Message, "Found key details from local") {
 		t.Errorf("the restarted agent did not reuse its stored key: %q", s.ProxyAgentStatus.KeyLatchStatus.Message)
 	}
-}
-
-// attached lists the programs bpftool shows on a cgroup, "" if none.
-func attached(t *testing.T, cgroup string) string {
-	t.Helper()
-	if _, err := exec.LookPath("bpftool"); err != nil {
-		testenv.SkipOrFail(t, "needs bpftool: %v", err)
-	}
-	out, err := exec.Command("bpftool", "cgroup", "show", cgroup).CombinedOutput()
-	if err != nil {
-		t.Fatalf("bpftool cgroup show: %v\n%s", err, out)
-	}
-	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) <= 1 {
-		return ""
-	}
-	return string(out)
 }
 
 // The host down at first boot and later: --status says not finished while

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -586,13 +587,9 @@ func hostView(rawURI string) string {
 
 func mustHex(t *testing.T, s string) []byte {
 	t.Helper()
-	var b []byte
-	for i := 0; i+1 < len(s); i += 2 {
-		v, err := strconv.ParseUint(s[i:i+2], 16, 8)
-		if err != nil {
-			t.Fatalf("key is not hex: %v", err)
-		}
-		b = append(b, byte(v))
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatalf("key is not hex: %v", err)
 	}
 	return b
 }

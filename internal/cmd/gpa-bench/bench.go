@@ -287,16 +287,22 @@ func (b *bench) stopAgent() {
 	if b.agent == nil {
 		return
 	}
-	b.agent.Process.Signal(syscall.SIGTERM)
+	stopProcess(b.agent, syscall.SIGTERM)
+	b.agent = nil
+}
+
+// stopProcess sends sig to a started cmd and waits for it to exit, killing
+// it after 10 s.
+func stopProcess(cmd *exec.Cmd, sig os.Signal) {
+	cmd.Process.Signal(sig)
 	done := make(chan struct{})
-	go func() { b.agent.Wait(); close(done) }()
+	go func() { cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		b.agent.Process.Kill()
+		cmd.Process.Kill()
 		<-done
 	}
-	b.agent = nil
 }
 
 func (b *bench) startNginx(ctx context.Context) error {
@@ -414,8 +420,9 @@ func (c *cellResult) line() string {
 		l.Errors, l.NonOK, l.FirstErr)
 }
 
-// loadCmd runs the generator with spec, in the load cgroup when
-// redirected is set (so its connects go through our programs).
+// runGenerator runs the generator with spec, in cgroup when it is not nil
+// (the load cgroup, so that its connects go through our programs), and
+// returns its result and the CPU time it used.
 func (b *bench) runGenerator(ctx context.Context, spec *loadSpec, cgroup *os.File) (*loadResult, time.Duration, error) {
 	arg, err := json.Marshal(spec)
 	if err != nil {
@@ -648,15 +655,7 @@ func mb(n int64) float64 { return float64(n) / (1 << 20) }
 func (b *bench) cleanup() {
 	b.stopAgent()
 	if b.nginx != nil {
-		b.nginx.Process.Signal(syscall.SIGQUIT)
-		done := make(chan struct{})
-		go func() { b.nginx.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			b.nginx.Process.Kill()
-			<-done
-		}
+		stopProcess(b.nginx, syscall.SIGQUIT) // graceful: workers finish first
 	}
 	if b.host != nil {
 		b.host.Close()
@@ -666,6 +665,7 @@ func (b *bench) cleanup() {
 			f.Close()
 		}
 	}
+	var removed []string
 	for _, cg := range []string{b.cgBench, b.cgPlain} {
 		if cg == "" {
 			continue
@@ -673,10 +673,14 @@ func (b *bench) cleanup() {
 		// The generators have exited; an empty cgroup can go.
 		for i := 0; i < 100; i++ {
 			if err := os.Remove(cg); err == nil || errors.Is(err, os.ErrNotExist) {
+				removed = append(removed, cg)
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	if len(removed) > 0 {
+		fmt.Fprintf(b.out, "cgroups removed: %s\n", strings.Join(removed, " "))
 	}
 	if b.dir != "" {
 		os.RemoveAll(b.dir)

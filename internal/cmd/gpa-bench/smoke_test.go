@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -11,13 +12,12 @@ import (
 	"time"
 
 	"github.com/metadatasec/gpa/ebpf"
-	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
 )
 
-// envAsHarness makes the test binary run as gpa-bench: the smoke test
-// starts it in a namespace as the inner run, and the inner run starts it
-// again as its load generator.
+// envAsHarness makes the test binary run as gpa-bench: the outer run the
+// smoke test makes starts it in a namespace as the inner run, and the inner
+// run starts it again as its load generator.
 const envAsHarness = "GPA_BENCH_TEST_AS_HARNESS"
 
 func TestMain(m *testing.M) {
@@ -29,8 +29,8 @@ func TestMain(m *testing.M) {
 
 // TestHarnessSmoke runs the whole harness with tiny bounds and without
 // nginx: the agent rows must be served, signed and error-free, every goal
-// that needs no comparison with nginx must be reported, and the cgroups
-// must be gone afterwards.
+// that needs no comparison with nginx must be reported, and the run's
+// cgroups must be gone afterwards.
 func TestHarnessSmoke(t *testing.T) {
 	testenv.MustBeRoot(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
@@ -44,29 +44,15 @@ func TestHarnessSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "azure-proxy-agent")
-	mod, err := moduleRoot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./examples/azure-proxy-agent")
-	build.Dir = mod
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the agent: %v\n%s", err, out)
-	}
-
-	cmd, err := sandbox.Command(ctx, os.Args[0], cmdInner, "-duration", "200ms", "-soak", "4000", "-startups", "2", "-no-nginx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Env = append(cmd.Env, envAsHarness+"=1", envAgentBinary+"="+bin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("gpa-bench: %v\n%s", err, out)
+	// The harness's own outer run builds the agent and re-executes this
+	// binary in a namespace; the variable makes each re-execution (the
+	// inner run and its load generators) run as gpa-bench.
+	t.Setenv(envAsHarness, "1")
+	var buf bytes.Buffer
+	code := run(ctx, []string{"-duration", "200ms", "-soak", "4000", "-startups", "2", "-no-nginx"}, &buf, &buf)
+	out := buf.Bytes()
+	if code != 0 {
+		t.Fatalf("gpa-bench: exit %d\n%s", code, out)
 	}
 	rows := 0
 	for _, line := range strings.Split(string(out), "\n") {
@@ -96,8 +82,22 @@ func TestHarnessSmoke(t *testing.T) {
 			t.Errorf("output lacks %s\n%s", want, out)
 		}
 	}
-	left, _ := filepath.Glob(filepath.Join(root, "gpa-bench-*"))
-	if len(left) > 0 {
-		t.Errorf("cgroups left behind: %v", left)
+	// The exact cgroups this run made (others may run at the same time)
+	// are gone.
+	made := regexp.MustCompile(`(?m)^cgroups removed: (.*)$`).FindSubmatch(out)
+	if made == nil {
+		t.Fatal("the harness did not report the cgroups it removed")
+	}
+	cgs := strings.Fields(string(made[1]))
+	if len(cgs) != 2 {
+		t.Errorf("removed %q, want the load and the plain cgroup", cgs)
+	}
+	for _, cg := range cgs {
+		if filepath.Dir(cg) != filepath.Clean(root) || !strings.HasPrefix(filepath.Base(cg), "gpa-bench-") {
+			t.Errorf("reported cgroup %s is not a gpa-bench child of %s", cg, root)
+		}
+		if _, err := os.Stat(cg); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s left behind (%v)", cg, err)
+		}
 	}
 }
