@@ -395,6 +395,7 @@ func TestStoreOnFullTmpfs(t *testing.T) {
 		t.Fatalf("after freeing space: %v", err)
 	}
 }
+
 // TestEnsureRulesDir: the agent creates the local rules folder root-only,
 // as upstream does, and leaves an existing one as the operator made it.
 func TestEnsureRulesDir(t *testing.T) {
