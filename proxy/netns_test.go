@@ -8,19 +8,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
 )
-
-const netnsChildEnv = "GPA_PROXY_NETNS_CHILD"
 
 // TestNetnsProduction runs the proxy with its production dialer and
 // ProcResolver against msptest listening on the real metadata addresses, in
@@ -28,36 +24,9 @@ const netnsChildEnv = "GPA_PROXY_NETNS_CHILD"
 // exist only on that namespace's loopback. The test binary re-executes
 // itself inside the namespace.
 func TestNetnsProduction(t *testing.T) {
-	if os.Getenv(netnsChildEnv) == "1" {
-		netnsChild(t)
+	if !testenv.InNetns(t) {
 		return
 	}
-	testenv.MustBeRoot(t)
-	_, err := exec.LookPath("ip")
-	testenv.Require(t, "ip(8)", err)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd, err := sandbox.Command(ctx, exe, "-test.run", "^TestNetnsProduction$", "-test.v", "-test.count=1")
-	testenv.Require(t, "unshare(1)", err)
-	cmd.Env = append(cmd.Env, netnsChildEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	t.Logf("child:\n%s", out)
-	if err != nil {
-		t.Fatalf("child in a new network namespace failed: %v", err)
-	}
-}
-
-func netnsChild(t *testing.T) {
-	// SetupLoopback refuses unless this is the namespace sandbox.Command
-	// made, so nothing below can reach a real metadata address.
-	if err := sandbox.SetupLoopback(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
 	ls, err := msptest.ListenMetadata()
 	if err != nil {
 		t.Fatal(err)

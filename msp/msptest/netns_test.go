@@ -3,63 +3,32 @@
 package msptest
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 )
-
-const netnsChildEnv = "GPA_MSPTEST_NETNS_CHILD"
 
 // TestServeOnRealAddressesInNetns serves the host on the real metadata
 // addresses inside a network namespace the test creates: the test binary
 // re-executes itself through sandbox.Command, so the addresses exist only on
 // that namespace's loopback and nothing outside it is touched.
 func TestServeOnRealAddressesInNetns(t *testing.T) {
-	if os.Getenv(netnsChildEnv) == "1" {
-		if err := serveInNetns(); err != nil {
-			t.Fatal(err)
-		}
+	if !testenv.InNetns(t) {
 		return
 	}
-	testenv.MustBeRoot(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		testenv.SkipOrFail(t, "needs iproute2's ip: %v", err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
+	if err := serveInNetns(); err != nil {
 		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd, err := sandbox.Command(ctx, exe, "-test.run", "^TestServeOnRealAddressesInNetns$", "-test.v", "-test.count=1")
-	testenv.Require(t, "a new network namespace", err)
-	cmd.Env = append(cmd.Env, netnsChildEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	t.Logf("child:\n%s", out)
-	if err != nil {
-		t.Fatalf("child in a new network namespace failed: %v", err)
 	}
 }
 
 func serveInNetns() error {
-	// SetupLoopback refuses unless this is the namespace sandbox.Command
-	// made, so nothing below can reach a real metadata address.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := sandbox.SetupLoopback(ctx); err != nil {
-		return err
-	}
 	lns, err := ListenMetadata()
 	if err != nil {
 		return err
