@@ -87,12 +87,8 @@ type LocalRules struct {
 func ParseLocalRules(data []byte) (*LocalRules, error) {
 	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
 	var lr LocalRules
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&lr); err != nil {
+	if err := msp.DecodeStrictJSON(data, &lr); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLocalRules, err)
-	}
-	if _, err := dec.Token(); err == nil {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrLocalRules)
 	}
 	if lr.DefaultAccess != nil {
 		if _, err := msp.ParseDefaultAccess(*lr.DefaultAccess); err != nil {

@@ -95,6 +95,7 @@ func TestParseLocalRulesFailsClosedOnBadFiles(t *testing.T) {
 		{"duplicate privilege", `{"rules":{"privileges":[{"name":"p","path":"/a"},{"name":"p","path":"/b"}],"roles":[],"identities":[],"roleAssignments":[]}}`},
 		{"blank path", `{"rules":{"privileges":[{"name":"p","path":" "}]}}`},
 		{"trailing", `{} {}`},
+		{"stray brace", `{"defaultAccess": "allow"}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

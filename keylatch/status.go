@@ -2,7 +2,6 @@ package keylatch
 
 import (
 	"bytes"
-	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -116,12 +115,8 @@ type statusJSON struct {
 func ParseKeyStatus(data []byte) (*KeyStatus, error) {
 	var raw statusJSON
 	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&raw); err != nil {
+	if err := msp.DecodeStrictJSON(data, &raw); err != nil {
 		return nil, fmt.Errorf("%w: malformed JSON: %w", ErrInvalidStatus, err)
-	}
-	if _, err := dec.Token(); err == nil {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidStatus)
 	}
 	return raw.status()
 }

@@ -55,6 +55,7 @@ func TestParseKeyStatus(t *testing.T) {
 		{"missing scheme", `{"keyDeliveryMethod":"http","secureChannelEnabled":true,"version":"2.0"}`, nil},
 		{"truncated", `{"authorizationScheme":"a","keyDeliv`, nil},
 		{"trailing data", `{"authorizationScheme":"a","keyDeliveryMethod":"http","secureChannelEnabled":false,"version":"2.0"} {}`, nil},
+		{"stray bracket", `{"authorizationScheme":"a","keyDeliveryMethod":"http","secureChannelEnabled":false,"version":"2.0"}]`, nil},
 		{"wrong type", `{"authorizationScheme":"a","keyDeliveryMethod":"http","secureChannelEnabled":"yes","version":"2.0"}`, nil},
 		{"empty", ``, nil},
 	}

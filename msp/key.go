@@ -116,7 +116,7 @@ func ParseKeyJSON(data []byte) (Key, error) {
 		Issued              *string `json:"issued"`
 		Key                 *string `json:"key"`
 	}
-	if err := decodeStrictJSON(data, &raw); err != nil {
+	if err := DecodeStrictJSON(data, &raw); err != nil {
 		// json errors can quote input; report only the class of failure.
 		return Key{}, fmt.Errorf("%w: malformed key JSON (%s)", ErrInvalidKey, jsonErrorClass(err))
 	}

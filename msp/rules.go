@@ -151,7 +151,7 @@ type RoleAssignment struct {
 func ParseAuthorizationItem(data []byte) (*AuthorizationItem, error) {
 	data = bytes.TrimPrefix(data, utf8BOM)
 	var item AuthorizationItem
-	if err := decodeStrictJSON(data, &item); err != nil {
+	if err := DecodeStrictJSON(data, &item); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRules, err)
 	}
 	return &item, nil
@@ -161,7 +161,7 @@ func ParseAuthorizationItem(data []byte) (*AuthorizationItem, error) {
 func ParseRules(data []byte) (*AccessControlRules, error) {
 	data = bytes.TrimPrefix(data, utf8BOM)
 	var r AccessControlRules
-	if err := decodeStrictJSON(data, &r); err != nil {
+	if err := DecodeStrictJSON(data, &r); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRules, err)
 	}
 	return &r, nil
@@ -169,7 +169,12 @@ func ParseRules(data []byte) (*AccessControlRules, error) {
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
-func decodeStrictJSON(data []byte, v any) error {
+// DecodeStrictJSON decodes exactly one JSON value from data into v, as
+// upstream's serde_json from_str does for its files and answers: anything
+// after the value but white space, a stray ']' or '}' included, is an
+// error. Callers strip an optional UTF-8 BOM first where upstream accepts
+// one.
+func DecodeStrictJSON(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
 		return err
