@@ -135,20 +135,11 @@ func WaitProvisioned(ctx context.Context, opts *WaitOptions) (WaitResult, error)
 	if opts != nil {
 		o = *opts
 	}
-	if o.Addr == "" {
-		o.Addr = DefaultAgentAddr
-	}
 	if o.Start.IsZero() {
 		o.Start = time.Now()
 	}
 	if o.Interval <= 0 {
 		o.Interval = DefaultPollInterval
-	}
-	if o.QueryTimeout <= 0 {
-		o.QueryTimeout = DefaultQueryTimeout
-	}
-	if o.Dial == nil {
-		o.Dial = (&net.Dialer{}).DialContext
 	}
 	if o.Wait < 0 {
 		return WaitResult{}, fmt.Errorf("%w: negative wait %v", ErrInvalidOptions, o.Wait)
@@ -158,7 +149,7 @@ func WaitProvisioned(ctx context.Context, opts *WaitOptions) (WaitResult, error)
 
 	var res WaitResult
 	for {
-		st, err := queryProvision(ctx, o.Dial, o.Addr, tick, res.Queries == 0, o.QueryTimeout)
+		st, err := QueryProvision(ctx, &QueryOptions{Addr: o.Addr, Tick: tick, Notify: res.Queries == 0, Timeout: o.QueryTimeout, Dial: o.Dial})
 		res.Queries++
 		res.LastError = err
 		if err == nil {
@@ -186,12 +177,57 @@ func WaitProvisioned(ctx context.Context, opts *WaitOptions) (WaitResult, error)
 // anything much larger is not the agent.
 const maxProvisionBody = 64 << 10
 
-// queryProvision sends one GET /provision on a connection of its own and
+// AnswerError is a /provision answer other than 200 OK: something else
+// may hold the agent's port. QueryProvision wraps it with ErrInvalidStatus.
+type AnswerError struct {
+	// Status is the answer's status line after the version, "404 Not Found".
+	Status string
+}
+
+func (e *AnswerError) Error() string { return ProvisionPath + " answered " + e.Status }
+
+// QueryOptions configures QueryProvision. The zero value asks the local
+// agent once, without waking its key latch.
+type QueryOptions struct {
+	// Addr is the agent listener, host:port. Empty means DefaultAgentAddr.
+	Addr string
+	// Tick is the x-ms-azure-time_tick value. Empty means "0".
+	Tick string
+	// Notify sends x-ms-azure-notify, which wakes the key latch.
+	Notify bool
+	// Timeout bounds the query. Zero means DefaultQueryTimeout.
+	Timeout time.Duration
+	// Dial is as in WaitOptions.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// QueryProvision sends one GET /provision on a connection of its own and
 // reads the answer. The connection is closed after it (Connection: close)
-// rather than kept for the next poll: polls are DefaultPollInterval apart,
-// and the agent being polled may be restarting between them.
-func queryProvision(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr, tick string, notify bool, timeout time.Duration) (ProvisionState, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// rather than kept for a next poll: polls are DefaultPollInterval apart,
+// and the agent being polled may be restarting between them. An answer
+// that is not the agent's (not 200, not the state's JSON, too long) is an
+// error matching ErrInvalidStatus; an address that cannot be written into
+// a request matches ErrInvalidOptions; anything else is the connection's
+// failure.
+func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, error) {
+	var o QueryOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Addr == "" {
+		o.Addr = DefaultAgentAddr
+	}
+	if o.Tick == "" {
+		o.Tick = "0"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultQueryTimeout
+	}
+	if o.Dial == nil {
+		o.Dial = (&net.Dialer{}).DialContext
+	}
+	addr, tick, notify, dial := o.Addr, o.Tick, o.Notify, o.Dial
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	target := "http://" + addr + ProvisionPath
 	// addr becomes the Host line: a space or line break in it would let it
@@ -235,7 +271,7 @@ func queryProvision(ctx context.Context, dial func(context.Context, string, stri
 		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return ProvisionState{}, fmt.Errorf("%w: /provision answered %s", ErrInvalidStatus, resp.Status)
+		return ProvisionState{}, fmt.Errorf("%w: %w", ErrInvalidStatus, &AnswerError{Status: resp.Status})
 	}
 	if len(body) > maxProvisionBody {
 		return ProvisionState{}, fmt.Errorf("%w: /provision body is over %d bytes", ErrInvalidStatus, maxProvisionBody)

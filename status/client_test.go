@@ -591,3 +591,29 @@ func TestWaitProvisionedBadAddr(t *testing.T) {
 		t.Errorf("got %+v, %v; want LastError wrapping ErrInvalidOptions", res, err)
 	}
 }
+
+// TestQueryProvision: one query with the defaults (tick "0", no notify),
+// and a non-200 answer as an AnswerError that is also ErrInvalidStatus.
+func TestQueryProvision(t *testing.T) {
+	heads := make(chan string, 2)
+	addr := rawAgent(t, func(c net.Conn) {
+		heads <- readHead(c)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n"+`{"finished":true}`)
+		c.Close()
+	})
+	st, err := QueryProvision(t.Context(), &QueryOptions{Addr: addr})
+	if err != nil || !st.Finished {
+		t.Fatalf("got %+v, %v", st, err)
+	}
+	want := "GET /provision HTTP/1.1\r\nHost: " + addr + "\r\nMetadata: true\r\nX-Ms-Azure-Time-Tick: 0\r\nConnection: close\r\n\r\n"
+	if got := <-heads; got != want {
+		t.Errorf("request %q, want %q", got, want)
+	}
+
+	addr = rawAgent(t, answer("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+	_, err = QueryProvision(t.Context(), &QueryOptions{Addr: addr})
+	var ae *AnswerError
+	if !errors.As(err, &ae) || ae.Status != "404 Not Found" || !errors.Is(err, ErrInvalidStatus) {
+		t.Errorf("404 answer: %v, want an AnswerError for 404 Not Found matching ErrInvalidStatus", err)
+	}
+}

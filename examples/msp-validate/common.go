@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"strings"
 	"time"
 
@@ -27,35 +24,18 @@ func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
 	if e.AgentAddr == "" {
 		return row(check, warn, "run on the VM itself, without --root and --os, to query the listener", "not checked: no listener address to query")
 	}
-	ctx, cancel := context.WithTimeout(ctx, listenerTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.AgentAddr+status.ProvisionPath, nil)
-	if err != nil {
+	// No notify header: the validator looks, it does not wake the latch.
+	st, err := status.QueryProvision(ctx, &status.QueryOptions{Addr: e.AgentAddr, Timeout: listenerTimeout})
+	var answer *status.AnswerError
+	switch {
+	case errors.Is(err, status.ErrInvalidOptions):
 		return row(check, fail, "give --agent-addr as host:port", "bad listener address: %v", err)
-	}
-	req.Header.Set(status.HeaderMetadata, "true")
-	req.Header.Set(status.HeaderTimeTick, "0")
-	client := &http.Client{
-		// No proxy from the environment: the query goes to the loopback
-		// listener and nowhere else.
-		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return row(check, fail, restart, "nothing answers GET %s: %v", status.ProvisionPath, shortNetErr(err))
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return row(check, fail, restart, "GET %s: reading the answer: %v", status.ProvisionPath, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return row(check, fail, restart, "GET %s answered %s, not 200 OK: another program may hold the port", status.ProvisionPath, resp.Status)
-	}
-	var st status.ProvisionState
-	if err := json.Unmarshal(body, &st); err != nil {
+	case errors.As(err, &answer):
+		return row(check, fail, restart, "GET %s answered %s, not 200 OK: another program may hold the port", status.ProvisionPath, answer.Status)
+	case errors.Is(err, status.ErrInvalidStatus):
 		return row(check, fail, restart, "GET %s answered something that is not the agent's provisioning state", status.ProvisionPath)
+	case err != nil:
+		return row(check, fail, restart, "nothing answers GET %s: %v", status.ProvisionPath, shortNetErr(err))
 	}
 	var lines []string
 	for l := range strings.Lines(st.ErrorMessage) {
