@@ -226,9 +226,8 @@ func (s *KeyStatus) StateString() string {
 		if !s.v2Active() {
 			return StateDisabled
 		}
-		ws := s.Mode(msp.EndpointWireServer).DisplayName()
-		im := s.Mode(msp.EndpointIMDS).DisplayName()
-		return "WireServer " + ws + " -  IMDS " + im + " - HostGA " + ws
+		ws := s.Mode(msp.EndpointWireServer)
+		return msp.SecureChannelState(ws, s.Mode(msp.EndpointIMDS), ws)
 	}
 	if s.SecureChannelState == nil {
 		return StateDisabled

@@ -38,6 +38,14 @@ func (m Mode) DisplayName() string {
 	return "Disabled"
 }
 
+// SecureChannelState builds the three-part secure channel state the
+// agent reports in status.json and its key latch publishes,
+// "WireServer <m> -  IMDS <m> - HostGA <m>". The double space is
+// upstream's; tests and tools compare the string byte for byte.
+func SecureChannelState(wireServer, imds, hostGA Mode) string {
+	return "WireServer " + wireServer.DisplayName() + " -  IMDS " + imds.DisplayName() + " - HostGA " + hostGA.DisplayName()
+}
+
 // ParseMode parses a mode case-insensitively, ignoring surrounding space.
 func ParseMode(s string) (Mode, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {

@@ -324,3 +324,18 @@ func TestDate(t *testing.T) {
 		t.Error("ParseDate accepted ISO 8601")
 	}
 }
+
+// TestSecureChannelState: the string is upstream's, double space included.
+func TestSecureChannelState(t *testing.T) {
+	for _, tc := range []struct {
+		ws, imds, host Mode
+		want           string
+	}{
+		{ModeEnforce, ModeAudit, ModeEnforce, "WireServer Enforce -  IMDS Audit - HostGA Enforce"},
+		{ModeDisabled, ModeEnforce, ModeAudit, "WireServer Disabled -  IMDS Enforce - HostGA Audit"},
+	} {
+		if got := SecureChannelState(tc.ws, tc.imds, tc.host); got != tc.want {
+			t.Errorf("SecureChannelState(%v, %v, %v) = %q, want %q", tc.ws, tc.imds, tc.host, got, tc.want)
+		}
+	}
+}

@@ -107,14 +107,7 @@ func (c SecureChannel) String() string {
 	case c.Disabled:
 		return SecureChannelDisabled
 	}
-	return FormatSecureChannel(c.WireServer, c.IMDS, c.HostGA)
-}
-
-// FormatSecureChannel builds the three-part state string the current agent
-// reports, "WireServer <m> -  IMDS <m> - HostGA <m>". The double space is
-// upstream's and e2e tests compare it byte for byte.
-func FormatSecureChannel(wireServer, imds, hostGA msp.Mode) string {
-	return "WireServer " + wireServer.DisplayName() + " -  IMDS " + imds.DisplayName() + " - HostGA " + hostGA.DisplayName()
+	return msp.SecureChannelState(c.WireServer, c.IMDS, c.HostGA)
 }
 
 // ParseSecureChannel parses every secure-channel state string seen in the
