@@ -56,6 +56,7 @@ func TestAgainstMSPTest(t *testing.T) {
 	// Requests are sent one at a time, so the resolver hands the next
 	// connection the caller the test queued for it.
 	next := make(chan *Caller, 1)
+	audit := &memLog{}
 	res := &StaticResolver{ByClientPort: func(uint16) *Caller { return <-next }}
 	srv, err := New(Config{
 		Resolver:  res,
@@ -74,7 +75,8 @@ func TestAgainstMSPTest(t *testing.T) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", host.Addr(ep).String())
 		},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AuditLog: audit,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -133,12 +135,22 @@ func TestAgainstMSPTest(t *testing.T) {
 	// Key reset at the host: the first request after it is refused by the
 	// host (401) under the old key; the proxy gets the new key through
 	// Refresh and sends it again, so the client sees no failure.
+	// The host's IMDS rules change with the reset, under a new privilege
+	// name: the retry is decided, and audited, under the new snapshot.
+	renamed := denyTokenRules()[msp.EndpointIMDS]
+	renamed.Rules.Privileges[0].Name = "inst-v2"
+	renamed.Rules.Roles[0].Privileges = []string{"inst-v2"}
+	host.SetRules(msp.EndpointIMDS, renamed)
 	host.ResetKey()
 	host.ResetRequests()
+	before := len(audit.records(t))
 	if st, resp := do(userCaller(msp.IMDSAddr), "GET", "/metadata/instance"); st != 200 {
 		t.Fatalf("after the reset: %d\n%s", st, resp)
 	}
 	second := latcher.Current()
+	if recs := audit.records(t)[before:]; len(recs) != 1 || !recs[0].Retried || recs[0].Epoch != second.Epoch || recs[0].Privilege != "inst-v2" {
+		t.Errorf("audit record of the retried request: %+v; want one, retried, epoch %d, privilege inst-v2", recs, second.Epoch)
+	}
 	if second.Epoch <= first.Epoch || second.Key.GUID == first.Key.GUID {
 		t.Fatalf("epoch %d key %s after %d %s", second.Epoch, second.Key.GUID, first.Epoch, first.Key.GUID)
 	}
