@@ -499,15 +499,55 @@ func TestSecuritySuite(t *testing.T) {
 			{"D4", "not an object", `[]`},
 		} {
 			write(valid)
-			waitStatus(t, env, 200)
+			// Without the valid file taking effect again first, a case
+			// would pass on the previous case's denial.
+			r := waitStatus(t, env, 200)
+			finding(t, bad.id, r.Status == 200, "before %s: the valid file allows again: %v", bad.name, r)
 			write(bad.body)
-			r := waitStatus(t, env, 403)
-			m := mark(t, env)
-			finding(t, bad.id, r.Status == 403, "%s fails closed under a remote allow: %v", bad.name, r)
-			tok := env.Get(t, agenttest.Nobody, "http://169.254.169.254"+tokenPath+tokenQuery, metadataHeader)
-			finding(t, bad.id, tok.Status == 403 && len(forwarded(env, m)) == 0, "%s: token path %v, host saw nothing", bad.name, tok)
+			failsClosed(t, env, bad.id, bad.name)
 		}
+
+		// F4: a rules file that others could have written, or that root
+		// does not own, is refused as a whole, so the remote allow does not
+		// come back either.
+		for _, bad := range []struct {
+			name  string
+			apply func() error
+		}{
+			{"a group-writable file (0620)", func() error { return os.Chmod(rulesFile, 0o620) }},
+			{"a world-writable file (0602)", func() error { return os.Chmod(rulesFile, 0o602) }},
+			{"a file owned by nobody", func() error { return os.Chown(rulesFile, int(agenttest.Nobody), int(agenttest.Nobody)) }},
+			{"a group-writable folder (0770)", func() error { return os.Chmod(env.RulesDir, 0o770) }},
+		} {
+			write(valid)
+			if err := os.Chmod(env.RulesDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			r := waitStatus(t, env, 200)
+			finding(t, "F4", r.Status == 200, "before %s: the valid file allows again: %v", bad.name, r)
+			if err := bad.apply(); err != nil {
+				t.Fatal(err)
+			}
+			failsClosed(t, env, "F4", "the valid rules in "+bad.name)
+		}
+		if err := os.Chmod(env.RulesDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		write(valid)
+		r = waitStatus(t, env, 200)
+		finding(t, "F4", r.Status == 200, "a root-owned 0600 file in a 0700 folder is used again: %v", r)
 	})
+}
+
+// failsClosed checks that the instance path turns to 403 and that the
+// denied token path is refused without reaching the host.
+func failsClosed(t *testing.T, env *agenttest.Env, id, what string) {
+	t.Helper()
+	r := waitStatus(t, env, 403)
+	m := mark(t, env)
+	finding(t, id, r.Status == 403, "%s fails closed under a remote allow: %v", what, r)
+	tok := env.Get(t, agenttest.Nobody, "http://169.254.169.254"+tokenPath+tokenQuery, metadataHeader)
+	finding(t, id, tok.Status == 403 && len(forwarded(env, m)) == 0, "%s: token path %v, host saw nothing", what, tok)
 }
 
 // queryValue returns the first value of a query parameter, decoded, the
