@@ -137,12 +137,33 @@ func TestSecuritySuite(t *testing.T) {
 	})
 
 	t.Run("A5 open proxy", func(t *testing.T) {
+		// A target the test controls, in the namespace: a proxy that
+		// forwarded anywhere would reach it. The namespace has no route
+		// out, so example.com alone could not tell forwarding from
+		// refusing.
+		target := newCountingListener(t)
+		other := "http://" + target.addr
 		m := mark(t, env)
-		r := env.Curl(t, agenttest.Root, "-x", "http://"+proxyAddr, "http://example.com/")
-		finding(t, "A5", r.Status != 0 && !r.OK(), "curl -x %s http://example.com/ is answered by the agent, not forwarded: %v", proxyAddr, r)
-		r = env.Raw(t, agenttest.Root, imdsAddr, get("http://example.com/metadata/instance", "example.com"))[0]
+		r := env.Curl(t, agenttest.Root, "-x", "http://"+proxyAddr, other+"/")
+		finding(t, "A5", r.Status != 0 && !r.OK(), "curl -x %s %s/ is answered by the agent, not forwarded: %v", proxyAddr, other, r)
+		r = env.Curl(t, agenttest.Root, "-x", "http://"+imdsAddr, other+"/metadata/instance")
+		finding(t, "A5", !r.OK() || len(forwarded(env, m)) == 1, "curl -x http://%s (redirected) %s/metadata/instance: %v", imdsAddr, other, r)
+		m = mark(t, env)
+		r = env.Raw(t, agenttest.Root, imdsAddr, get(other+"/metadata/instance", target.addr))[0]
 		fw := forwarded(env, m)
-		finding(t, "A5", !r.OK() || (len(fw) == 1 && fw[0].Endpoint == msp.EndpointIMDS), "absolute-form to another host goes nowhere but the original destination: %v, host saw %d", r, len(fw))
+		finding(t, "A5", !r.OK() || (len(fw) == 1 && fw[0].Endpoint == msp.EndpointIMDS), "absolute-form to %s goes nowhere but the original destination: %v, host saw %d", target.addr, r, len(fw))
+		r = env.Raw(t, agenttest.Root, imdsAddr, get("/metadata/instance", target.addr))[0]
+		finding(t, "A5", r.Status != 0, "Host: %s on an origin-form request: %v", target.addr, r)
+		r = env.Raw(t, agenttest.Root, imdsAddr, "CONNECT "+target.addr+" HTTP/1.1\r\nHost: "+target.addr+"\r\n\r\n")[0]
+		finding(t, "A5", r.Status == 405, "CONNECT %s: %v", target.addr, r)
+		finding(t, "A5", target.accepted() == 0, "the other target got %d connections from the agent", target.accepted())
+		// The control: the target is reachable, so the zero above means
+		// nobody tried.
+		c, err := net.DialTimeout("tcp", target.addr, 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		finding(t, "A5", err == nil && target.waitAccepted(1, 2*time.Second), "the other target is reachable from the test (%v)", err)
 	})
 
 	t.Run("B4 forged headers", func(t *testing.T) {
@@ -537,6 +558,56 @@ func TestSecuritySuite(t *testing.T) {
 		r = waitStatus(t, env, 200)
 		finding(t, "F4", r.Status == 200, "a root-owned 0600 file in a 0700 folder is used again: %v", r)
 	})
+}
+
+// countingListener is a TCP listener on a second loopback address that
+// counts the connections it accepts and closes them.
+type countingListener struct {
+	addr string
+	mu   sync.Mutex
+	n    int
+}
+
+func newCountingListener(t *testing.T) *countingListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{addr: ln.Addr().String()}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			cl.mu.Lock()
+			cl.n++
+			cl.mu.Unlock()
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return cl
+}
+
+func (cl *countingListener) accepted() int {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.n
+}
+
+func (cl *countingListener) waitAccepted(n int, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for cl.accepted() < n {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // failsClosed checks that the instance path turns to 403 and that the
