@@ -23,6 +23,7 @@ const (
 	DefaultMaxBodyBytes        = 100 << 10
 	DefaultMaxSkipSigBodyBytes = 100 << 20
 	DefaultMaxConns            = 512
+	DefaultMaxConnsWait        = 250 * time.Millisecond
 	DefaultReadHeaderTimeout   = 10 * time.Second
 	DefaultIdleTimeout         = 60 * time.Second
 	DefaultBodyReadTimeout     = 10 * time.Second
@@ -97,6 +98,12 @@ type Config struct {
 	MaxBodyBytes        int64 // signed requests; 413 beyond
 	MaxSkipSigBodyBytes int64 // skip-sig requests from root; 413 beyond
 	MaxConns            int   // concurrent client connections; 503 beyond
+	// MaxConnsWait is how long a connection over MaxConns waits for a slot
+	// before it gets its 503, counted from the start of the overload: a
+	// burst of short connections is served from the kernel's backlog, and
+	// an overload that lasts (slots held by slow or idle clients) is
+	// refused at once after that first wait. Negative: refuse at once.
+	MaxConnsWait time.Duration
 
 	// Client-side timeouts. ReadHeaderTimeout bounds reading a request head
 	// (slowloris); IdleTimeout bounds the wait for the next request on a
@@ -135,6 +142,7 @@ func (c *Config) withDefaults() (Config, error) {
 	setDefault(&out.MaxBodyBytes, DefaultMaxBodyBytes)
 	setDefault(&out.MaxSkipSigBodyBytes, DefaultMaxSkipSigBodyBytes)
 	setDefault(&out.MaxConns, DefaultMaxConns)
+	setDefault(&out.MaxConnsWait, DefaultMaxConnsWait)
 	setDefault(&out.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDefault(&out.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&out.BodyReadTimeout, DefaultBodyReadTimeout)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -243,6 +245,9 @@ func TestConnectionLimitSlowlorisAndPanic(t *testing.T) {
 	tp := newTestProxy(t, host, proxyOpts{resolver: res, tweak: func(c *Config) {
 		c.MaxConns = 3
 		c.ReadHeaderTimeout = 200 * time.Millisecond
+		// Refused at once: with the default wait the held connections
+		// below would reach their header timeout and free a slot first.
+		c.MaxConnsWait = -1
 	}})
 	tp.snap.Store(snapshotFor(t, 1, nil, nil))
 
@@ -311,6 +316,74 @@ func TestConnectionLimitSlowlorisAndPanic(t *testing.T) {
 
 // TestGracefulShutdown: a request in flight completes; idle connections
 // are closed; new connections are refused.
+// TestConnectionLimitWait: a burst of short connections over MaxConns is
+// served, not refused; with every slot held, the first connection over the
+// limit waits MaxConnsWait before its 503 and the next is refused at once;
+// once a slot is free again, a connection gets it.
+func TestConnectionLimitWait(t *testing.T) {
+	host := newFakeHost(t)
+	const wait = 400 * time.Millisecond
+	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.IMDSAddr), tweak: func(c *Config) {
+		c.MaxConns = 2
+		c.MaxConnsWait = wait
+	}})
+	tp.snap.Store(snapshotFor(t, 1, nil, nil))
+	get := "GET /metadata/instance HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+	const burst = 40
+	statuses := make(chan int, burst)
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- rawStatus(tp.raw(t, get))
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	got := map[int]int{}
+	for st := range statuses {
+		got[st]++
+	}
+	if diff := cmp.Diff(map[int]int{200: burst}, got); diff != "" {
+		t.Errorf("burst of %d over MaxConns 2, statuses (-want +got):\n%s", burst, diff)
+	}
+
+	// Hold both slots with connections that send nothing.
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	first := rawStatus(tp.raw(t, get))
+	firstTook := time.Since(start)
+	start = time.Now()
+	second := rawStatus(tp.raw(t, get))
+	secondTook := time.Since(start)
+	if first != 503 || firstTook < wait {
+		t.Errorf("first connection over the limit: %d after %v, want 503 after at least %v", first, firstTook, wait)
+	}
+	if second != 503 || secondTook >= wait/2 {
+		t.Errorf("second connection over the limit: %d after %v, want 503 at once", second, secondTook)
+	}
+	// The slot is free once the proxy has read the close.
+	held[0].Close()
+	st := 0
+	for deadline := time.Now().Add(2 * time.Second); st != 200 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		st = rawStatus(tp.raw(t, get))
+	}
+	if st != 200 {
+		t.Errorf("after a slot was freed: %d, want 200", st)
+	}
+}
+
 func TestGracefulShutdown(t *testing.T) {
 	host := newFakeHost(t)
 	release := make(chan struct{})

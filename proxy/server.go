@@ -119,6 +119,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	defer stop()
 	var backoff time.Duration
+	var overloaded time.Time
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -134,9 +135,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("proxy: accept: %w", err)
 		}
 		backoff = 0
-		select {
-		case s.slots <- struct{}{}:
-		default:
+		if !s.takeSlot(ctx, &overloaded) {
 			s.metrics.refused.Inc()
 			s.refuse(nc)
 			continue
@@ -163,6 +162,39 @@ func (s *Server) acceptBackoff(err error, backoff *time.Duration, msg string) bo
 	s.cfg.Logger.Warn(msg, "err", err, "backoff", *backoff)
 	time.Sleep(*backoff)
 	return true
+}
+
+// takeSlot takes a connection slot. At the limit it waits for one until
+// MaxConnsWait after the overload began (overloaded, zero while slots are
+// free): a burst of connections that each end quickly is served rather
+// than refused, while the accept loop stays paused and later connections
+// wait in the kernel's backlog. Once the window has passed, connections
+// are refused at once until a slot is taken again.
+func (s *Server) takeSlot(ctx context.Context, overloaded *time.Time) bool {
+	select {
+	case s.slots <- struct{}{}:
+		*overloaded = time.Time{}
+		return true
+	default:
+	}
+	now := time.Now()
+	if overloaded.IsZero() {
+		*overloaded = now
+	}
+	wait := s.cfg.MaxConnsWait - now.Sub(*overloaded)
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		*overloaded = time.Time{}
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // refuse answers a connection over the limit without reading from it.
