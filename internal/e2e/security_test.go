@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -344,21 +345,50 @@ func TestSecuritySuite(t *testing.T) {
 	})
 
 	t.Run("G3 audit-map exhaustion", func(t *testing.T) {
+		// The attack: fill the LRU maps with records of connections the
+		// agent has not accepted, so that a caller's own record is gone
+		// by the time the agent looks for it. The agent is stopped while
+		// the maps are full and a caller connects, more flood follows
+		// that caller, and only then does the agent go on.
 		if err := a.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		var full map[string][2]int
-		n := func() int {
-			defer a.Signal(syscall.SIGCONT)
-			n := env.Flood(t, agenttest.Root, imdsAddr, 3000)
-			full = mapFill(t, env.PinDir, "gpa_caller_map", "audit_map")
-			return n
-		}()
+		resumed := false
+		resume := func() {
+			if !resumed {
+				resumed = true
+				a.Signal(syscall.SIGCONT)
+			}
+		}
+		defer resume()
+		n := env.Flood(t, agenttest.Root, imdsAddr, 3000)
 		finding(t, "G3", n == 3000, "%d connects the stopped agent never accepted", n)
-		for name, f := range full {
+		for name, f := range mapFill(t, env.PinDir, "gpa_caller_map", "audit_map") {
 			finding(t, "G3", f[0] >= f[1]*3/4, "%s filled by the flood: %d of %d entries", name, f[0], f[1])
 		}
-		time.Sleep(500 * time.Millisecond)
+		m := mark(t, env)
+		victim := make(chan agenttest.Result, 1)
+		go func() { victim <- env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader) }()
+		recorded := false
+		for deadline := time.Now().Add(5 * time.Second); !recorded && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			recorded = callerRecorded(t, env.PinDir, agenttest.Nobody)
+		}
+		finding(t, "G3", recorded, "a caller's connect into the full map is recorded")
+		more := env.Flood(t, agenttest.Root, imdsAddr, 200)
+		kept := callerRecorded(t, env.PinDir, agenttest.Nobody)
+		finding(t, "G3", more == 200 && kept, "the caller's record survives %d more flood connects after it", more)
+		resume()
+		r := <-victim
+		fw := forwarded(env, m)
+		var claims string
+		if len(fw) == 1 {
+			claims, _ = fw[0].Get("x-ms-azure-host-claims")
+		}
+		user := auditUser(t, env, m)
+		finding(t, "G3", r.Status == 200 && len(fw) == 1 && claims == msp.ClaimsHeaderNonRoot && user == "nobody",
+			"the caller behind %d flood connections is identified: %v, claims %q, audit user %q", n+more, r, claims, user)
+
+		// And the callers after the flood, once the agent has drained it.
 		for _, c := range []struct {
 			uid    uint32
 			claims string
@@ -371,15 +401,7 @@ func TestSecuritySuite(t *testing.T) {
 			if len(fw) == 1 {
 				claims, _ = fw[0].Get("x-ms-azure-host-claims")
 			}
-			lastDecision(t, env, m, imdsInstance)
-			recs := env.ConnectionLog(t)
-			var user string
-			for i := len(recs) - 1; i >= 0 && !recs[i].Time.Before(m.at); i-- {
-				if recs[i].StatusCode == 200 {
-					user = recs[i].UserName
-					break
-				}
-			}
+			user := auditUser(t, env, m)
 			finding(t, "G3", r.Status == 200 && claims == c.claims && user == c.user, "next caller %s identified: %v, claims %q, audit user %q", c.user, r, claims, user)
 		}
 		alive(t, "G3")
@@ -641,6 +663,47 @@ func queryValue(rawURI, name string) string {
 		}
 	}
 	return ""
+}
+
+// callerRecorded reports whether the pinned gpa_caller_map holds a record
+// made by uid (gpa_caller_record: uid is the u32 at offset 8).
+func callerRecorded(t *testing.T, pinDir string, uid uint32) bool {
+	t.Helper()
+	m, err := cebpf.LoadPinnedMap(filepath.Join(pinDir, "maps", "gpa_caller_map"), &cebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		t.Errorf("open pinned gpa_caller_map: %v", err)
+		return false
+	}
+	defer m.Close()
+	var k, v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if len(v) >= 12 && binary.NativeEndian.Uint32(v[8:]) == uid {
+			return true
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Errorf("iterate gpa_caller_map: %v", err)
+	}
+	return false
+}
+
+// auditUser returns the user name of the newest 200 in the connection log
+// since m, waiting up to 2 s for the agent's buffered log to be written,
+// or "".
+func auditUser(t *testing.T, env *agenttest.Env, m seen) string {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		recs := env.ConnectionLog(t)
+		for i := len(recs) - 1; i >= 0 && !recs[i].Time.Before(m.at); i-- {
+			if recs[i].StatusCode == 200 {
+				return recs[i].UserName
+			}
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+	}
 }
 
 // mapFill returns, for each named map pinned under pinDir, how many
