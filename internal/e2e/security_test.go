@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 	cebpf "github.com/cilium/ebpf"
 
 	"github.com/metadatasec/gpa/internal/agenttest"
+	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/proxy"
@@ -82,11 +84,41 @@ func TestSecuritySuite(t *testing.T) {
 	t.Run("A1 listener", func(t *testing.T) {
 		addrs, err := listeningAddrs(a.PID)
 		finding(t, "A1", err == nil && len(addrs) > 0, "agent listens on %v (%v)", addrs, err)
+		proxyPort := false
 		for _, ad := range addrs {
 			finding(t, "A1", ad.IP.IsLoopback(), "listener %s bound to loopback only", ad)
+			proxyPort = proxyPort || ad.String() == proxyAddr
 		}
+		finding(t, "A1", proxyPort, "the listeners include the proxy's %s", proxyAddr)
 		resp, err := direct(proxyAddr, "GET /provision HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n")
 		finding(t, "A1b", err == nil && resp.Status == 200, "loopback /provision answers: %v %v", resp.Status, err)
+
+		// A1c: the VM's own address stands in as 192.0.2.10 (TEST-NET-1)
+		// on this namespace's loopback; the agent's port must be closed
+		// there while another listener on that address is reachable.
+		own, err := sandbox.InOwnNetns()
+		if err != nil || !own {
+			t.Fatalf("A1c needs the test's own network namespace (own %v, %v)", own, err)
+		}
+		const external = "192.0.2.10"
+		if out, err := exec.Command("ip", "addr", "add", external+"/32", "dev", "lo").CombinedOutput(); err != nil && !strings.Contains(string(out), "File exists") {
+			t.Fatalf("ip addr add %s: %v: %s", external, err, out)
+		}
+		defer exec.Command("ip", "addr", "del", external+"/32", "dev", "lo").Run()
+		ln, err := net.Listen("tcp", external+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		control, cerr := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+		if cerr == nil {
+			control.Close()
+		}
+		ln.Close()
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(external, "3080"), 2*time.Second)
+		if c != nil {
+			c.Close()
+		}
+		finding(t, "A1c", cerr == nil && errors.Is(err, syscall.ECONNREFUSED), "%s:3080 refused (%v) while %s is reachable (%v)", external, err, ln.Addr(), cerr)
 	})
 
 	t.Run("A3 malformed", func(t *testing.T) {
@@ -279,6 +311,9 @@ func TestSecuritySuite(t *testing.T) {
 			"/metadata/instance\\..\\identity/oauth2/token",
 			"/metadata/instance/../identity/oauth2/token#x",
 			"/metadata/%C0%AE%C0%AE/identity/oauth2/token",
+			"/metadata/\u0131dentity/oauth2/token",
+			"/metadata/%C4%B1dentity/oauth2/token",
+			"/metadata/identity/oauth2/tok%C3%A9n",
 			"http://169.254.169.254/metadata/identity/oauth2/token",
 		}
 		for _, uid := range []uint32{agenttest.Nobody, agenttest.Root} {
