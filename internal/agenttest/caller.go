@@ -2,6 +2,7 @@ package agenttest
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -40,6 +41,8 @@ type Result struct {
 	Header http.Header `json:",omitempty"`
 	// BodySHA256 is the hex SHA-256 of the response body.
 	BodySHA256 string `json:",omitempty"`
+	// Body is the start of the response body, at most 64 KiB.
+	Body []byte `json:",omitempty"`
 	// Err says why there was no response (refused, reset, timeout).
 	Err string `json:",omitempty"`
 	// Start is when the request was sent.
@@ -140,11 +143,27 @@ func get(url string, header map[string]string) Result {
 func fill(r Result, resp *http.Response) Result {
 	defer resp.Body.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, io.LimitReader(resp.Body, 1<<20)); err != nil {
+	var start bytes.Buffer
+	w := io.MultiWriter(h, &limitedBuffer{b: &start, max: 64 << 10})
+	if _, err := io.Copy(w, io.LimitReader(resp.Body, 1<<20)); err != nil {
 		r.Err = "body: " + err.Error()
 	}
-	r.Status, r.Header, r.BodySHA256 = resp.StatusCode, resp.Header, hex.EncodeToString(h.Sum(nil))
+	r.Status, r.Header, r.BodySHA256, r.Body = resp.StatusCode, resp.Header, hex.EncodeToString(h.Sum(nil)), start.Bytes()
 	return r
+}
+
+// limitedBuffer keeps the first max bytes written to it and accepts the
+// rest without keeping it.
+type limitedBuffer struct {
+	b   *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
 }
 
 // flood starts n non-blocking connects to addr and closes each socket at
