@@ -282,87 +282,15 @@ func TestSecuritySuite(t *testing.T) {
 	})
 
 	t.Run("D1 S6 S20 encodings", func(t *testing.T) {
-		// Every variant names the denied token path, directly or by
-		// escaping from the allowed /metadata/instance prefix.
-		variants := []string{
-			tokenPath,
-			"/metadata%2Fidentity%2Foauth2%2Ftoken",
-			"/metadata%2fidentity%2foauth2%2ftoken",
-			"/metadata%252Fidentity%252Foauth2%252Ftoken",
-			"/Metadata/Identity/OAuth2/Token",
-			"/METADATA/IDENTITY/OAUTH2/TOKEN",
-			"//metadata///identity//oauth2/token",
-			"/metadata/./identity/oauth2/token",
-			"/metadata/x/../identity/oauth2/token",
-			"/metadata/%2E/identity/oauth2/token",
-			"/metadata/%2e%2e/metadata/identity/oauth2/token",
-			"/metadata/identity;x=1/oauth2/token",
-			"/metadata/identity/oauth2/token.",
-			"/metadata/identity/oauth2/token%3Fapi-version=2018-02-01",
-			"/metadata/instance/../identity/oauth2/token",
-			"/metadata/instance/%2E%2E/identity/oauth2/token",
-			"/metadata/instance/%2e%2e/identity/oauth2/token",
-			"/metadata/instance%2F..%2Fidentity/oauth2/token",
-			"/metadata/instance/..%2Fidentity/oauth2/token",
-			"/metadata/instance;/../identity/oauth2/token",
-			"/metadata/instance/%252E%252E/identity/oauth2/token",
-			"/metadata/instance%252F..%252Fidentity/oauth2/token",
-			"/metadata/instance/.%2E/identity/oauth2/token",
-			"/metadata/instance/%2E./identity/oauth2/token",
-			"/metadata/instance\\..\\identity/oauth2/token",
-			"/metadata/instance/../identity/oauth2/token#x",
-			"/metadata/%C0%AE%C0%AE/identity/oauth2/token",
-			"/metadata/\u0131dentity/oauth2/token",
-			"/metadata/%C4%B1dentity/oauth2/token",
-			"/metadata/identity/oauth2/tok%C3%A9n",
-			"http://169.254.169.254/metadata/identity/oauth2/token",
-		}
 		for _, uid := range []uint32{agenttest.Nobody, agenttest.Root} {
-			var reqs []string
-			for _, v := range variants {
-				reqs = append(reqs, get(v+tokenQuery, "169.254.169.254"))
-			}
-			m := mark(t, env)
-			res := env.Raw(t, uid, imdsAddr, reqs...)
-			fw := forwarded(env, m)
-			for i, v := range variants {
-				id := "D1"
-				if strings.Contains(v, "instance") {
-					id = "S6"
-				}
-				finding(t, id, !res[i].OK(), "uid %d %s: %v", uid, v, res[i])
-			}
-			// What the host got is judged as a host that decodes once
-			// reads it (msptest does, and so does the canonical matcher):
-			// a request reached it "as allowed" if that reading is the
-			// token path. Anything else it got is listed for the record.
-			var leaked, verbatim []string
-			for _, r := range fw {
-				if strings.HasPrefix(hostView(r.RawURI), tokenPath) {
-					leaked = append(leaked, r.RawURI)
-				} else {
-					verbatim = append(verbatim, fmt.Sprintf("%s (host read %s, answered %d)", r.Path(), hostView(r.RawURI), r.Status))
-				}
-			}
-			finding(t, "S20", len(leaked) == 0, "uid %d: %d variants of the denied path, none reached the host as the token path %v", uid, len(variants), leaked)
-			if len(verbatim) > 0 {
-				t.Logf("uid %d: forwarded as paths under the allowed prefix, harmless only to a host that decodes once: %v", uid, verbatim)
-			}
+			probeVariants(t, env, uid, "remote rules")
 		}
 		r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
 		finding(t, "S4", r.Status == 200, "the allowed path still answers 200 (so the 403s above are the rules, not an outage): %v", r)
 	})
 
 	t.Run("B3 E1 modes", func(t *testing.T) {
-		checkMode := func(id, path string, maxMode os.FileMode) {
-			fi, err := os.Stat(path)
-			if err != nil {
-				finding(t, id, false, "%s: %v", path, err)
-				return
-			}
-			st := fi.Sys().(*syscall.Stat_t)
-			finding(t, id, st.Uid == 0 && fi.Mode().Perm()&^maxMode == 0, "%s is %v uid %d (at most %v, root)", path, fi.Mode().Perm(), st.Uid, maxMode)
-		}
+		checkMode := func(id, path string, maxMode os.FileMode) { checkMode(t, id, path, maxMode) }
 		checkMode("E1", env.KeyDir, 0o700)
 		// The agent creates the local rules folder root-only, so rules
 		// files put there are never readable or replaceable by others.
@@ -449,11 +377,17 @@ func TestSecuritySuite(t *testing.T) {
 		old, _ := env.Host.LatchedKey()
 		keys := env.Host.IssuedKeys()
 		env.Host.ResetKey()
-		env.WaitStatus(t, 10*time.Second, "the new key", func(s *status.AggregateStatus) bool {
+		st := env.WaitStatus(t, 10*time.Second, "the new key", func(s *status.AggregateStatus) bool {
 			g := s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"]
 			return g != "" && g != old.GUID
 		})
 		time.Sleep(1200 * time.Millisecond)
+		// The key written by the reset is as private as the first one.
+		checkMode(t, "B3", filepath.Join(env.KeyDir, st.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"]+".key"), 0o600)
+		keyFiles, _ := filepath.Glob(filepath.Join(env.KeyDir, "*.key"))
+		for _, k := range keyFiles {
+			checkMode(t, "B3", k, 0o600)
+		}
 		var secrets []string
 		for _, k := range append(keys, env.Host.IssuedKeys()...) {
 			b, err := msp.MarshalKeyFile(k)
@@ -634,6 +568,10 @@ func TestSecuritySuite(t *testing.T) {
 		write(valid)
 		r = waitStatus(t, env, 200)
 		finding(t, "F4", r.Status == 200, "a root-owned 0600 file in a 0700 folder is used again: %v", r)
+
+		// S6 and S20 under the catalogue's precondition: local rules that
+		// deny by default and allow only the instance prefix.
+		probeVariants(t, env, agenttest.Nobody, "local rules")
 	})
 }
 
@@ -685,6 +623,90 @@ func (cl *countingListener) waitAccepted(n int, within time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// checkMode checks that path is owned by root with no permission bits
+// beyond maxMode.
+func checkMode(t *testing.T, id, path string, maxMode os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		finding(t, id, false, "%s: %v", path, err)
+		return
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	finding(t, id, st.Uid == 0 && fi.Mode().Perm()&^maxMode == 0, "%s is %v uid %d (at most %v, root)", path, fi.Mode().Perm(), st.Uid, maxMode)
+}
+
+// probeVariants sends every token-path variant as uid and checks that
+// none is answered 2xx (D1, or S6 for an escape from the allowed prefix)
+// and that none reaches the host as the token path (S20). What the host got
+// is judged as a host that decodes once reads it (msptest does, and so
+// does the canonical matcher); anything else it got is logged.
+func probeVariants(t *testing.T, env *agenttest.Env, uid uint32, under string) {
+	t.Helper()
+	var reqs []string
+	for _, v := range tokenVariants {
+		reqs = append(reqs, get(v+tokenQuery, "169.254.169.254"))
+	}
+	m := mark(t, env)
+	res := env.Raw(t, uid, imdsAddr, reqs...)
+	fw := forwarded(env, m)
+	for i, v := range tokenVariants {
+		id := "D1"
+		if strings.Contains(v, "instance") {
+			id = "S6"
+		}
+		finding(t, id, !res[i].OK(), "%s, uid %d %s: %v", under, uid, v, res[i])
+	}
+	var leaked, verbatim []string
+	for _, r := range fw {
+		if strings.HasPrefix(hostView(r.RawURI), tokenPath) {
+			leaked = append(leaked, r.RawURI)
+		} else {
+			verbatim = append(verbatim, fmt.Sprintf("%s (host read %s, answered %d)", r.Path(), hostView(r.RawURI), r.Status))
+		}
+	}
+	finding(t, "S20", len(leaked) == 0, "%s, uid %d: %d variants of the denied path, none reached the host as the token path %v", under, uid, len(tokenVariants), leaked)
+	if len(verbatim) > 0 {
+		t.Logf("%s, uid %d: forwarded as paths under the allowed prefix, harmless only to a host that decodes once: %v", under, uid, verbatim)
+	}
+}
+
+// tokenVariants each name the denied token path, directly or by escaping
+// from the allowed /metadata/instance prefix (§10.1 D1, S6, S20).
+var tokenVariants = []string{
+	tokenPath,
+	"/metadata%2Fidentity%2Foauth2%2Ftoken",
+	"/metadata%2fidentity%2foauth2%2ftoken",
+	"/metadata%252Fidentity%252Foauth2%252Ftoken",
+	"/Metadata/Identity/OAuth2/Token",
+	"/METADATA/IDENTITY/OAUTH2/TOKEN",
+	"//metadata///identity//oauth2/token",
+	"/metadata/./identity/oauth2/token",
+	"/metadata/x/../identity/oauth2/token",
+	"/metadata/%2E/identity/oauth2/token",
+	"/metadata/%2e%2e/metadata/identity/oauth2/token",
+	"/metadata/identity;x=1/oauth2/token",
+	"/metadata/identity/oauth2/token.",
+	"/metadata/identity/oauth2/token%3Fapi-version=2018-02-01",
+	"/metadata/instance/../identity/oauth2/token",
+	"/metadata/instance/%2E%2E/identity/oauth2/token",
+	"/metadata/instance/%2e%2e/identity/oauth2/token",
+	"/metadata/instance%2F..%2Fidentity/oauth2/token",
+	"/metadata/instance/..%2Fidentity/oauth2/token",
+	"/metadata/instance;/../identity/oauth2/token",
+	"/metadata/instance/%252E%252E/identity/oauth2/token",
+	"/metadata/instance%252F..%252Fidentity/oauth2/token",
+	"/metadata/instance/.%2E/identity/oauth2/token",
+	"/metadata/instance/%2E./identity/oauth2/token",
+	"/metadata/instance\\..\\identity/oauth2/token",
+	"/metadata/instance/../identity/oauth2/token#x",
+	"/metadata/%C0%AE%C0%AE/identity/oauth2/token",
+	"/metadata/\u0131dentity/oauth2/token",
+	"/metadata/%C4%B1dentity/oauth2/token",
+	"/metadata/identity/oauth2/tok%C3%A9n",
+	"http://169.254.169.254/metadata/identity/oauth2/token",
 }
 
 // failsClosed checks that the instance path turns to 403 and that the
