@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/user"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -572,6 +573,65 @@ func TestSecuritySuite(t *testing.T) {
 		// S6 and S20 under the catalogue's precondition: local rules that
 		// deny by default and allow only the instance prefix.
 		probeVariants(t, env, agenttest.Nobody, "local rules")
+
+		// Phase 4b's local-file scenarios. Each starts from the opposite
+		// answer, so the case's answer shows its file took effect.
+		group, err := user.LookupGroupId(strconv.Itoa(int(agenttest.Nobody)))
+		if err != nil {
+			t.Fatalf("group of gid %d: %v", agenttest.Nobody, err)
+		}
+		curl, err := exec.LookPath("curl")
+		if err == nil {
+			curl, err = filepath.EvalSymlinks(curl)
+		}
+		if err != nil {
+			testenv.SkipOrFail(t, "needs curl: %v", err)
+		}
+		denyNobody := strings.Replace(valid, `"userName":"nobody"`, `"userName":"root"`, 1)
+		uncovered := strings.Replace(valid, `"path":"/metadata/instance"`, `"path":"/metadata/elsewhere"`, 1)
+		for _, c := range []struct {
+			id, name, doc string
+			want          int // nobody's /metadata/instance with the Go client
+		}{
+			{"S3", "a local mode=audit is ignored", strings.Replace(denyNobody, `{"defaultAccess"`, `{"mode":"audit","defaultAccess"`, 1), 403},
+			{"S5", "another identity's rules", denyNobody, 403},
+			{"S19", "a Cyrillic homoglyph of nobody", strings.Replace(valid, `"userName":"nobody"`, `"userName":"n\u043ebody"`, 1), 403},
+			// No privilege covers the instance path here, so defaultAccess
+			// decides it.
+			{"S12", "duplicate keys, deny last", strings.Replace(uncovered, `"defaultAccess":"deny"`, `"defaultAccess":"allow","defaultAccess":"deny"`, 1), 403},
+			{"S12", "duplicate keys, allow last", strings.Replace(uncovered, `"defaultAccess":"deny"`, `"defaultAccess":"deny","defaultAccess":"allow"`, 1), 200},
+			{"S8", "an identity by groupName only", strings.Replace(valid, `"userName":"nobody"`, `"groupName":"`+group.Name+`"`, 1), 200},
+			{"S11", "a UTF-8 BOM", "\ufeff" + valid, 200},
+			{"S17", "names already prefixed LocalFileRules_", strings.NewReplacer(`"name":"instance"`, `"name":"LocalFileRules_instance"`, `"privileges":["instance"]`, `"privileges":["LocalFileRules_instance"]`,
+				`"name":"r"`, `"name":"LocalFileRules_r"`, `"role":"r"`, `"role":"LocalFileRules_r"`, `"name":"n"`, `"name":"LocalFileRules_n"`, `"identities":["n"]`, `"identities":["LocalFileRules_n"]`).Replace(valid), 200},
+			{"S9", "an identity by exePath " + curl, strings.Replace(valid, `"userName":"nobody"`, `"exePath":"`+curl+`"`, 1), 403},
+		} {
+			if c.want == 200 {
+				write(denyNobody)
+				r := waitStatus(t, env, 403)
+				finding(t, c.id, r.Status == 403, "before %s: nobody is denied: %v", c.name, r)
+			} else {
+				write(valid)
+				r := waitStatus(t, env, 200)
+				finding(t, c.id, r.Status == 200, "before %s: the valid file allows again: %v", c.name, r)
+			}
+			write(c.doc)
+			r := waitStatus(t, env, c.want)
+			finding(t, c.id, r.Status == c.want, "%s: nobody's /metadata/instance %v, want %d", c.name, r, c.want)
+			m := mark(t, env)
+			tok := env.Get(t, agenttest.Nobody, "http://169.254.169.254"+tokenPath+tokenQuery, metadataHeader)
+			if c.want == 403 || c.id != "S12" {
+				finding(t, c.id, tok.Status == 403 && len(forwarded(env, m)) == 0, "%s: token path %v, host saw nothing", c.name, tok)
+			}
+			if c.id == "S9" {
+				cr := env.Curl(t, agenttest.Nobody, "-H", "Metadata: true", imdsInstance)
+				finding(t, c.id, cr.Status == 200, "%s: curl as nobody %v, the Go client 403", c.name, cr)
+			}
+		}
+		write(valid)
+		r = waitStatus(t, env, 200)
+		v := env.Get(t, agenttest.Nobody, "http://169.254.169.254/metadata/versions", metadataHeader)
+		finding(t, "S4", r.Status == 200 && v.Status == 403, "exactly /metadata/instance allowed: instance %v, versions %v", r, v)
 	})
 }
 
