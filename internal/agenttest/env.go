@@ -267,9 +267,10 @@ func (e *Env) ConnectionLog(t *testing.T) []proxy.Record {
 	return recs
 }
 
-// command prepares a caller (the test binary or curl) to run in the cgroup
-// as uid, with no proxy variables in its environment.
-func (e *Env) command(ctx context.Context, uid uint32, argv ...string) *exec.Cmd {
+// Command prepares argv to run in the cgroup as uid, with no proxy
+// variables in its environment: a caller of any kind. Its Args[0] may be
+// changed, to give the process another command line.
+func (e *Env) Command(ctx context.Context, uid uint32, argv ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(e.cgroupFD.Fd()), Pdeathsig: syscall.SIGKILL}
 	if uid != Root {
@@ -290,7 +291,7 @@ func (e *Env) call(t *testing.T, uid uint32, spec callerSpec, timeout time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := e.command(ctx, uid, e.suite.callerBin)
+	cmd := e.Command(ctx, uid, e.suite.callerBin)
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -358,7 +359,7 @@ func (e *Env) Curl(t *testing.T, uid uint32, args ...string) Result {
 		prefix, args = []string{"unshare", "-Cr"}, args[1:]
 	}
 	argv := append(append(prefix, "curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"), args...)
-	cmd := e.command(ctx, uid, argv...)
+	cmd := e.Command(ctx, uid, argv...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, _ := cmd.Output()

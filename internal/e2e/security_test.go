@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -447,6 +448,46 @@ func TestSecuritySuite(t *testing.T) {
 				found = fmt.Sprintf(": found %s", leak)
 			}
 			finding(t, "F1", leak == nil, "%s has no key material and no key, secret, hmac or signature field%s", name, found)
+		}
+	})
+
+	t.Run("F2 log injection", func(t *testing.T) {
+		// A caller's command line is the caller's to choose: argv[0]
+		// here carries a newline, a forged audit record, a carriage
+		// return and a terminal escape.
+		const marker = "gpa-f2-forged"
+		argv0 := "curl\n{\"time\":\"2026-01-01T00:00:00Z\",\"userName\":\"root\",\"decision\":\"" + marker + "\"}\r\x1b[2J"
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		cmd := env.Command(ctx, agenttest.Nobody, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Metadata: true", imdsInstance)
+		cmd.Args[0] = argv0
+		m := mark(t, env)
+		out, err := cmd.Output()
+		finding(t, "F2", err == nil && string(out) == "200", "the caller with a forged command line is served: %q %v", out, err)
+		lastDecision(t, env, m, imdsInstance)
+		recs := env.ConnectionLog(t) // fails the test on a line that is not one JSON record
+		var mine []proxy.Record
+		for _, r := range recs[m.audit:] {
+			if strings.Contains(r.ProcessCmdLine, marker) {
+				mine = append(mine, r)
+			}
+			finding(t, "F2", r.Decision != marker && !(r.UserName == "root" && strings.Contains(r.ProcessCmdLine, marker)), "record %s %s by %q is not forged", r.Method, r.URL, r.UserName)
+		}
+		finding(t, "F2", len(mine) == 1 && mine[0].UserName == "nobody" && mine[0].ProcessFullPath != "" && strings.HasPrefix(mine[0].ProcessCmdLine, "curl"),
+			"the forged command line stays inside one record of nobody's: %d records", len(mine))
+		for _, p := range []string{env.ConnectionLogPath(), env.AgentLogPath()} {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				finding(t, "F2", false, "%s: %v", filepath.Base(p), err)
+				continue
+			}
+			forged := 0
+			for _, line := range bytes.Split(b, []byte("\n")) {
+				if bytes.HasPrefix(line, []byte(`{"time":"2026-01-01T00:00:00Z"`)) || bytes.ContainsAny(line, "\r\x1b") {
+					forged++
+				}
+			}
+			finding(t, "F2", forged == 0, "%s: %d lines begin the forged record or carry a raw CR or ESC", filepath.Base(p), forged)
 		}
 	})
 
