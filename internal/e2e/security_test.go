@@ -646,6 +646,11 @@ func TestSecuritySuite(t *testing.T) {
 			{"S17", "names already prefixed LocalFileRules_", strings.NewReplacer(`"name":"instance"`, `"name":"LocalFileRules_instance"`, `"privileges":["instance"]`, `"privileges":["LocalFileRules_instance"]`,
 				`"name":"r"`, `"name":"LocalFileRules_r"`, `"role":"r"`, `"role":"LocalFileRules_r"`, `"name":"n"`, `"name":"LocalFileRules_n"`, `"identities":["n"]`, `"identities":["LocalFileRules_n"]`).Replace(valid), 200},
 			{"S9", "an identity by exePath " + curl, strings.Replace(valid, `"userName":"nobody"`, `"exePath":"`+curl+`"`, 1), 403},
+			// Identities compare exactly: no case folding, no Unicode
+			// normalisation.
+			{"D3", "userName in another case", strings.Replace(valid, `"userName":"nobody"`, `"userName":"Nobody"`, 1), 403},
+			{"D3", "a fullwidth letter in userName", strings.Replace(valid, `"userName":"nobody"`, `"userName":"\uff4eobody"`, 1), 403},
+			{"S2", "deny by default with no rules", `{"defaultAccess":"deny","id":"local"}`, 403},
 		} {
 			if c.want == 200 {
 				write(denyNobody)
@@ -673,6 +678,16 @@ func TestSecuritySuite(t *testing.T) {
 		r = waitStatus(t, env, 200)
 		v := env.Get(t, agenttest.Nobody, "http://169.254.169.254/metadata/versions", metadataHeader)
 		finding(t, "S4", r.Status == 200 && v.Status == 403, "exactly /metadata/instance allowed: instance %v, versions %v", r, v)
+
+		// S1: a local file cannot turn enforcement on. With the remote
+		// item Disabled, nobody is served even under a file that denies
+		// nobody (last: it changes the remote rules for good).
+		write(denyNobody)
+		r = waitStatus(t, env, 403)
+		finding(t, "S1", r.Status == 403, "before Disabled: nobody is denied: %v", r)
+		env.Host.SetRules(msp.EndpointIMDS, &msp.AuthorizationItem{Mode: msp.ModeDisabled, DefaultAccess: msp.AccessAllow, ID: desc})
+		r = waitStatus(t, env, 200)
+		finding(t, "S1", r.Status == 200, "remote Disabled with a local file denying nobody: %v", r)
 	})
 }
 
