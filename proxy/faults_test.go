@@ -314,30 +314,35 @@ func TestConnectionLimitSlowlorisAndPanic(t *testing.T) {
 	}
 }
 
-// TestGracefulShutdown: a request in flight completes; idle connections
-// are closed; new connections are refused.
-// TestConnectionLimitWait: a burst of short connections over MaxConns is
-// served, not refused; with every slot held, the first connection over the
-// limit waits MaxConnsWait before its 503 and the next is refused at once;
-// once a slot is free again, a connection gets it.
+// TestConnectionLimitWait: a burst of connections over MaxConns is served,
+// not refused, also when it lasts longer than one MaxConnsWait (each slot
+// taken restarts the window); with every slot held, the first connection
+// over the limit waits MaxConnsWait before its 503 and the next is refused
+// at once; once a slot is free again, a connection gets it.
 func TestConnectionLimitWait(t *testing.T) {
 	host := newFakeHost(t)
 	const wait = 400 * time.Millisecond
-	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.IMDSAddr), tweak: func(c *Config) {
-		c.MaxConns = 2
+	// 30 ms per connection, one at a time: the burst below lasts about
+	// 600 ms, longer than the window.
+	res := &StaticResolver{ByClientPort: func(uint16) *Caller {
+		time.Sleep(30 * time.Millisecond)
+		return rootCaller(msp.IMDSAddr)
+	}}
+	tp := newTestProxy(t, host, proxyOpts{resolver: res, tweak: func(c *Config) {
+		c.MaxConns = 1
 		c.MaxConnsWait = wait
 	}})
 	tp.snap.Store(snapshotFor(t, 1, nil, nil))
 	get := "GET /metadata/instance HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
-	const burst = 40
+	const burst = 20
 	statuses := make(chan int, burst)
 	var wg sync.WaitGroup
 	for range burst {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			statuses <- rawStatus(tp.raw(t, get))
+			statuses <- rawStatusOf(tp.addr, get)
 		}()
 	}
 	wg.Wait()
@@ -347,25 +352,21 @@ func TestConnectionLimitWait(t *testing.T) {
 		got[st]++
 	}
 	if diff := cmp.Diff(map[int]int{200: burst}, got); diff != "" {
-		t.Errorf("burst of %d over MaxConns 2, statuses (-want +got):\n%s", burst, diff)
+		t.Errorf("burst of %d over MaxConns 1, statuses (-want +got):\n%s", burst, diff)
 	}
 
-	// Hold both slots with connections that send nothing.
-	var held []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", tp.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		held = append(held, c)
+	// Hold the slot with a connection that sends nothing.
+	held, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	defer held.Close()
+	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
-	first := rawStatus(tp.raw(t, get))
+	first := rawStatusOf(tp.addr, get)
 	firstTook := time.Since(start)
 	start = time.Now()
-	second := rawStatus(tp.raw(t, get))
+	second := rawStatusOf(tp.addr, get)
 	secondTook := time.Since(start)
 	if first != 503 || firstTook < wait {
 		t.Errorf("first connection over the limit: %d after %v, want 503 after at least %v", first, firstTook, wait)
@@ -374,16 +375,72 @@ func TestConnectionLimitWait(t *testing.T) {
 		t.Errorf("second connection over the limit: %d after %v, want 503 at once", second, secondTook)
 	}
 	// The slot is free once the proxy has read the close.
-	held[0].Close()
+	held.Close()
 	st := 0
 	for deadline := time.Now().Add(2 * time.Second); st != 200 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		st = rawStatus(tp.raw(t, get))
+		st = rawStatusOf(tp.addr, get)
 	}
 	if st != 200 {
 		t.Errorf("after a slot was freed: %d, want 200", st)
 	}
 }
 
+// TestConnectionLimitWaitEndsOnShutdown: Shutdown ends a wait for a slot at
+// once, and the waiting connection is closed, not answered 503, while the
+// requests that hold the slots are still in flight.
+func TestConnectionLimitWaitEndsOnShutdown(t *testing.T) {
+	host := newFakeHost(t)
+	release := make(chan struct{})
+	host.respond = func(c net.Conn, w *bufio.Writer, hr *hostRequest) bool {
+		<-release
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return w.Flush() == nil
+	}
+	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.IMDSAddr), tweak: func(c *Config) {
+		c.MaxConns = 2
+		c.MaxConnsWait = time.Minute
+	}})
+	tp.snap.Store(snapshotFor(t, 1, nil, nil))
+	get := "GET /metadata/instance HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); rawStatusOf(tp.addr, get) }()
+	}
+	for deadline := time.Now().Add(3 * time.Second); len(host.requests()) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two slow requests never reached the host")
+		}
+	}
+	waiting := make(chan int, 1)
+	go func() { waiting <- rawStatusOf(tp.addr, get) }()
+	time.Sleep(100 * time.Millisecond) // accepted, waiting for a slot
+	ctx, cancel := context.WithCancel(context.Background())
+	go tp.srv.Shutdown(ctx)
+	defer cancel()
+	select {
+	case err := <-tp.done:
+		if !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+		tp.done <- ErrServerClosed // for the cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still waiting for a slot 5 s after Shutdown")
+	}
+	select {
+	case st := <-waiting:
+		if st != 0 {
+			t.Errorf("the waiting connection got %d, want it closed unanswered", st)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the waiting connection was not closed")
+	}
+}
+
+// TestGracefulShutdown: a request in flight completes; idle connections
+// are closed; new connections are refused.
 func TestGracefulShutdown(t *testing.T) {
 	host := newFakeHost(t)
 	release := make(chan struct{})
@@ -527,4 +584,21 @@ func TestResponseHopByHop(t *testing.T) {
 	if !strings.Contains(resp, "X-Keep: yes") || strings.Count(strings.ToLower(resp), "x-ms-azure-host-authorization") != 1 {
 		t.Errorf("response\n%s", resp)
 	}
+}
+
+// rawStatusOf sends req on a new connection to addr and returns the status
+// of the answer, or 0 when there is none within 2 s. Unlike tp.raw it never
+// fails the test, so goroutines may call it.
+func rawStatusOf(addr, req string) int {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, req); err != nil {
+		return 0
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b, _ := io.ReadAll(c)
+	return rawStatus(string(b))
 }

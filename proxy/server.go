@@ -30,6 +30,9 @@ type Server struct {
 
 	requests atomic.Uint64
 	closing  atomic.Bool
+	// closed is closed with closing set, to end a wait for a slot.
+	closed    chan struct{}
+	closeOnce sync.Once
 	// date is the last x-ms-azure-host-date value: it changes once a
 	// second, and formatting it was one allocation per request.
 	date atomic.Pointer[hostDate]
@@ -54,6 +57,7 @@ func New(cfg Config) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*clientConn]struct{}),
 		slots:     make(chan struct{}, c.MaxConns),
+		closed:    make(chan struct{}),
 	}, nil
 }
 
@@ -136,8 +140,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		if !s.takeSlot(ctx, &overloaded) {
+			if s.closing.Load() || ctx.Err() != nil {
+				// Stopped while waiting: not a refusal, and the next
+				// Accept fails on the closed listener.
+				nc.Close()
+				continue
+			}
 			s.metrics.refused.Inc()
 			s.refuse(nc)
+			continue
+		}
+		if ctx.Err() != nil {
+			// The slot may be one that ctx's end freed.
+			<-s.slots
+			nc.Close()
 			continue
 		}
 		cc := &clientConn{srv: s, nc: nc}
@@ -193,8 +209,15 @@ func (s *Server) takeSlot(ctx context.Context, overloaded *time.Time) bool {
 		return true
 	case <-t.C:
 	case <-ctx.Done():
+	case <-s.closed:
 	}
 	return false
+}
+
+// markClosing makes the server refuse new work and ends waits for a slot.
+func (s *Server) markClosing() {
+	s.closing.Store(true)
+	s.closeOnce.Do(func() { close(s.closed) })
 }
 
 // refuse answers a connection over the limit without reading from it.
@@ -208,7 +231,7 @@ func (s *Server) refuse(nc net.Conn) {
 // flight finish, and returns when every connection is gone or ctx ends, in
 // which case the remaining connections are closed and ctx.Err() returned.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	s.markClosing()
 	s.mu.Lock()
 	for ln := range s.listeners {
 		ln.Close()
@@ -239,7 +262,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every listener and connection at once.
 func (s *Server) Close() error {
-	s.closing.Store(true)
+	s.markClosing()
 	s.mu.Lock()
 	for ln := range s.listeners {
 		ln.Close()
