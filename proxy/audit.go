@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/metadatasec/gpa/status"
@@ -124,15 +127,40 @@ func OpenRotatingFile(path string, maxBytes int64, maxFiles int) (*RotatingFile,
 	return rf, nil
 }
 
+// logFileMode is the most a log file may allow: others could forge lines in
+// a file they can write.
+const logFileMode = 0o640
+
 func (rf *RotatingFile) open() error {
-	f, err := os.OpenFile(rf.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	// The agent runs as root: a symlink planted at the log's path would
+	// have it append to whatever file the link names (§10.1 E2). The link
+	// is replaced by a new file instead; O_EXCL makes a link planted again
+	// in between an error, not a write through it.
+	flags := os.O_WRONLY | os.O_APPEND | os.O_CREATE | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	f, err := os.OpenFile(rf.path, flags, logFileMode)
+	if errors.Is(err, syscall.ELOOP) {
+		if rerr := os.Remove(rf.path); rerr != nil {
+			return fmt.Errorf("proxy: open log %s: a symlink that cannot be removed: %w", rf.path, rerr)
+		}
+		f, err = os.OpenFile(rf.path, flags|os.O_EXCL, logFileMode)
+	}
 	if err != nil {
-		return fmt.Errorf("proxy: open connection log: %w", err)
+		return fmt.Errorf("proxy: open log: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("proxy: stat connection log: %w", err)
+		return fmt.Errorf("proxy: stat log: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return fmt.Errorf("proxy: open log %s: not a regular file (%v)", rf.path, st.Mode().Type())
+	}
+	if st.Mode().Perm()&^logFileMode != 0 {
+		if err := f.Chmod(logFileMode); err != nil {
+			f.Close()
+			return fmt.Errorf("proxy: restrict log %s to %v: %w", rf.path, fs.FileMode(logFileMode), err)
+		}
 	}
 	rf.f, rf.size = f, st.Size()
 	return nil

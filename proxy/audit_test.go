@@ -89,6 +89,70 @@ func testRotatingFile(t *testing.T, buffered bool) {
 }
 
 // Buffered lines reach the file on Flush, on the timer and on Close.
+// TestRotatingFileNoFollow: a symlink planted at the log's path (the agent
+// runs as root) is replaced by a new file, never written through; one
+// planted again before a rotation is moved aside with the log, and the
+// live file is new; a log others could write is narrowed to 0640.
+func TestRotatingFileNoFollow(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "ProxyAgent.Connection.log")
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	rf, err := OpenRotatingFile(path, 64, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+	line := []byte(strings.Repeat("x", 40) + "\n")
+	if _, err := rf.Write(line); err != nil {
+		t.Fatal(err)
+	}
+	// Plant it again, then make the next write rotate and reopen.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rf.Write(line); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("the symlink's target was written: %q", b)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&^0o640 != 0 {
+		t.Errorf("log is %v, want a regular file, at most 0640", fi.Mode())
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, line) {
+		t.Errorf("live log holds %q, want the second line", b)
+	}
+
+	wide := filepath.Join(dir, "wide.log")
+	if err := os.WriteFile(wide, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(wide, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	rf2, err := OpenRotatingFile(wide, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf2.Close()
+	if fi, err := os.Stat(wide); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("a 0666 log after open: %v %v, want 0640", fi.Mode(), err)
+	}
+}
+
 func TestRotatingFileBuffer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.log")
 	rf, err := OpenRotatingFile(path, 0, 0)
