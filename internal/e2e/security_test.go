@@ -700,6 +700,43 @@ func TestSecuritySuite(t *testing.T) {
 		r = waitStatus(t, env, 200)
 		finding(t, "S1", r.Status == 200, "remote Disabled with a local file denying nobody: %v", r)
 	})
+
+	// Last: it restarts the agent.
+	t.Run("E2 planted symlinks", func(t *testing.T) {
+		// Every file the agent writes in its folders is a symlink to a
+		// file elsewhere when it starts. Running as root, it must write
+		// none of those targets, and leave regular files of its own.
+		env.Host.SetRules(msp.EndpointIMDS, rules(msp.ModeEnforce)[msp.EndpointIMDS])
+		a.Stop(t)
+		victims := t.TempDir()
+		planted := []string{env.StatusPath(), env.AgentLogPath(), env.ConnectionLogPath(),
+			filepath.Join(env.KeyDir, status.ProvisionedTagFile), filepath.Join(env.KeyDir, status.StatusTagFile)}
+		for i, p := range planted {
+			v := filepath.Join(victims, strconv.Itoa(i))
+			if err := os.WriteFile(v, []byte("precious\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(p)
+			if err := os.Symlink(v, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env.StartProvisioned(t)
+		// Not mark: reading the log fails the test on a line that is not
+		// a record, and a log written through the link would have one.
+		m := seen{at: time.Now()}
+		r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
+		finding(t, "E2", r.Status == 200, "the restarted agent serves: %v", r)
+		time.Sleep(500 * time.Millisecond) // the connection log is written every 100 ms
+		for i, p := range planted {
+			b, _ := os.ReadFile(filepath.Join(victims, strconv.Itoa(i)))
+			finding(t, "E2", string(b) == "precious\n", "the target of a symlink planted at %s is untouched", filepath.Base(p))
+			fi, err := os.Lstat(p)
+			finding(t, "E2", err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o022 == 0,
+				"%s is a regular file the agent wrote, writable by root only (%v, %v)", filepath.Base(p), fi.Mode(), err)
+		}
+		finding(t, "E2", lastDecision(t, env, m, imdsInstance) != "", "the request is in the connection log")
+	})
 }
 
 // countingListener is a TCP listener on a second loopback address that
