@@ -160,8 +160,29 @@ func TestSecuritySuite(t *testing.T) {
 	t.Run("G1 burst", func(t *testing.T) {
 		// 500 is under the agent's connection limit (proxy.DefaultMaxConns),
 		// so every one of them must be answered.
+		// The agent's memory is sampled during the burst too, not only
+		// after it.
+		stop := make(chan struct{})
+		peak := make(chan int, 1)
+		go func() {
+			max := 0
+			for {
+				if kib, err := a.RSSKiB(); err == nil && kib > max {
+					max = kib
+				}
+				select {
+				case <-stop:
+					peak <- max
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
 		answered, closed, failed := burst(500)
+		close(stop)
 		finding(t, "G1", answered == 500, "500 concurrent connections: %d answered 200, %d refused or closed, %d failed to connect", answered, closed, failed)
+		p := <-peak
+		finding(t, "G1", p > 0 && p <= maxRSSKiB, "agent RSS peaked at %d KiB during the burst (at most %d)", p, maxRSSKiB)
 		alive(t, "G1")
 	})
 
