@@ -386,7 +386,12 @@ func (l *Latcher) Poll(ctx context.Context) {
 
 	if st.KeyGUID == nil || *st.KeyGUID != l.key.GUID || !l.key.Valid() {
 		if !l.latchKey(ctx, st.KeyGUID) && !l.key.Valid() {
-			// Never publish a latched state without a usable key.
+			// Never publish a latched state without a usable key. The
+			// rules are known, though, and apply already (upstream
+			// updates them before it acquires a key): a proxy whose
+			// pinned redirect is live meanwhile denies what they deny
+			// instead of forwarding everything unsigned.
+			l.maybePublish(StateUnknown, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
 			return
 		}
 	}

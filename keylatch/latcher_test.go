@@ -256,9 +256,18 @@ func TestHostFailuresRecover(t *testing.T) {
 			if !strings.HasPrefix(st.Message, tt.wantPrefix) || st.State != ModuleRunning {
 				t.Fatalf("status %+v, want prefix %q", st, tt.wantPrefix)
 			}
-			// Never latched without a usable key.
-			if s := r.latcher.Current(); s.State != StateUnknown || s.Latched() || s.Key.Valid() || s.Epoch != 0 {
+			// Never latched without a usable key. Once the status was
+			// read, its rules apply while the key cannot be latched.
+			s := r.latcher.Current()
+			if s.State != StateUnknown || s.Latched() || s.Key.Valid() || s.Signer != nil {
 				t.Fatalf("during the failure: state %q epoch %d key %s", s.State, s.Epoch, s.Key)
+			}
+			statusRead := tt.wantPrefix != MsgStatusFailed
+			if got := s.Mode(msp.EndpointIMDS); statusRead != (got == msp.ModeEnforce) {
+				t.Fatalf("during the failure (status read %v): IMDS mode %v in the snapshot", statusRead, got)
+			}
+			if !statusRead && s.Epoch != 0 {
+				t.Fatalf("published epoch %d without a status", s.Epoch)
 			}
 			if r.redirect.last() != nil {
 				t.Fatal("redirect programmed without a key")
