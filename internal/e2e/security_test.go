@@ -32,6 +32,7 @@ import (
 	"github.com/metadatasec/gpa/internal/agenttest"
 	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
+	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/proxy"
 	"github.com/metadatasec/gpa/status"
@@ -742,7 +743,7 @@ func TestSecuritySuite(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		env.StartProvisioned(t)
+		a = env.StartProvisioned(t)
 		// Not mark: reading the log fails the test on a line that is not
 		// a record, and a log written through the link would have one.
 		m := seen{at: time.Now()}
@@ -757,6 +758,38 @@ func TestSecuritySuite(t *testing.T) {
 				"%s is a regular file the agent wrote, writable by root only (%v, %v)", filepath.Base(p), fi.Mode(), err)
 		}
 		finding(t, "E2", lastDecision(t, env, m, imdsInstance) != "", "the request is in the connection log")
+	})
+
+	t.Run("E3 read-only key folder", func(t *testing.T) {
+		// The key folder cannot be written when the agent restarts with
+		// its redirect pinned and a new key to latch. It must not
+		// fail open: stay up, say why it is not ready, never use a key
+		// it could not store, and keep enforcing the rules it read.
+		env.Host.SetRules(msp.EndpointIMDS, rules(msp.ModeEnforce)[msp.EndpointIMDS])
+		a.Stop(t)
+		env.Host.ResetKey()
+		if err := syscall.Mount("tmpfs", env.KeyDir, "tmpfs", syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0700"); err != nil {
+			t.Fatalf("mount a read-only tmpfs on %s: %v", env.KeyDir, err)
+		}
+		defer syscall.Unmount(env.KeyDir, syscall.MNT_DETACH)
+		os.Remove(env.StatusPath())
+		a = env.StartAgent(t)
+		st := env.WaitStatus(t, 10*time.Second, "the save failure", func(s *status.AggregateStatus) bool {
+			return strings.HasPrefix(s.ProxyAgentStatus.KeyLatchStatus.Message, keylatch.MsgSaveFailed)
+		})
+		finding(t, "E3", st != nil && strings.HasPrefix(st.ProxyAgentStatus.KeyLatchStatus.Message, keylatch.MsgSaveFailed),
+			"status.json says the key could not be saved")
+		code, out := env.StatusCLI(t, 2)
+		finding(t, "E3", code != 0, "--status --wait 2 exits %d: %s", code, strings.TrimSpace(out))
+		m := mark(t, env)
+		tok := env.Get(t, agenttest.Nobody, "http://169.254.169.254"+tokenPath+tokenQuery, metadataHeader)
+		finding(t, "E3", tok.Status == 403 && len(forwarded(env, m)) == 0, "the rules still deny the token path: %v, host saw %d", tok, len(forwarded(env, m)))
+		m = mark(t, env)
+		r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
+		fw := forwarded(env, m)
+		finding(t, "E3", !r.OK() && len(fw) == 1 && !fw[0].Signed, "an allowed request goes unsigned, and the enforcing host refuses it: %v, host saw %d (signed %v)",
+			r, len(fw), len(fw) == 1 && fw[0].Signed)
+		finding(t, "E3", a.Alive(), "the agent is still running, pid %d", a.PID)
 	})
 }
 
