@@ -14,6 +14,9 @@
 //     Snapshot (state string, compiled rules, key, incarnation, epoch) each
 //     time something changes. RedirectSet derives the eBPF redirect set
 //     from a snapshot, so the redirect and the proxy follow one source.
+//     While a key cannot be latched, the snapshot stays "Unknown" (nothing
+//     redirected, nothing signed) but carries the status's rules, so a
+//     redirect still pinned from an earlier run is authorized by them.
 //   - The local rules files of §4.8 (ApplyLocalRules and friends).
 //
 // The intended caller is the agent's main package, which wires
