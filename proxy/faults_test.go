@@ -586,19 +586,8 @@ func TestResponseHopByHop(t *testing.T) {
 	}
 }
 
-// rawStatusOf sends req on a new connection to addr and returns the status
-// of the answer, or 0 when there is none within 2 s. Unlike tp.raw it never
-// fails the test, so goroutines may call it.
+// rawStatusOf is the status of rawExchange's answer, 0 when there is none.
 func rawStatusOf(addr, req string) int {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		return 0
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, req); err != nil {
-		return 0
-	}
-	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	b, _ := io.ReadAll(c)
-	return rawStatus(string(b))
+	resp, _ := rawExchange(addr, req)
+	return rawStatus(resp)
 }

@@ -349,20 +349,30 @@ func (tp *testProxy) client() *http.Client {
 }
 
 // raw sends raw bytes on a new connection and returns everything the proxy
-// answers until it closes the connection or a second passes.
+// answers until it closes the connection or two seconds pass.
 func (tp *testProxy) raw(t testing.TB, req string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", tp.addr)
+	resp, err := rawExchange(tp.addr, req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+// rawExchange is raw without a test to fail, so goroutines may call it: an
+// error means the request could not be sent.
+func rawExchange(addr, req string) (string, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
 	defer c.Close()
 	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	b, _ := io.ReadAll(c)
-	return string(b)
+	return string(b), nil
 }
 
 func rawStatus(resp string) int {
