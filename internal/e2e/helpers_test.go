@@ -7,6 +7,7 @@ import (
 
 	"github.com/metadatasec/gpa/internal/agenttest"
 	"github.com/metadatasec/gpa/msp/msptest"
+	"github.com/metadatasec/gpa/proxy"
 )
 
 // seen is what a call left behind: the requests the host received for it
@@ -46,18 +47,25 @@ func lastDecision(t *testing.T, env *agenttest.Env, m seen, url string) string {
 			target = rest[i:]
 		}
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	r, _ := waitRecord(t, env, m, func(r proxy.Record) bool { return r.URL == target || r.URL == url })
+	return r.Decision
+}
+
+// waitRecord waits up to 2 s (the agent writes its connection log in
+// batches) for an audit record made after m that match accepts, and returns
+// the newest.
+func waitRecord(t *testing.T, env *agenttest.Env, m seen, match func(proxy.Record) bool) (proxy.Record, bool) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		recs := env.ConnectionLog(t)
 		for i := len(recs) - 1; i >= 0; i-- {
-			if r := recs[i]; !r.Time.Before(m.at) && (r.URL == target || r.URL == url) {
-				return r.Decision
+			if r := recs[i]; !r.Time.Before(m.at) && match(r) {
+				return r, true
 			}
 		}
 		if time.Now().After(deadline) {
-			return ""
+			return proxy.Record{}, false
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

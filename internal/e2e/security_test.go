@@ -418,11 +418,14 @@ func TestSecuritySuite(t *testing.T) {
 		})
 		time.Sleep(1200 * time.Millisecond)
 		// The key written by the reset is as private as the first one.
-		checkMode(t, "B3", filepath.Join(env.KeyDir, st.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"]+".key"), 0o600)
+		newKey := st.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"] + ".key"
 		keyFiles, _ := filepath.Glob(filepath.Join(env.KeyDir, "*.key"))
+		found := false
 		for _, k := range keyFiles {
 			checkMode(t, "B3", k, 0o600)
+			found = found || filepath.Base(k) == newKey
 		}
+		finding(t, "B3", found, "the reset's key file %s is among the %d checked", newKey, len(keyFiles))
 		var secrets []string
 		for _, k := range append(keys, env.Host.IssuedKeys()...) {
 			b, err := msp.MarshalKeyFile(k)
@@ -598,6 +601,15 @@ func TestSecuritySuite(t *testing.T) {
 		env.Host.SetRules(msp.EndpointIMDS, &msp.AuthorizationItem{Mode: msp.ModeEnforce, DefaultAccess: msp.AccessAllow, ID: desc})
 		r := waitStatus(t, env, 200)
 		finding(t, "D4", r.Status == 200, "a valid local file allows /metadata/instance: %v", r)
+		// settle writes doc and waits until nobody's /metadata/instance
+		// gets want, so that the case after it shows its own file taking
+		// effect rather than passing on the previous case's answer.
+		settle := func(id, before, doc string, want int) {
+			t.Helper()
+			write(doc)
+			r := waitStatus(t, env, want)
+			finding(t, id, r.Status == want, "before %s: nobody's /metadata/instance %v, want %d", before, r, want)
+		}
 		for _, bad := range []struct{ id, name, body string }{
 			{"S10", "malformed JSON", `{"defaultAccess":"allow",`},
 			{"S18", "dangling role privilege", strings.Replace(valid, `"privileges":["instance"]`, `"privileges":["missing"]`, 1)},
@@ -605,11 +617,7 @@ func TestSecuritySuite(t *testing.T) {
 			{"D4", "defaultAccess maybe", strings.Replace(valid, `"defaultAccess":"deny"`, `"defaultAccess":"maybe"`, 1)},
 			{"D4", "not an object", `[]`},
 		} {
-			write(valid)
-			// Without the valid file taking effect again first, a case
-			// would pass on the previous case's denial.
-			r := waitStatus(t, env, 200)
-			finding(t, bad.id, r.Status == 200, "before %s: the valid file allows again: %v", bad.name, r)
+			settle(bad.id, bad.name, valid, 200)
 			write(bad.body)
 			failsClosed(t, env, bad.id, bad.name)
 		}
@@ -626,12 +634,10 @@ func TestSecuritySuite(t *testing.T) {
 			{"a file owned by nobody", func() error { return os.Chown(rulesFile, int(agenttest.Nobody), int(agenttest.Nobody)) }},
 			{"a group-writable folder (0770)", func() error { return os.Chmod(env.RulesDir, 0o770) }},
 		} {
-			write(valid)
 			if err := os.Chmod(env.RulesDir, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			r := waitStatus(t, env, 200)
-			finding(t, "F4", r.Status == 200, "before %s: the valid file allows again: %v", bad.name, r)
+			settle("F4", bad.name, valid, 200)
 			if err := bad.apply(); err != nil {
 				t.Fatal(err)
 			}
@@ -665,44 +671,42 @@ func TestSecuritySuite(t *testing.T) {
 		uncovered := strings.Replace(valid, `"path":"/metadata/instance"`, `"path":"/metadata/elsewhere"`, 1)
 		for _, c := range []struct {
 			id, name, doc string
-			want          int // nobody's /metadata/instance with the Go client
+			want          int  // nobody's /metadata/instance with the Go client
+			allowAll      bool // the doc allows by default: the token path too
+			curl          bool // the doc allows curl only
 		}{
-			{"S3", "a local mode=audit is ignored", strings.Replace(denyNobody, `{"defaultAccess"`, `{"mode":"audit","defaultAccess"`, 1), 403},
-			{"S5", "another identity's rules", denyNobody, 403},
-			{"S19", "a Cyrillic homoglyph of nobody", strings.Replace(valid, `"userName":"nobody"`, `"userName":"n\u043ebody"`, 1), 403},
+			{"S3", "a local mode=audit is ignored", strings.Replace(denyNobody, `{"defaultAccess"`, `{"mode":"audit","defaultAccess"`, 1), 403, false, false},
+			{"S5", "another identity's rules", denyNobody, 403, false, false},
+			{"S19", "a Cyrillic homoglyph of nobody", strings.Replace(valid, `"userName":"nobody"`, `"userName":"n\u043ebody"`, 1), 403, false, false},
 			// No privilege covers the instance path here, so defaultAccess
 			// decides it.
-			{"S12", "duplicate keys, deny last", strings.Replace(uncovered, `"defaultAccess":"deny"`, `"defaultAccess":"allow","defaultAccess":"deny"`, 1), 403},
-			{"S12", "duplicate keys, allow last", strings.Replace(uncovered, `"defaultAccess":"deny"`, `"defaultAccess":"deny","defaultAccess":"allow"`, 1), 200},
-			{"S8", "an identity by groupName only", strings.Replace(valid, `"userName":"nobody"`, `"groupName":"`+group.Name+`"`, 1), 200},
-			{"S11", "a UTF-8 BOM", "\ufeff" + valid, 200},
+			{"S12", "duplicate keys, deny last", strings.Replace(uncovered, `"defaultAccess":"deny"`, `"defaultAccess":"allow","defaultAccess":"deny"`, 1), 403, false, false},
+			{"S12", "duplicate keys, allow last", strings.Replace(uncovered, `"defaultAccess":"deny"`, `"defaultAccess":"deny","defaultAccess":"allow"`, 1), 200, true, false},
+			{"S8", "an identity by groupName only", strings.Replace(valid, `"userName":"nobody"`, `"groupName":"`+group.Name+`"`, 1), 200, false, false},
+			{"S11", "a UTF-8 BOM", "\ufeff" + valid, 200, false, false},
 			{"S17", "names already prefixed LocalFileRules_", strings.NewReplacer(`"name":"instance"`, `"name":"LocalFileRules_instance"`, `"privileges":["instance"]`, `"privileges":["LocalFileRules_instance"]`,
-				`"name":"r"`, `"name":"LocalFileRules_r"`, `"role":"r"`, `"role":"LocalFileRules_r"`, `"name":"n"`, `"name":"LocalFileRules_n"`, `"identities":["n"]`, `"identities":["LocalFileRules_n"]`).Replace(valid), 200},
-			{"S9", "an identity by exePath " + curl, strings.Replace(valid, `"userName":"nobody"`, `"exePath":"`+curl+`"`, 1), 403},
+				`"name":"r"`, `"name":"LocalFileRules_r"`, `"role":"r"`, `"role":"LocalFileRules_r"`, `"name":"n"`, `"name":"LocalFileRules_n"`, `"identities":["n"]`, `"identities":["LocalFileRules_n"]`).Replace(valid), 200, false, false},
+			{"S9", "an identity by exePath " + curl, strings.Replace(valid, `"userName":"nobody"`, `"exePath":"`+curl+`"`, 1), 403, false, true},
 			// Identities compare exactly: no case folding, no Unicode
 			// normalisation.
-			{"D3", "userName in another case", strings.Replace(valid, `"userName":"nobody"`, `"userName":"Nobody"`, 1), 403},
-			{"D3", "a fullwidth letter in userName", strings.Replace(valid, `"userName":"nobody"`, `"userName":"\uff4eobody"`, 1), 403},
-			{"S2", "deny by default with no rules", `{"defaultAccess":"deny","id":"local"}`, 403},
+			{"D3", "userName in another case", strings.Replace(valid, `"userName":"nobody"`, `"userName":"Nobody"`, 1), 403, false, false},
+			{"D3", "a fullwidth letter in userName", strings.Replace(valid, `"userName":"nobody"`, `"userName":"\uff4eobody"`, 1), 403, false, false},
+			{"S2", "deny by default with no rules", `{"defaultAccess":"deny","id":"local"}`, 403, false, false},
 		} {
 			if c.want == 200 {
-				write(denyNobody)
-				r := waitStatus(t, env, 403)
-				finding(t, c.id, r.Status == 403, "before %s: nobody is denied: %v", c.name, r)
+				settle(c.id, c.name, denyNobody, 403)
 			} else {
-				write(valid)
-				r := waitStatus(t, env, 200)
-				finding(t, c.id, r.Status == 200, "before %s: the valid file allows again: %v", c.name, r)
+				settle(c.id, c.name, valid, 200)
 			}
 			write(c.doc)
 			r := waitStatus(t, env, c.want)
 			finding(t, c.id, r.Status == c.want, "%s: nobody's /metadata/instance %v, want %d", c.name, r, c.want)
 			m := mark(t, env)
 			tok := env.Get(t, agenttest.Nobody, "http://169.254.169.254"+tokenPath+tokenQuery, metadataHeader)
-			if c.want == 403 || c.id != "S12" {
+			if !c.allowAll {
 				finding(t, c.id, tok.Status == 403 && len(forwarded(env, m)) == 0, "%s: token path %v, host saw nothing", c.name, tok)
 			}
-			if c.id == "S9" {
+			if c.curl {
 				cr := env.Curl(t, agenttest.Nobody, "-H", "Metadata: true", imdsInstance)
 				finding(t, c.id, cr.Status == 200, "%s: curl as nobody %v, the Go client 403", c.name, cr)
 			}
@@ -958,42 +962,43 @@ func queryValue(rawURI, name string) string {
 // made by uid (gpa_caller_record: uid is the u32 at offset 8).
 func callerKeys(t *testing.T, pinDir string, uid uint32) map[string]bool {
 	t.Helper()
-	m, err := cebpf.LoadPinnedMap(filepath.Join(pinDir, "maps", "gpa_caller_map"), &cebpf.LoadPinOptions{ReadOnly: true})
-	if err != nil {
-		t.Errorf("open pinned gpa_caller_map: %v", err)
-		return nil
-	}
-	defer m.Close()
 	keys := map[string]bool{}
-	var k, v []byte
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	eachPinned(t, pinDir, "gpa_caller_map", func(k, v []byte) {
 		if len(v) >= 12 && binary.NativeEndian.Uint32(v[8:]) == uid {
 			keys[hex.EncodeToString(k)] = true
 		}
-	}
-	if err := it.Err(); err != nil {
-		t.Errorf("iterate gpa_caller_map: %v", err)
-	}
+	})
 	return keys
 }
 
+// eachPinned calls fn with every entry of the map pinned as name under
+// pinDir, read-only, and returns the map's capacity (0 when it cannot be
+// opened, which fails t).
+func eachPinned(t *testing.T, pinDir, name string, fn func(k, v []byte)) int {
+	t.Helper()
+	m, err := cebpf.LoadPinnedMap(filepath.Join(pinDir, "maps", name), &cebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		t.Errorf("open pinned %s: %v", name, err)
+		return 0
+	}
+	defer m.Close()
+	var k, v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(k, v)
+	}
+	if err := it.Err(); err != nil {
+		t.Errorf("iterate %s: %v", name, err)
+	}
+	return int(m.MaxEntries())
+}
+
 // auditUser returns the user name of the newest 200 in the connection log
-// since m, waiting up to 2 s for the agent's buffered log to be written,
-// or "".
+// since m, or "".
 func auditUser(t *testing.T, env *agenttest.Env, m seen) string {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		recs := env.ConnectionLog(t)
-		for i := len(recs) - 1; i >= 0 && !recs[i].Time.Before(m.at); i-- {
-			if recs[i].StatusCode == 200 {
-				return recs[i].UserName
-			}
-		}
-		if time.Now().After(deadline) {
-			return ""
-		}
-	}
+	r, _ := waitRecord(t, env, m, func(r proxy.Record) bool { return r.StatusCode == 200 })
+	return r.UserName
 }
 
 // mapFill returns, for each named map pinned under pinDir, how many
@@ -1002,22 +1007,10 @@ func mapFill(t *testing.T, pinDir string, names ...string) map[string][2]int {
 	t.Helper()
 	out := map[string][2]int{}
 	for _, name := range names {
-		m, err := cebpf.LoadPinnedMap(filepath.Join(pinDir, "maps", name), &cebpf.LoadPinOptions{ReadOnly: true})
-		if err != nil {
-			t.Errorf("open pinned %s: %v", name, err)
-			continue
-		}
 		n := 0
-		var k, v []byte
-		it := m.Iterate()
-		for it.Next(&k, &v) {
-			n++
+		if capacity := eachPinned(t, pinDir, name, func(_, _ []byte) { n++ }); capacity > 0 {
+			out[name] = [2]int{n, capacity}
 		}
-		if err := it.Err(); err != nil {
-			t.Errorf("iterate %s: %v", name, err)
-		}
-		out[name] = [2]int{n, int(m.MaxEntries())}
-		m.Close()
 	}
 	return out
 }
@@ -1141,11 +1134,7 @@ func slowloris(t *testing.T, env *agenttest.Env) (served bool, early, cut, opene
 	// the timeout, not the agent dropping these connections on sight.
 	time.Sleep(time.Until(start.Add(proxy.DefaultReadHeaderTimeout / 2)))
 	for _, c := range conns {
-		c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
-		var b [1]byte
-		_, err := c.Read(b[:])
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
+		if closedByPeer(c, 10*time.Millisecond) {
 			early++
 		}
 	}
@@ -1153,16 +1142,21 @@ func slowloris(t *testing.T, env *agenttest.Env) (served bool, early, cut, opene
 	close(stop)
 	wg.Wait()
 	for _, c := range conns {
-		// Closed by the agent: the read ends (after a 408, if it sent
-		// one) with EOF or a reset. Still open: the read times out.
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		_, err := io.Copy(io.Discard, c)
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
+		if closedByPeer(c, time.Second) {
 			cut++
 		}
 	}
 	return r.Status == 200, early, cut, len(conns)
+}
+
+// closedByPeer reads c for up to wait: a connection the other side closed
+// ends (after whatever it sent last, a 408 say) with EOF or a reset, one
+// still open times out.
+func closedByPeer(c net.Conn, wait time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(wait))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	return !errors.As(err, &ne) || !ne.Timeout()
 }
 
 // burst opens n connections to the proxy at once, each asking /provision,
