@@ -121,6 +121,12 @@ func (p CanonicalPath) HasPrefix(prefix CanonicalPath) bool {
 // CanonicalizePath runs a raw (still percent-encoded) path through the
 // segment-aware, decode-once, fail-closed pipeline of §4.7.
 func CanonicalizePath(raw string) (CanonicalPath, error) {
+	return appendCanonicalPath(make([]string, 0, 8), raw)
+}
+
+// appendCanonicalPath is CanonicalizePath with the segments appended to
+// dst, so the evaluator can keep them on its stack.
+func appendCanonicalPath(dst []string, raw string) (CanonicalPath, error) {
 	dec, err := decodeOnce(raw, false)
 	if err != nil {
 		return CanonicalPath{}, err
@@ -142,7 +148,7 @@ func CanonicalizePath(raw string) (CanonicalPath, error) {
 		return CanonicalPath{}, canonErr(ErrCanonEmbQ, "encoded '?' in path")
 	}
 	dec = asciiLower(dec)
-	segs := make([]string, 1, 8)
+	segs := append(dst, "")
 	rest := dec
 	for rest != "" {
 		var seg string
@@ -195,7 +201,25 @@ func (q CanonicalQuery) String() string {
 // pipeline. Non-ASCII values are allowed; malformed escapes, invalid UTF-8
 // and control characters are not.
 func CanonicalizeQuery(raw string) (CanonicalQuery, error) {
+	var buf [8]queryPair
+	pairs, err := appendQueryPairs(buf[:0], raw)
+	if err != nil {
+		return nil, err
+	}
 	q := CanonicalQuery{}
+	for _, p := range pairs {
+		q[p.key] = append(q[p.key], p.value)
+	}
+	return q, nil
+}
+
+// queryPair is one canonical key and value, in request order.
+type queryPair struct{ key, value string }
+
+// appendQueryPairs is CanonicalizeQuery without the map: the evaluator
+// matches every request against it, and building a map per request was the
+// largest allocation on that path.
+func appendQueryPairs(dst []queryPair, raw string) ([]queryPair, error) {
 	for raw != "" {
 		var piece string
 		piece, raw, _ = strings.Cut(raw, "&")
@@ -214,10 +238,9 @@ func CanonicalizeQuery(raw string) (CanonicalQuery, error) {
 		if dk == "" {
 			continue
 		}
-		dk, dv = asciiLower(dk), asciiLower(dv)
-		q[dk] = append(q[dk], dv)
+		dst = append(dst, queryPair{asciiLower(dk), asciiLower(dv)})
 	}
-	return q, nil
+	return dst, nil
 }
 
 func decodeQueryPart(s string) (string, error) {
@@ -358,14 +381,29 @@ func MethodAllowed(method string) bool {
 // absolute form ("http://host/p?q"). Absolute forms are checked for scheme
 // and userinfo; the host itself is classified by ClassifyAuthority.
 func Canonicalize(method, rawURI string) (*CanonicalRequest, error) {
+	path, rawQuery, err := canonicalTarget(make([]string, 0, 8), method, rawURI)
+	if err != nil {
+		return nil, err
+	}
+	query, err := CanonicalizeQuery(rawQuery)
+	if err != nil {
+		return nil, err
+	}
+	return &CanonicalRequest{Method: method, Path: path, Query: query}, nil
+}
+
+// canonicalTarget checks method and the target's form, and returns the
+// canonical path, its segments appended to segs, and the raw query, which
+// the caller canonicalises into the form it needs.
+func canonicalTarget(segs []string, method, rawURI string) (CanonicalPath, string, error) {
 	if !MethodAllowed(method) {
-		return nil, canonErr(ErrCanonMethod, "method %q", method)
+		return CanonicalPath{}, "", canonErr(ErrCanonMethod, "method %q", method)
 	}
 	target := rawURI
 	if !strings.HasPrefix(target, "/") && target != "" {
 		scheme, rest, ok := strings.Cut(target, "://")
 		if !ok || !strings.EqualFold(scheme, "http") {
-			return nil, canonErr(ErrCanonScheme, "only origin-form or http:// targets")
+			return CanonicalPath{}, "", canonErr(ErrCanonScheme, "only origin-form or http:// targets")
 		}
 		auth := rest
 		if i := strings.IndexAny(rest, "/?"); i >= 0 {
@@ -374,7 +412,7 @@ func Canonicalize(method, rawURI string) (*CanonicalRequest, error) {
 			target = "/"
 		}
 		if strings.IndexByte(auth, '@') >= 0 {
-			return nil, canonErr(ErrCanonUserinfo, "userinfo in authority")
+			return CanonicalPath{}, "", canonErr(ErrCanonUserinfo, "userinfo in authority")
 		}
 		if strings.HasPrefix(target, "?") {
 			target = "/" + target
@@ -384,15 +422,11 @@ func Canonicalize(method, rawURI string) (*CanonicalRequest, error) {
 		target = target[:i]
 	}
 	p, q, _ := strings.Cut(target, "?")
-	path, err := CanonicalizePath(p)
+	path, err := appendCanonicalPath(segs, p)
 	if err != nil {
-		return nil, err
+		return CanonicalPath{}, "", err
 	}
-	query, err := CanonicalizeQuery(q)
-	if err != nil {
-		return nil, err
-	}
-	return &CanonicalRequest{Method: method, Path: path, Query: query}, nil
+	return path, q, nil
 }
 
 // ClassifyAuthority maps a URL authority ("host[:port]") to the endpoint it

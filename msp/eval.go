@@ -438,7 +438,16 @@ func (e *Evaluator) matchCanonical(req *Request, d *Decision) {
 		e.resolve(d, req.Claims, nil)
 		return
 	}
-	cr, err := Canonicalize(req.Method, req.RawURI)
+	// Metadata paths have a handful of segments and their queries one to
+	// three parameters: arrays on the stack hold both, so matching a
+	// request allocates nothing (a longer one spills to the heap).
+	var segs [16]string
+	var qbuf [8]queryPair
+	path, rawQuery, err := canonicalTarget(segs[:0], req.Method, req.RawURI)
+	var pairs []queryPair
+	if err == nil {
+		pairs, err = appendQueryPairs(qbuf[:0], rawQuery)
+	}
 	if err != nil {
 		d.Verdict, d.Reason = VerdictDeny, ReasonCanonError
 		if ce, ok := err.(*CanonError); ok {
@@ -447,7 +456,7 @@ func (e *Evaluator) matchCanonical(req *Request, d *Decision) {
 		return
 	}
 	e.resolve(d, req.Claims, func(p *compiledPrivilege) bool {
-		return cr.Path.HasPrefix(p.cpath) && queryContains(cr.Query, p.cquery)
+		return path.HasPrefix(p.cpath) && queryContains(pairs, p.cquery)
 	})
 }
 
@@ -456,16 +465,20 @@ func (e *Evaluator) matchCanonical(req *Request, d *Decision) {
 // not any, closes parameter pollution: for ?comp=certificates&comp=goalstate
 // a host that reads the first value would serve certificates under a rule
 // that allows goalstate.
-func queryContains(have, want CanonicalQuery) bool {
+func queryContains(have []queryPair, want CanonicalQuery) bool {
 	for k, allowed := range want {
-		vals, ok := have[k]
-		if !ok {
-			return false
-		}
-		for _, v := range vals {
-			if !slices.Contains(allowed, v) {
+		found := false
+		for _, p := range have {
+			if p.key != k {
+				continue
+			}
+			if !slices.Contains(allowed, p.value) {
 				return false
 			}
+			found = true
+		}
+		if !found {
+			return false
 		}
 	}
 	return true
