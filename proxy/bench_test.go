@@ -147,3 +147,27 @@ func BenchmarkProxyParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkProxyNewConn is BenchmarkProxyParallel with a new connection
+// per request, the cost a caller that does not keep connections alive
+// puts on the proxy.
+func BenchmarkProxyNewConn(b *testing.B) {
+	key := testKey(b, 1)
+	host := newFakeHost(b)
+	host.noVerify = true
+	tp := newTestProxy(b, host, proxyOpts{caller: userCaller(msp.IMDSAddr)})
+	tp.snap.Store(snapshotFor(b, 1, denyTokenRules(), &key))
+	const req = "GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\nConnection: close\r\n\r\n"
+	b.SetParallelism(2)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := rawExchange(tp.addr, req)
+			if err != nil || rawStatus(resp) != 200 {
+				b.Errorf("answer %q, %v", resp, err)
+				return
+			}
+		}
+	})
+}

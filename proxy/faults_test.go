@@ -591,3 +591,47 @@ func rawStatusOf(addr, req string) int {
 	resp, _ := rawExchange(addr, req)
 	return rawStatus(resp)
 }
+
+// TestWorkerReuseAfterFailedWrite: a connection goroutine serves the next
+// connection once its own ended, with its buffers reset. A client that
+// resets its connection before the answer leaves the writer with a sticky
+// error; the next connection, served by the same goroutine, must still get
+// its answer.
+func TestWorkerReuseAfterFailedWrite(t *testing.T) {
+	host := newFakeHost(t)
+	got, release := make(chan struct{}), make(chan struct{})
+	host.respond = func(c net.Conn, w *bufio.Writer, hr *hostRequest) bool {
+		if hr.Msg.RawURI == "/metadata/held" {
+			got <- struct{}{}
+			<-release
+		}
+		body := "host saw " + hr.Msg.RawURI
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return w.Flush() == nil
+	}
+	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.IMDSAddr)})
+	tp.snap.Store(snapshotFor(t, 1, nil, nil))
+
+	for i := range 3 {
+		c, err := net.Dial("tcp", tp.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /metadata/held HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n\r\n")
+		<-got
+		c.(*net.TCPConn).SetLinger(0) // close with a reset
+		c.Close()
+		release <- struct{}{}
+		deadline := time.Now().Add(5 * time.Second)
+		for tp.srv.idleWorkers.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no connection goroutine waiting after the reset connection ended", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		resp := tp.raw(t, fmt.Sprintf("GET /metadata/next%d HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\nConnection: close\r\n\r\n", i))
+		if want := fmt.Sprintf("host saw /metadata/next%d", i); rawStatus(resp) != 200 || !strings.HasSuffix(resp, want) {
+			t.Fatalf("round %d: the next connection got %q, want 200 ending in %q", i, resp, want)
+		}
+	}
+}
