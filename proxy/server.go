@@ -109,7 +109,8 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 }
 
 // Serve accepts connections on ln until ctx ends or Shutdown is called, and
-// serves each in its own goroutine. When ctx ends it closes ln and every
+// serves them concurrently, each on a goroutine of its own while it lasts
+// (goroutines are reused for later connections). When ctx ends it closes ln and every
 // connection of the server at once (use Shutdown for a graceful stop) and
 // returns ctx.Err(); after Shutdown or Close it returns ErrServerClosed. ln
 // is closed on return.
