@@ -228,6 +228,9 @@ func TestUpstreamFaults(t *testing.T) {
 	tp.done <- ErrServerClosed // for the cleanup
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	waitGoroutines(t, base)
+	if n := tp.srv.idleWorkers.Load(); n != 0 {
+		t.Errorf("%d connection goroutines still counted as waiting after Serve returned", n)
+	}
 }
 
 // TestConnectionLimitSlowlorisAndPanic: connections over MaxConns get 503;

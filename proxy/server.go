@@ -209,6 +209,8 @@ func (w *workers) run(cc *clientConn) {
 		case cc = <-w.next:
 			w.idle.Add(-1)
 		case <-w.done:
+			// The count is the server's: another Serve may still use it.
+			w.idle.Add(-1)
 			return
 		}
 	}
