@@ -29,8 +29,12 @@ import (
 // imdsPath is the request every row sends.
 const imdsPath = "/metadata/instance?api-version=2021-02-01"
 
-// nginxAddr is where nginx listens, proxying to IMDS.
-const nginxAddr = "127.0.0.1:8081"
+// nginxAddr is where nginx listens, proxying to IMDS; nginxLogAddr is the
+// same proxy writing an access log.
+const (
+	nginxAddr    = "127.0.0.1:8081"
+	nginxLogAddr = "127.0.0.1:8082"
+)
 
 // bench is one run of the measurement, inside the namespace.
 type bench struct {
@@ -119,7 +123,7 @@ func (b *bench) run(ctx context.Context) error {
 	// that drift on the shared machine hits all of them alike.
 	targets := []string{targetDirect, targetAgent}
 	if !b.o.noNginx {
-		targets = append(targets, targetNginx)
+		targets = append(targets, targetNginx, targetNginxLog)
 	}
 	for _, m := range cellModes {
 		for _, t := range targets {
@@ -341,8 +345,19 @@ func (b *bench) startNginx(ctx context.Context) error {
 }
 
 // nginxConfig is a plain reverse proxy to IMDS with upstream keep-alive:
-// what a user would otherwise put in front of the metadata service.
+// what a user would otherwise put in front of the metadata service. The
+// second server is the same proxy with an access log, buffered and flushed
+// every 100 ms as the agent buffers its connection log, so the agent's
+// audit record per request can be compared with nginx doing the like; the
+// goals are judged against the first.
 func nginxConfig(prefix string) string {
+	const location = `
+    location / {
+      proxy_pass http://imds;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+    }`
 	return fmt.Sprintf(`# gpa-bench: nginx as a plain reverse proxy to IMDS.
 daemon off;
 master_process on;
@@ -360,16 +375,14 @@ http {
     keepalive 128;
   }
   server {
-    listen %[2]s backlog=4096;
-    location / {
-      proxy_pass http://imds;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-    }
+    listen %[2]s backlog=4096;%[4]s
+  }
+  server {
+    listen %[3]s backlog=4096;
+    access_log %[1]s/access.log combined buffer=64k flush=100ms;%[4]s
   }
 }
-`, prefix, nginxAddr)
+`, prefix, nginxAddr, nginxLogAddr, location)
 }
 
 // The rows' targets.
@@ -377,6 +390,9 @@ const (
 	targetDirect = "direct"
 	targetAgent  = "agent"
 	targetNginx  = "nginx"
+	// targetNginxLog is nginx writing an access log: for comparison, not
+	// a goal.
+	targetNginxLog = "nginx+log"
 )
 
 type cellMode struct {
@@ -414,7 +430,7 @@ func (c *cellResult) perTenK(d time.Duration) float64 {
 
 func (c *cellResult) line() string {
 	l := c.load
-	return fmt.Sprintf("%-6s %-14s %9.0f req/s  p50 %-9v p99 %-9v p99.9 %-9v errors %d non-200 %d %s",
+	return fmt.Sprintf("%-9s %-14s %9.0f req/s  p50 %-9v p99 %-9v p99.9 %-9v errors %d non-200 %d %s",
 		c.target, c.mode, l.Rate(), l.Latencies.quantile(0.5).Round(time.Microsecond),
 		l.Latencies.quantile(0.99).Round(time.Microsecond), l.Latencies.quantile(0.999).Round(time.Microsecond),
 		l.Errors, l.NonOK, l.FirstErr)
@@ -470,8 +486,11 @@ func (b *bench) cell(ctx context.Context, target string, m cellMode) (*cellResul
 		spec.Addr, cg = msp.IMDSAddr.String(), b.fdBench
 		pid := b.agent.Process.Pid
 		proxyCPU = func() time.Duration { s, _ := readProc(pid); return s.CPU }
-	case targetNginx:
+	case targetNginx, targetNginxLog:
 		spec.Addr = nginxAddr
+		if target == targetNginxLog {
+			spec.Addr = nginxLogAddr
+		}
 		pid := b.nginx.Process.Pid
 		proxyCPU = func() time.Duration { return treeCPU(pid) }
 	}
