@@ -27,6 +27,40 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
+// BenchmarkVerify is a host checking the signature of benchMessage, with
+// Verify and with a Verifier.
+func BenchmarkVerify(b *testing.B) {
+	k := vectorKey(b)
+	s, err := NewSigner(k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := benchMessage()
+	authz, err := s.Sign(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Set(HeaderAuthorization, authz)
+	lookup := func(string) (Key, bool) { return k, true }
+	v := NewVerifier(lookup)
+	for _, tc := range []struct {
+		name   string
+		verify func() error
+	}{
+		{"func", func() error { _, err := Verify(m, lookup); return err }},
+		{"Verifier", func() error { _, err := v.Verify(m); return err }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := tc.verify(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 func fiftyPrivileges() *AuthorizationItem {
 	r := &AccessControlRules{}
 	var names []string

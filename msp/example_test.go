@@ -1,6 +1,7 @@
 package msp_test
 
 import (
+	"errors"
 	"fmt"
 	"log"
 	"strings"
@@ -39,6 +40,37 @@ func ExampleSigner_Sign() {
 	// Output:
 	// x-ms-azure-host-authorization: Azure-HMAC-SHA256 a8016240-7286-49ef-8981-63520cb8f6d0 35d027d96fb783dcbd427dfbd3a0b81fb463cdd5cd43542e5f5dcb5db9786537
 	// key a8016240-7286-49ef-8981-63520cb8f6d0
+}
+
+// Check requests' signatures as the host does, with a Verifier that keeps
+// each key's HMAC state from one request to the next.
+func ExampleVerifier_Verify() {
+	key, err := msp.NewKey("a8016240-7286-49ef-8981-63520cb8f6d0", "4A404E635266556A586E3272357538782F413F4428472B4B6250645367566B59")
+	if err != nil {
+		log.Fatal(err)
+	}
+	verifier := msp.NewVerifier(func(guid string) (msp.Key, bool) { return key, guid == key.GUID })
+	req := &msp.Message{
+		Method: "GET",
+		RawURI: "/machine?comp=goalstate",
+		Header: []msp.HeaderField{
+			{Name: "x-ms-azure-host-date", Value: "Wed, 23 Apr 2025 12:00:00 GMT"},
+			{Name: "host", Value: "168.63.129.16"},
+			{Name: msp.HeaderClaims, Value: msp.ClaimsHeaderValue(true)},
+			{Name: "content-length", Value: "0"},
+			{Name: "x-ms-version", Value: "2012-11-30"},
+			{Name: msp.HeaderAuthorization, Value: "Azure-HMAC-SHA256 a8016240-7286-49ef-8981-63520cb8f6d0 35d027d96fb783dcbd427dfbd3a0b81fb463cdd5cd43542e5f5dcb5db9786537"},
+		},
+	}
+	k, err := verifier.Verify(req)
+	fmt.Println(k.GUID, err)
+
+	req.RawURI = "/machine?comp=certificates"
+	_, err = verifier.Verify(req)
+	fmt.Println(errors.Is(err, msp.ErrSignatureMismatch))
+	// Output:
+	// a8016240-7286-49ef-8981-63520cb8f6d0 <nil>
+	// true
 }
 
 // Evaluate requests against an IMDS rule set that lets only curl fetch a

@@ -267,11 +267,17 @@ func TestVerify(t *testing.T) {
 	if _, err := Verify(&msg, lookup); err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
+	// Every case goes through Verify and through one Verifier, whose
+	// cached signer must not make a tampered message pass.
+	ver := NewVerifier(lookup)
 	tamper := func(f func(m *Message)) error {
 		m := msg
 		m.Header = append([]HeaderField(nil), msg.Header...)
 		f(&m)
 		_, err := Verify(&m, lookup)
+		if _, verr := ver.Verify(&m); fmt.Sprint(verr) != fmt.Sprint(err) {
+			t.Errorf("Verifier.Verify err = %v, Verify err = %v", verr, err)
+		}
 		return err
 	}
 	tests := []struct {
@@ -299,6 +305,73 @@ func TestVerify(t *testing.T) {
 		}
 	}
 	_ = other
+}
+
+// TestVerifierKeyChanges: the Verifier asks its lookup every time, so a
+// key replaced under the same GUID or withdrawn stops verifying at once,
+// and more keys than it caches each verify with their own secret.
+func TestVerifierKeyChanges(t *testing.T) {
+	k := vectorKey(t)
+	replaced, err := NewKey(k.GUID, strings.Repeat("cd", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]Key{k.GUID: k}
+	for i := range 2 * verifierKeys {
+		g := fmt.Sprintf("key-%d", i)
+		if keys[g], err = NewKey(g, fmt.Sprintf("%064x", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := NewVerifier(func(g string) (Key, bool) { k, ok := keys[g]; return k, ok })
+	signed := func(key Key) *Message {
+		s, err := NewSigner(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := signVectors[1].msg
+		m.Header = append([]HeaderField(nil), m.Header...)
+		authz, err := s.Sign(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Set(HeaderAuthorization, authz)
+		return &m
+	}
+	old, fresh := signed(k), signed(replaced)
+	steps := []struct {
+		name  string
+		setup func()
+		msg   *Message
+		want  error
+	}{
+		{"original key", func() {}, old, nil},
+		{"signed with another secret", func() {}, fresh, ErrSignatureMismatch},
+		{"after the key is replaced, the old signature", func() { keys[k.GUID] = replaced }, old, ErrSignatureMismatch},
+		{"after the key is replaced, the new signature", func() {}, fresh, nil},
+		{"after more keys than the cache holds", func() {
+			for i := range 2 * verifierKeys {
+				g := fmt.Sprintf("key-%d", i)
+				m := signed(keys[g])
+				if _, err := v.Verify(m); err != nil {
+					t.Fatalf("%s: %v", g, err)
+				}
+				// Another key's signature under this GUID must not pass.
+				freshAuthz, _ := fresh.Get(HeaderAuthorization)
+				m.Set(HeaderAuthorization, strings.Replace(freshAuthz, k.GUID, g, 1))
+				if _, err := v.Verify(m); !errors.Is(err, ErrSignatureMismatch) {
+					t.Fatalf("%s with another key's signature: err = %v", g, err)
+				}
+			}
+		}, fresh, nil},
+		{"after the key is withdrawn", func() { delete(keys, k.GUID) }, fresh, ErrUnknownKey},
+	}
+	for _, st := range steps {
+		st.setup()
+		if _, err := v.Verify(st.msg); !errors.Is(err, st.want) {
+			t.Errorf("%s: err = %v, want %v", st.name, err, st.want)
+		}
+	}
 }
 
 func TestMessageHeaderEditing(t *testing.T) {

@@ -337,12 +337,19 @@ func ParseAuthorization(v string) (guid, sig string, err error) {
 // Verify checks that m carries a valid x-ms-azure-host-authorization header
 // made with a key that lookup knows. The comparison is constant-time. The
 // errors wrap ErrBadAuthorization, ErrUnknownKey or ErrSignatureMismatch.
+// A host that verifies many requests should use a Verifier, which keeps
+// the HMAC state of its keys.
 func Verify(m *Message, lookup func(guid string) (Key, bool)) (Key, error) {
-	v, ok := m.Get(HeaderAuthorization)
+	return verify(m, lookup, nil)
+}
+
+// verify is Verify, with v's signers when v is not nil.
+func verify(m *Message, lookup func(guid string) (Key, bool), v *Verifier) (Key, error) {
+	authz, ok := m.Get(HeaderAuthorization)
 	if !ok {
 		return Key{}, fmt.Errorf("%w: header missing", ErrBadAuthorization)
 	}
-	guid, sig, err := ParseAuthorization(trimOWS(v))
+	guid, sig, err := ParseAuthorization(trimOWS(authz))
 	if err != nil {
 		return Key{}, err
 	}
@@ -350,11 +357,16 @@ func Verify(m *Message, lookup func(guid string) (Key, bool)) (Key, error) {
 	if !ok || !k.Valid() {
 		return Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, guid)
 	}
-	want, err := hex.DecodeString(sig)
-	if err != nil {
+	var want [sha256.Size]byte
+	if !decodeHex(want[:], sig) {
 		return Key{}, fmt.Errorf("%w: signature is not hex", ErrBadAuthorization)
 	}
-	signer, err := NewSigner(k)
+	var signer *Signer
+	if v != nil {
+		signer, err = v.signer(k)
+	} else {
+		signer, err = NewSigner(k)
+	}
 	if err != nil {
 		return Key{}, err
 	}
@@ -362,8 +374,75 @@ func Verify(m *Message, lookup func(guid string) (Key, bool)) (Key, error) {
 	if err := signer.sum(&got, m); err != nil {
 		return Key{}, err
 	}
-	if !hmac.Equal(got[:], want) {
+	if !hmac.Equal(got[:], want[:]) {
 		return Key{}, fmt.Errorf("%w: key %s", ErrSignatureMismatch, guid)
 	}
 	return k, nil
+}
+
+// decodeHex decodes s, exactly 2*len(dst) hex digits of either case, into
+// dst without allocating.
+func decodeHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, lo := s[2*i], s[2*i+1]
+		if !isHex(hi) || !isHex(lo) {
+			return false
+		}
+		dst[i] = unhex(hi)<<4 | unhex(lo)
+	}
+	return true
+}
+
+// verifierKeys bounds the signers a Verifier keeps: a host has a key or
+// two per VM, and a client that names many keys must not grow the cache.
+const verifierKeys = 16
+
+// Verifier checks signatures as Verify does, keeping a Signer per key:
+// setting up the HMAC state of a key for every request was more than half
+// of what Verify cost. It is safe for concurrent use.
+type Verifier struct {
+	lookup func(guid string) (Key, bool)
+
+	mu      sync.Mutex
+	signers map[string]verifierEntry
+}
+
+type verifierEntry struct {
+	key    Key
+	signer *Signer
+}
+
+// NewVerifier returns a verifier for the keys lookup knows. lookup is asked
+// on every call, so a key it stops returning, or replaces under the same
+// GUID, stops verifying at once.
+func NewVerifier(lookup func(guid string) (Key, bool)) *Verifier {
+	return &Verifier{lookup: lookup, signers: make(map[string]verifierEntry)}
+}
+
+// Verify is Verify with the verifier's lookup.
+func (v *Verifier) Verify(m *Message) (Key, error) {
+	return verify(m, v.lookup, v)
+}
+
+func (v *Verifier) signer(k Key) (*Signer, error) {
+	v.mu.Lock()
+	e, ok := v.signers[k.GUID]
+	v.mu.Unlock()
+	if ok && e.key.Equal(k) {
+		return e.signer, nil
+	}
+	s, err := NewSigner(k)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	if len(v.signers) >= verifierKeys {
+		clear(v.signers)
+	}
+	v.signers[k.GUID] = verifierEntry{key: k, signer: s}
+	v.mu.Unlock()
+	return s, nil
 }

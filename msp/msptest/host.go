@@ -89,6 +89,9 @@ type Host struct {
 	lns  map[msp.Endpoint]net.Listener
 	wg   sync.WaitGroup
 	done chan struct{} // closed when Close begins
+	// verifier checks signatures against the keys the host issued,
+	// keeping each key's HMAC state between requests.
+	verifier *msp.Verifier
 
 	mu          sync.Mutex
 	closed      bool
@@ -124,6 +127,11 @@ func NewHost(opts *Options) *Host {
 		handlers:    map[msp.Endpoint]http.Handler{},
 		done:        make(chan struct{}),
 	}
+	h.verifier = msp.NewVerifier(func(guid string) (msp.Key, bool) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.lookupLocked(guid)
+	})
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -509,11 +517,7 @@ func (h *Host) handle(ep msp.Endpoint, req *wireRequest, remote net.Addr) (resp 
 	var k msp.Key
 	var verr error
 	if rec.Signed {
-		k, verr = msp.Verify(msg, func(guid string) (msp.Key, bool) {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			return h.lookupLocked(guid)
-		})
+		k, verr = h.verifier.Verify(msg)
 	}
 	h.mu.Lock()
 	if rec.Signed {
