@@ -43,29 +43,30 @@ func ExampleSigner_Sign() {
 }
 
 // Check requests' signatures as the host does, with a Verifier that keeps
-// each key's HMAC state from one request to the next.
+// each key's HMAC state from one request to the next. Anything changed
+// after signing, here the query, fails with ErrSignatureMismatch.
 func ExampleVerifier_Verify() {
-	key, err := msp.NewKey("a8016240-7286-49ef-8981-63520cb8f6d0", "4A404E635266556A586E3272357538782F413F4428472B4B6250645367566B59")
+	key, err := msp.NewKey("a8016240-7286-49ef-8981-63520cb8f6d0", strings.Repeat("5a", 32))
 	if err != nil {
 		log.Fatal(err)
 	}
 	verifier := msp.NewVerifier(func(guid string) (msp.Key, bool) { return key, guid == key.GUID })
-	req := &msp.Message{
-		Method: "GET",
-		RawURI: "/machine?comp=goalstate",
-		Header: []msp.HeaderField{
-			{Name: "x-ms-azure-host-date", Value: "Wed, 23 Apr 2025 12:00:00 GMT"},
-			{Name: "host", Value: "168.63.129.16"},
-			{Name: msp.HeaderClaims, Value: msp.ClaimsHeaderValue(true)},
-			{Name: "content-length", Value: "0"},
-			{Name: "x-ms-version", Value: "2012-11-30"},
-			{Name: msp.HeaderAuthorization, Value: "Azure-HMAC-SHA256 a8016240-7286-49ef-8981-63520cb8f6d0 35d027d96fb783dcbd427dfbd3a0b81fb463cdd5cd43542e5f5dcb5db9786537"},
-		},
+
+	signer, err := msp.NewSigner(key)
+	if err != nil {
+		log.Fatal(err)
 	}
+	req := &msp.Message{Method: "GET", RawURI: "/metadata/instance?api-version=2021-02-01",
+		Header: []msp.HeaderField{{Name: "Host", Value: "169.254.169.254"}, {Name: "Metadata", Value: "true"}}}
+	authz, err := signer.Sign(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	req.Set(msp.HeaderAuthorization, authz)
+
 	k, err := verifier.Verify(req)
 	fmt.Println(k.GUID, err)
-
-	req.RawURI = "/machine?comp=certificates"
+	req.RawURI = "/metadata/instance?api-version=2021-02-01&extra=1"
 	_, err = verifier.Verify(req)
 	fmt.Println(errors.Is(err, msp.ErrSignatureMismatch))
 	// Output:
