@@ -120,19 +120,32 @@ func (b *bench) run(ctx context.Context) error {
 	}
 
 	// 2. The side-by-side cells. Targets inside a mode run back to back so
-	// that drift on the shared machine hits all of them alike.
+	// that drift on the shared machine hits all of them alike, in rounds
+	// that each start at another target, so that none always runs first
+	// or last; a cell pools its rounds.
 	targets := []string{targetDirect, targetAgent}
 	if !b.o.noNginx {
 		targets = append(targets, targetNginx, targetNginxLog)
 	}
 	for _, m := range cellModes {
-		for _, t := range targets {
-			c, err := b.cell(ctx, t, m)
-			if err != nil {
-				return err
+		pooled := map[string]*cellResult{}
+		for r := range b.o.rounds {
+			for i := range targets {
+				t := targets[(i+r)%len(targets)]
+				c, err := b.cell(ctx, t, m)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(b.out, "round %d  %s\n", r+1, c.line())
+				if p := pooled[t]; p != nil {
+					p.pool(c)
+				} else {
+					pooled[t] = c
+				}
 			}
-			b.res.cells = append(b.res.cells, c)
-			fmt.Fprintln(b.out, c.line())
+		}
+		for _, t := range targets {
+			b.res.cells = append(b.res.cells, pooled[t])
 		}
 	}
 
@@ -419,6 +432,31 @@ type cellResult struct {
 	loadCPU  time.Duration // the generator
 	maxRSS   int64         // the agent's, sampled
 	badSigs  int           // agent row: requests the host saw without a valid signature
+}
+
+// pool adds another round of the same cell: requests, time, errors and
+// CPU add up and the latencies merge, so the rate and the CPU per request
+// are those of all rounds together.
+func (c *cellResult) pool(o *cellResult) {
+	l, ol := c.load, o.load
+	l.Requests += ol.Requests
+	l.Errors += ol.Errors
+	l.NonOK += ol.NonOK
+	l.Elapsed += ol.Elapsed
+	if l.FirstErr == "" {
+		l.FirstErr = ol.FirstErr
+	}
+	if l.Latencies == nil {
+		l.Latencies = newHistogram()
+	}
+	if ol.Latencies != nil {
+		l.Latencies.merge(ol.Latencies)
+	}
+	c.proxyCPU += o.proxyCPU
+	c.hostCPU += o.hostCPU
+	c.loadCPU += o.loadCPU
+	c.maxRSS = max(c.maxRSS, o.maxRSS)
+	c.badSigs += o.badSigs
 }
 
 func (c *cellResult) perTenK(d time.Duration) float64 {

@@ -278,6 +278,35 @@ func TestGoals(t *testing.T) {
 	}
 }
 
+// TestPoolRounds: a cell's rounds pool into one rate, one CPU per request
+// and one latency distribution, as if they were one longer run, not an
+// average of rates.
+func TestPoolRounds(t *testing.T) {
+	one := cellMode{8, false}
+	fast, slow := cellOf(targetAgent, one, 3000, 100*time.Microsecond), cellOf(targetAgent, one, 1000, 900*time.Microsecond)
+	fast.proxyCPU, slow.proxyCPU = 300*time.Millisecond, 500*time.Millisecond
+	fast.maxRSS, slow.maxRSS = 20<<20, 18<<20
+	slow.badSigs, slow.load.Errors, slow.load.FirstErr = 1, 2, "reset"
+	fast.pool(slow)
+	got := struct {
+		Rate, CPUPerTenK float64
+		P25, P99, Max    time.Duration
+		Samples, Errors  int64
+		MaxRSS           int64
+		BadSigs          int
+		FirstErr         string
+	}{fast.load.Rate(), fast.perTenK(fast.proxyCPU),
+		fast.load.Latencies.quantile(0.25).Round(10 * time.Microsecond), fast.load.Latencies.quantile(0.99).Round(10 * time.Microsecond),
+		time.Duration(fast.load.Latencies.Max), fast.load.Latencies.Total, fast.load.Errors, fast.maxRSS, fast.badSigs, fast.load.FirstErr}
+	want := got
+	want.Rate, want.CPUPerTenK = 2000, 2 // 4000 requests in 2 s; 0.8 s of CPU for 4000
+	want.P25, want.P99, want.Max = 100*time.Microsecond, 900*time.Microsecond, 900*time.Microsecond
+	want.Samples, want.Errors, want.MaxRSS, want.BadSigs, want.FirstErr = 200, 2, 20<<20, 1, "reset"
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("pooled cell (-want +got):\n%s", diff)
+	}
+}
+
 func TestSpliceReadme(t *testing.T) {
 	doc := "# x\n\nbefore\n" + readmeBegin + "\nold table\n" + readmeEnd + "\nafter\n"
 	out, err := spliceReadme([]byte(doc), "new table\n")
@@ -306,13 +335,13 @@ func TestReplaceFlag(t *testing.T) {
 }
 
 func TestParseFlagsBounds(t *testing.T) {
-	for _, args := range [][]string{{"-duration", "1h"}, {"-soak", "-1"}, {"-soak", "99999999"}, {"-startups", "0"}} {
+	for _, args := range [][]string{{"-duration", "1h"}, {"-soak", "-1"}, {"-soak", "99999999"}, {"-startups", "0"}, {"-rounds", "0"}, {"-rounds", "11"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
 	}
 	o, err := parseFlags(nil, io.Discard)
-	if err != nil || o.duration != 3*time.Second || o.soak != 1_000_000 || !o.fastIMDS {
+	if err != nil || o.duration != 3*time.Second || o.rounds != 3 || o.soak != 1_000_000 || !o.fastIMDS {
 		t.Errorf("defaults: %+v %v", o, err)
 	}
 }

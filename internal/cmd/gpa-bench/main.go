@@ -92,6 +92,7 @@ two child cgroups, and loads the agent's eBPF programs into one of them only.
 // options are the harness's flags.
 type options struct {
 	duration    time.Duration
+	rounds      int
 	soak        int64
 	startups    int
 	readme      string
@@ -112,6 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	o := &options{}
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "length of each throughput cell (at most 60s)")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of each throughput cell, interleaved with the other targets and pooled (1..10)")
 	fs.Int64Var(&o.soak, "soak", 1_000_000, "requests through the agent for the memory-growth check (at most 5,000,000)")
 	fs.IntVar(&o.startups, "startups", 5, "agent starts timed from exec to SUCCESS (1..20)")
 	fs.StringVar(&o.readme, "readme", "", "write the result tables into this README between the gpa-bench markers")
@@ -126,6 +128,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.duration < 100*time.Millisecond || o.duration > time.Minute:
 		err := fmt.Errorf("-duration %v not in 100ms..60s", o.duration)
+		fmt.Fprintln(stderr, err)
+		return nil, err
+	case o.rounds < 1 || o.rounds > 10:
+		err := fmt.Errorf("-rounds %d not in 1..10", o.rounds)
 		fmt.Fprintln(stderr, err)
 		return nil, err
 	case o.soak < 0 || o.soak > 5_000_000:

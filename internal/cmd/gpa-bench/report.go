@@ -135,7 +135,7 @@ func fmtDur(d time.Duration) string {
 func (r *results) markdown(o *options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on %s.\n\n", time.Now().UTC().Format("2006-01-02"), r.machine)
-	fmt.Fprintf(&b, "Each cell ran %v; the load generator, the agent, nginx and msptest share the machine's CPUs.", o.duration)
+	fmt.Fprintf(&b, "Each cell pools %d rounds of %v, run in turn with the other targets of its clients; the load generator, the agent, nginx and msptest share the machine's CPUs.", o.rounds, o.duration)
 	if o.fastIMDS {
 		b.WriteString(" IMDS answered with a fixed 200-byte document (msptest SetHandler), so the proxies are what is compared.")
 	}

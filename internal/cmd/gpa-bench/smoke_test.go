@@ -49,7 +49,7 @@ func TestHarnessSmoke(t *testing.T) {
 	// inner run and its load generators) run as gpa-bench.
 	t.Setenv(envAsHarness, "1")
 	var buf bytes.Buffer
-	code := run(ctx, []string{"-duration", "200ms", "-soak", "4000", "-startups", "2", "-no-nginx"}, &buf, &buf)
+	code := run(ctx, []string{"-duration", "200ms", "-rounds", "2", "-soak", "4000", "-startups", "2", "-no-nginx"}, &buf, &buf)
 	out := buf.Bytes()
 	if code != 0 {
 		t.Fatalf("gpa-bench: exit %d\n%s", code, out)
@@ -67,6 +67,9 @@ func TestHarnessSmoke(t *testing.T) {
 	}
 	if rows != 2*len(cellModes) {
 		t.Errorf("%d direct and agent rows, want %d\n%s", rows, 2*len(cellModes), out)
+	}
+	if n := len(regexp.MustCompile(`(?m)^round [12] +(direct|agent) `).FindAll(out, -1)); n != 2*2*len(cellModes) {
+		t.Errorf("%d round lines, want two rounds of each direct and agent cell\n%s", n, out)
 	}
 	for _, want := range []string{
 		`start 2: SUCCESS after`,
