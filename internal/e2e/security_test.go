@@ -727,6 +727,136 @@ func TestSecuritySuite(t *testing.T) {
 		finding(t, "S1", r.Status == 200, "remote Disabled with a local file denying nobody: %v", r)
 	})
 
+	t.Run("D5 rules reload under traffic", func(t *testing.T) {
+		// Two local rule sets swap while four callers keep asking. A
+		// lets nobody read /metadata/instance, B lets root read
+		// /metadata/versions; each denies everything else. A request
+		// decided on half of each (A's privileges with B's identities, or
+		// the reverse) would let root read the instance or nobody the
+		// versions, which neither set allows.
+		desc := base64.StdEncoding.EncodeToString([]byte(`{"id":"e2e-d5","useLocalFileRules":true}`))
+		env.Host.SetRules(msp.EndpointIMDS, &msp.AuthorizationItem{Mode: msp.ModeEnforce, DefaultAccess: msp.AccessDeny, ID: desc})
+		if err := os.MkdirAll(env.RulesDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		rulesFile := filepath.Join(env.RulesDir, "IMDS_Rules.json")
+		doc := func(privilege, path, user string) string {
+			return `{"defaultAccess":"deny","id":"local-` + privilege + `","rules":{"privileges":[{"name":"` + privilege + `","path":"` + path + `"}],` +
+				`"roles":[{"name":"r","privileges":["` + privilege + `"]}],"identities":[{"name":"i","userName":"` + user + `"}],"roleAssignments":[{"role":"r","identities":["i"]}]}}`
+		}
+		docs := [2]string{doc("instance", "/metadata/instance", "nobody"), doc("versions", "/metadata/versions", "root")}
+		// Rename over the file, so the agent never reads half a file or
+		// none: what it reads is always A or B.
+		install := func(d string) error {
+			tmp := filepath.Join(env.RulesDir, ".d5.tmp")
+			if err := os.WriteFile(tmp, []byte(d), 0o600); err != nil {
+				return err
+			}
+			return os.Rename(tmp, rulesFile)
+		}
+		// B first: nobody's 403 shows the local file, not the host's
+		// rules, decides; then A, which the swaps start from.
+		if err := install(docs[1]); err != nil {
+			t.Fatal(err)
+		}
+		r := waitStatus(t, env, 403)
+		finding(t, "D5", r.Status == 403, "rule set B in force: nobody's /metadata/instance %v", r)
+		if err := install(docs[0]); err != nil {
+			t.Fatal(err)
+		}
+		r = waitStatus(t, env, 200)
+		finding(t, "D5", r.Status == 200, "rule set A in force before the swaps: nobody's /metadata/instance %v", r)
+		start := time.Now()
+
+		versions := "http://169.254.169.254/metadata/versions"
+		probes := []struct {
+			uid     uint32
+			who     string
+			url     string
+			mayPass bool // one of the two sets allows it
+		}{
+			{agenttest.Nobody, "nobody", imdsInstance, true},
+			{0, "root", versions, true},
+			{0, "root", imdsInstance, false},
+			{agenttest.Nobody, "nobody", versions, false},
+		}
+		results := make([][]agenttest.Result, len(probes))
+		var wg sync.WaitGroup
+		for i, p := range probes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = env.Loop(t, p.uid, p.url, metadataHeader, 200, 20*time.Millisecond)
+			}()
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		// The agent reads the file once a second: swapping every 700 ms
+		// puts A and B in force in turn, at moments the callers cannot
+		// predict. The loops bound the swapping.
+		swaps := 0
+		tick := time.NewTicker(700 * time.Millisecond)
+	swap:
+		for {
+			select {
+			case <-done:
+				break swap
+			case <-tick.C:
+				swaps++
+				if err := install(docs[swaps%2]); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		tick.Stop()
+		for i, p := range probes {
+			var ok, denied, other int
+			for _, r := range results[i] {
+				switch r.Status {
+				case 200:
+					ok++
+				case 403:
+					denied++
+				default:
+					other++
+				}
+			}
+			if p.mayPass {
+				// Both answers must show up, or the swaps did not reach
+				// the agent and the check below proves nothing.
+				finding(t, "D5", ok > 0 && denied > 0 && other == 0, "%s %s over %d swaps: %d allowed, %d denied, %d other",
+					p.who, p.url, swaps, ok, denied, other)
+			} else {
+				finding(t, "D5", ok == 0 && other == 0 && denied == len(results[i]), "%s %s, allowed by neither set, over %d swaps: %d allowed, %d denied, %d other",
+					p.who, p.url, swaps, ok, denied, other)
+			}
+		}
+		// Each allow in the audit log names the one privilege that may
+		// allow its caller and path.
+		allowedBy := map[string]string{
+			"nobody /metadata/instance": keylatch.LocalRulesPrefix + "instance",
+			"root /metadata/versions":   keylatch.LocalRulesPrefix + "versions",
+		}
+		var allows, stray int
+		for _, rec := range env.ConnectionLog(t) {
+			if rec.Time.Before(start) || rec.Decision != "allow" {
+				continue
+			}
+			allows++
+			path, _, _ := strings.Cut(rec.URL, "?")
+			if want, ok := allowedBy[rec.UserName+" "+path]; !ok || rec.Privilege != want {
+				stray++
+				t.Logf("allow not from its own rule set: %+v", rec)
+			}
+		}
+		finding(t, "D5", allows > 0 && stray == 0, "%d allows audited during the swaps, %d by a privilege of the other set or for a caller neither set allows", allows, stray)
+		if err := install(docs[0]); err != nil {
+			t.Fatal(err)
+		}
+		r = waitStatus(t, env, 200)
+		finding(t, "D5", r.Status == 200, "after the swaps rule set A is in force again: %v", r)
+	})
+
 	// Last: it restarts the agent.
 	t.Run("E2 planted symlinks", func(t *testing.T) {
 		// Every file the agent writes in its folders is a symlink to a
@@ -794,6 +924,70 @@ func TestSecuritySuite(t *testing.T) {
 		finding(t, "E3", !r.OK() && len(fw) == 1 && !fw[0].Signed, "an allowed request goes unsigned, and the enforcing host refuses it: %v, host saw %d (signed %v)",
 			r, len(fw), len(fw) == 1 && fw[0].Signed)
 		finding(t, "E3", a.Alive(), "the agent is still running, pid %d", a.PID)
+	})
+
+	t.Run("E5 key rollback", func(t *testing.T) {
+		// An older key's file is copied over the current key's, as a
+		// restored backup would. The agent must not sign with the older
+		// secret: it finds the file names another key, says so, and
+		// latches a new key the host accepts.
+		// latch waits until the agent reports SUCCESS with the key the
+		// host latched, and returns that key (zero if none came).
+		latch := func() msp.Key {
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				s, err := env.ReadStatus()
+				k, ok := env.Host.LatchedKey()
+				if err == nil && ok && agenttest.Succeeded(s) && s.ProxyAgentStatus.KeyLatchStatus.States["keyGuid"] == k.GUID {
+					return k
+				}
+			}
+			return msp.Key{}
+		}
+		a.Stop(t)
+		env.Host.ResetKey()
+		a = env.StartAgent(t)
+		older := latch()
+		a.Stop(t)
+		env.Host.ResetKey()
+		a = env.StartAgent(t)
+		current := latch()
+		a.Stop(t)
+		if older.GUID == "" || current.GUID == "" {
+			t.Fatalf("no key latched after a reset: %q, %q", older.GUID, current.GUID)
+		}
+
+		olderFile := filepath.Join(env.KeyDir, older.GUID+".key")
+		b, err := os.ReadFile(olderFile)
+		if err != nil {
+			t.Fatalf("the older key's file: %v", err)
+		}
+		currentFile := filepath.Join(env.KeyDir, current.GUID+".key")
+		if err := os.WriteFile(currentFile+".rollback", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(currentFile+".rollback", currentFile); err != nil {
+			t.Fatal(err)
+		}
+		m := mark(t, env)
+		a = env.StartAgent(t)
+		now := latch()
+		finding(t, "E5", now.GUID != "" && now.GUID != older.GUID && now.GUID != current.GUID,
+			"a new key latched within 10 s (%q), neither the rolled-back %s nor the overwritten %s", now.GUID, older.GUID, current.GUID)
+		log, _ := os.ReadFile(env.AgentLogPath())
+		finding(t, "E5", bytes.Contains(log, []byte("stored key unusable")) && bytes.Contains(log, []byte(current.GUID)),
+			"the agent log says the stored key %s is unusable", current.GUID)
+		r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
+		fw := forwarded(env, m)
+		// The host forgot the older key at the reset, so a signature made
+		// with it would not verify.
+		bad := 0
+		for _, h := range fw {
+			if !h.Signed || !h.SignatureValid || h.KeyGUID != now.GUID {
+				bad++
+			}
+		}
+		finding(t, "E5", r.Status == 200 && len(fw) > 0 && bad == 0,
+			"after the rollback %d requests reached the host, %d not validly signed with the new key (last: %v)", len(fw), bad, r)
 	})
 }
 
