@@ -615,7 +615,24 @@ func TestWorkerReuseAfterFailedWrite(t *testing.T) {
 	tp := newTestProxy(t, host, proxyOpts{caller: rootCaller(msp.IMDSAddr)})
 	tp.snap.Store(snapshotFor(t, 1, nil, nil))
 
+	// One goroutine serves every connection: each is dialled only once
+	// the goroutine that served the one before waits again, so the
+	// connection after a reset one is served by the goroutine whose
+	// writer failed.
+	waitOneIdle := func(round int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for tp.srv.idleWorkers.Load() != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d connection goroutines waiting %s, want 1", round, tp.srv.idleWorkers.Load(), what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	for i := range 3 {
+		if i > 0 {
+			waitOneIdle(i, "before the reset connection")
+		}
 		c, err := net.Dial("tcp", tp.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -625,13 +642,7 @@ func TestWorkerReuseAfterFailedWrite(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0) // close with a reset
 		c.Close()
 		release <- struct{}{}
-		deadline := time.Now().Add(5 * time.Second)
-		for tp.srv.idleWorkers.Load() == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: no connection goroutine waiting after the reset connection ended", i)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitOneIdle(i, "after the reset connection ended")
 		resp := tp.raw(t, fmt.Sprintf("GET /metadata/next%d HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\nConnection: close\r\n\r\n", i))
 		if want := fmt.Sprintf("host saw /metadata/next%d", i); rawStatus(resp) != 200 || !strings.HasSuffix(resp, want) {
 			t.Fatalf("round %d: the next connection got %q, want 200 ending in %q", i, resp, want)

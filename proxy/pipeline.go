@@ -324,8 +324,11 @@ func (cc *clientConn) serveProvision(ctx context.Context, r *request) (int, bool
 
 // serveHandler runs one of the agent's local http.Handlers for r, with
 // method and r's header fields, and returns its buffered answer without
-// the framing fields the proxy writes itself.
+// the framing fields the proxy writes itself. As with net/http, the
+// request's context ends when the handler returns.
 func serveHandler(ctx context.Context, h http.Handler, method string, r *request, remote string) (int, []msp.HeaderField, []byte, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	hr, err := http.NewRequestWithContext(ctx, method, r.uri, http.NoBody)
 	if err != nil {
 		return 0, nil, nil, err
@@ -368,7 +371,11 @@ func (cc *clientConn) serveAggregateStatus(ctx context.Context, r *request) (int
 		cc.writeSimple(http.StatusServiceUnavailable, nil, nil, true)
 		return http.StatusServiceUnavailable, false
 	}
-	body, err := f(ctx)
+	// What f starts ends with the request; the connection's context is
+	// the server's.
+	fctx, cancel := context.WithCancel(ctx)
+	body, err := f(fctx)
+	cancel()
 	if err != nil {
 		cc.logger().Warn("proxy: aggregate status unavailable", "err", err)
 		cc.writeSimple(http.StatusInternalServerError, nil, nil, true)

@@ -144,10 +144,12 @@ func TestBypassVariantsNeverReachHost(t *testing.T) {
 // its audit record; the local endpoints behave as §4.3 and §7.3 say.
 func TestDirectConnection(t *testing.T) {
 	host := newFakeHost(t)
-	provisionCalls := 0
+	// The handler hands over each request's context: how many calls
+	// there were, and whether each context ended with its request.
+	provisionCtx := make(chan context.Context, 10)
 	tp := newTestProxy(t, host, proxyOpts{caller: nil, tweak: func(c *Config) {
 		c.Provision = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			provisionCalls++
+			provisionCtx <- r.Context()
 			w.Header().Set("Content-Type", "application/json; charset=utf-8")
 			fmt.Fprintf(w, `{"finished":true,"errorMessage":"%s"}`, r.Header.Get("X-Ms-Azure-Time-Tick"))
 		})
@@ -190,8 +192,10 @@ func TestDirectConnection(t *testing.T) {
 			}
 		})
 	}
-	if provisionCalls != 1 {
-		t.Errorf("provision handler called %d times, want 1", provisionCalls)
+	if n := len(provisionCtx); n != 1 {
+		t.Errorf("provision handler called %d times, want 1", n)
+	} else if err := (<-provisionCtx).Err(); err == nil {
+		t.Errorf("the provision request's context did not end with the request")
 	}
 	if n := len(host.requests()); n != 0 {
 		t.Errorf("host saw %d requests", n)

@@ -201,6 +201,13 @@ func (w *workers) run(cc *clientConn) {
 	var bufs connBuffers
 	for {
 		cc.serve(w.ctx, &bufs)
+		// While waiting, hold nothing of the connection that ended: its
+		// caller, its audit record, its conn.
+		cc = nil
+		if bufs.br != nil {
+			bufs.br.Reset(nil)
+			bufs.bw.Reset(nil)
+		}
 		if w.idle.Add(1) > maxIdleWorkers {
 			w.idle.Add(-1)
 			return
