@@ -124,8 +124,9 @@ func CanonicalizePath(raw string) (CanonicalPath, error) {
 	return appendCanonicalPath(make([]string, 0, 8), raw)
 }
 
-// appendCanonicalPath is CanonicalizePath with the segments appended to
-// dst, so the evaluator can keep them on its stack.
+// appendCanonicalPath is CanonicalizePath with the segments stored in
+// dst's array, so the evaluator can keep them on its stack. dst must be
+// empty: the ".." and trailing-slash rules count segments from its start.
 func appendCanonicalPath(dst []string, raw string) (CanonicalPath, error) {
 	dec, err := decodeOnce(raw, false)
 	if err != nil {
@@ -393,8 +394,8 @@ func Canonicalize(method, rawURI string) (*CanonicalRequest, error) {
 }
 
 // canonicalTarget checks method and the target's form, and returns the
-// canonical path, its segments appended to segs, and the raw query, which
-// the caller canonicalises into the form it needs.
+// canonical path, its segments stored in segs' array (segs must be empty),
+// and the raw query, which the caller canonicalises into the form it needs.
 func canonicalTarget(segs []string, method, rawURI string) (CanonicalPath, string, error) {
 	if !MethodAllowed(method) {
 		return CanonicalPath{}, "", canonErr(ErrCanonMethod, "method %q", method)

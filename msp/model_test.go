@@ -372,6 +372,13 @@ func TestVerifierKeyChanges(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v", st.name, err, st.want)
 		}
 	}
+	// The withdrawn key's signer, and with it its secret, is gone.
+	v.mu.Lock()
+	_, kept := v.signers[k.GUID]
+	v.mu.Unlock()
+	if kept {
+		t.Errorf("the Verifier still holds the withdrawn key %s", k.GUID)
+	}
 }
 
 func TestMessageHeaderEditing(t *testing.T) {

@@ -355,6 +355,9 @@ func verify(m *Message, lookup func(guid string) (Key, bool), v *Verifier) (Key,
 	}
 	k, ok := lookup(guid)
 	if !ok || !k.Valid() {
+		if v != nil {
+			v.forget(guid)
+		}
 		return Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, guid)
 	}
 	var want [sha256.Size]byte
@@ -425,6 +428,14 @@ func NewVerifier(lookup func(guid string) (Key, bool)) *Verifier {
 // Verify is Verify with the verifier's lookup.
 func (v *Verifier) Verify(m *Message) (Key, error) {
 	return verify(m, v.lookup, v)
+}
+
+// forget drops the signer of a key the lookup no longer knows, so that a
+// withdrawn key's secret does not stay in memory.
+func (v *Verifier) forget(guid string) {
+	v.mu.Lock()
+	delete(v.signers, guid)
+	v.mu.Unlock()
 }
 
 func (v *Verifier) signer(k Key) (*Signer, error) {
