@@ -432,12 +432,16 @@ type cellResult struct {
 	loadCPU  time.Duration // the generator
 	maxRSS   int64         // the agent's, sampled
 	badSigs  int           // agent row: requests the host saw without a valid signature
+	// rates are the request rates of the pooled rounds, in round order;
+	// nil for a single round.
+	rates []float64
 }
 
 // pool adds another round of the same cell: requests, time, errors and
 // CPU add up and the latencies merge, so the rate and the CPU per request
 // are those of all rounds together.
 func (c *cellResult) pool(o *cellResult) {
+	c.rates = append(c.roundRates(), o.roundRates()...)
 	l, ol := c.load, o.load
 	l.Requests += ol.Requests
 	l.Errors += ol.Errors
@@ -457,6 +461,14 @@ func (c *cellResult) pool(o *cellResult) {
 	c.loadCPU += o.loadCPU
 	c.maxRSS = max(c.maxRSS, o.maxRSS)
 	c.badSigs += o.badSigs
+}
+
+// roundRates returns the rate of each round pooled into c.
+func (c *cellResult) roundRates() []float64 {
+	if c.rates == nil {
+		return []float64{c.load.Rate()}
+	}
+	return c.rates
 }
 
 func (c *cellResult) perTenK(d time.Duration) float64 {

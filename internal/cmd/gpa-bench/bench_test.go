@@ -305,6 +305,36 @@ func TestPoolRounds(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("pooled cell (-want +got):\n%s", diff)
 	}
+	if diff := cmp.Diff([]float64{3000, 1000}, fast.roundRates()); diff != "" {
+		t.Errorf("round rates (-want +got):\n%s", diff)
+	}
+}
+
+// TestRoundSpread: the throughput goal shows the range of the per-round
+// ratios, which pooling alone would hide.
+func TestRoundSpread(t *testing.T) {
+	m := cellMode{8, false}
+	pooled := func(target string, rates ...float64) *cellResult {
+		c := cellOf(target, m, rates[0], time.Millisecond)
+		for _, r := range rates[1:] {
+			c.pool(cellOf(target, m, r, time.Millisecond))
+		}
+		return c
+	}
+	r := &results{cells: []*cellResult{pooled(targetAgent, 900, 700, 1000), pooled(targetNginx, 1000, 1000, 800)}}
+	var got string
+	for _, g := range r.goals() {
+		if strings.HasPrefix(g.name, "throughput") {
+			got = g.got
+		}
+	}
+	// 2600 against 2800 requests in 3 s each; by round 0.9, 0.7 and 1.25.
+	if want := "867 req/s (-7%); by round -30% to +25%"; got != want {
+		t.Errorf("throughput goal %q, want %q", got, want)
+	}
+	if _, _, ok := roundSpread(cellOf(targetAgent, m, 1, 0), cellOf(targetNginx, m, 1, 0)); ok {
+		t.Error("a spread for single rounds")
+	}
 }
 
 func TestSpliceReadme(t *testing.T) {
