@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/metadatasec/gpa/msp"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +14,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/metadatasec/gpa/msp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -110,10 +111,10 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 
 // Serve accepts connections on ln until ctx ends or Shutdown is called, and
 // serves them concurrently, each on a goroutine of its own while it lasts
-// (goroutines are reused for later connections). When ctx ends it closes ln and every
-// connection of the server at once (use Shutdown for a graceful stop) and
-// returns ctx.Err(); after Shutdown or Close it returns ErrServerClosed. ln
-// is closed on return.
+// (goroutines are reused for later connections). When ctx ends it closes
+// ln and every connection of the server at once (use Shutdown for a
+// graceful stop) and returns ctx.Err(); after Shutdown or Close it returns
+// ErrServerClosed. ln is closed on return.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if !s.track(ln) {
 		ln.Close()
