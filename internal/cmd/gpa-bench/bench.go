@@ -34,6 +34,7 @@ const imdsPath = "/metadata/instance?api-version=2021-02-01"
 const (
 	nginxAddr    = "127.0.0.1:8081"
 	nginxLogAddr = "127.0.0.1:8082"
+	relayAddr    = "127.0.0.1:8083"
 )
 
 // bench is one run of the measurement, inside the namespace.
@@ -45,6 +46,7 @@ type bench struct {
 	host             *msptest.Host
 	agent            *exec.Cmd
 	nginx            *exec.Cmd
+	relay            *exec.Cmd
 	cgBench, cgPlain string // the load generator's cgroups: with and without our programs
 	fdBench, fdPlain *os.File
 	res              results
@@ -114,6 +116,9 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := b.startRelay(ctx); err != nil {
+		return err
+	}
 	time.Sleep(2 * time.Second)
 	if s, err := readProc(b.agent.Process.Pid); err == nil {
 		b.res.rssIdle = s.RSS
@@ -127,6 +132,7 @@ func (b *bench) run(ctx context.Context) error {
 	if !b.o.noNginx {
 		targets = append(targets, targetNginx, targetNginxLog)
 	}
+	targets = append(targets, targetRelay)
 	for _, m := range cellModes {
 		pooled := map[string]*cellResult{}
 		for r := range b.o.rounds {
@@ -322,6 +328,35 @@ func stopProcess(cmd *exec.Cmd, sig os.Signal) {
 	}
 }
 
+// startRelay starts this binary as the relay row's proxy and waits until
+// it listens.
+func (b *bench) startRelay(ctx context.Context) error {
+	cmd := exec.Command(b.self, cmdRelay, relayAddr, msp.IMDSAddr.String())
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the relay: %w", err)
+	}
+	b.relay = cmd
+	return waitListening(ctx, relayAddr, func() string { return "" })
+}
+
+// waitListening waits up to 10 s for addr to accept a connection; why adds
+// what the process logged to the error.
+func waitListening(ctx context.Context, addr string, why func() string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("nothing listened on %s: %v%s", addr, err, why())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (b *bench) startNginx(ctx context.Context) error {
 	bin, err := nginxPath()
 	if err != nil {
@@ -342,19 +377,10 @@ func (b *bench) startNginx(ctx context.Context) error {
 		return fmt.Errorf("start nginx: %w", err)
 	}
 	b.nginx = cmd
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", nginxAddr)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			log, _ := os.ReadFile(errLog)
-			return fmt.Errorf("nginx did not listen on %s: %v: %s", nginxAddr, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitListening(ctx, nginxAddr, func() string {
+		log, _ := os.ReadFile(errLog)
+		return ": nginx: " + string(log)
+	})
 }
 
 // nginxConfig is a plain reverse proxy to IMDS with upstream keep-alive:
@@ -406,6 +432,9 @@ const (
 	// targetNginxLog is nginx writing an access log: for comparison, not
 	// a goal.
 	targetNginxLog = "nginx+log"
+	// targetRelay is the least a Go proxy does (relay.go): for
+	// comparison, not a goal.
+	targetRelay = "go relay"
 )
 
 type cellMode struct {
@@ -535,6 +564,10 @@ func (b *bench) cell(ctx context.Context, target string, m cellMode) (*cellResul
 	case targetAgent:
 		spec.Addr, cg = msp.IMDSAddr.String(), b.fdBench
 		pid := b.agent.Process.Pid
+		proxyCPU = func() time.Duration { s, _ := readProc(pid); return s.CPU }
+	case targetRelay:
+		spec.Addr = relayAddr
+		pid := b.relay.Process.Pid
 		proxyCPU = func() time.Duration { s, _ := readProc(pid); return s.CPU }
 	case targetNginx, targetNginxLog:
 		spec.Addr = nginxAddr
@@ -725,6 +758,9 @@ func (b *bench) cleanup() {
 	b.stopAgent()
 	if b.nginx != nil {
 		stopProcess(b.nginx, syscall.SIGQUIT) // graceful: workers finish first
+	}
+	if b.relay != nil {
+		stopProcess(b.relay, syscall.SIGTERM)
 	}
 	if b.host != nil {
 		b.host.Close()

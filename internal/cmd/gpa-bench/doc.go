@@ -4,7 +4,10 @@
 // simulated host, through the real azure-proxy-agent binary (redirect,
 // identify, authorize, sign, forward) and through nginx as a plain reverse
 // proxy, next to the agent's memory, start-up time, connect() overhead and
-// binary size, each checked against the goals.
+// binary size, each checked against the goals. Two rows are there
+// for comparison only: nginx writing an access log, and "go relay", the
+// least a Go proxy with one goroutine per connection does (relay.go), which
+// shows what Go's runtime and the kernel alone cost on the machine.
 //
 //	sudo go run ./internal/cmd/gpa-bench [-duration 3s] [-soak 1000000] [-readme FILE]
 //
@@ -19,7 +22,8 @@
 // network namespace with 169.254.169.254 and 168.63.129.16 on its loopback,
 // creates two child cgroups beside each other under the cgroup2 mount (the
 // agent's programs attach to one, the other stays plain), serves msptest on
-// the real metadata addresses, starts the agent and nginx, and runs its own
+// the real metadata addresses, starts the agent, nginx and the relay (the
+// hidden "relay" subcommand, a process of its own), and runs its own
 // load generator (the hidden "load" subcommand) as a child process: in the
 // agent's cgroup for the agent rows, so that its connects are redirected,
 // and outside it for the direct and nginx rows. Every run is bounded in

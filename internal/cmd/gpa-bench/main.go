@@ -24,6 +24,7 @@ import (
 const (
 	cmdInner = "inner" // the measurement, inside the namespace
 	cmdLoad  = "load"  // a load generator process
+	cmdRelay = "relay" // the relay row's proxy
 )
 
 // envAgentBinary passes the built agent from the outer process to the inner.
@@ -44,6 +45,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == cmdLoad {
 		if err := runLoadCommand(ctx, args[1:], stdout); err != nil {
 			fmt.Fprintln(stderr, "gpa-bench load:", err)
+			return 1
+		}
+		return 0
+	}
+	if len(args) > 0 && args[0] == cmdRelay {
+		if err := runRelayCommand(ctx, args[1:]); err != nil {
+			fmt.Fprintln(stderr, "gpa-bench relay:", err)
 			return 1
 		}
 		return 0

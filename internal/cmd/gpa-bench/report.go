@@ -163,7 +163,7 @@ func fmtDur(d time.Duration) string {
 func (r *results) markdown(o *options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on %s.\n\n", time.Now().UTC().Format("2006-01-02"), r.machine)
-	fmt.Fprintf(&b, "Each cell pools %d rounds of %v, run in turn with the other targets of its clients; the load generator, the agent, nginx and msptest share the machine's CPUs.", o.rounds, o.duration)
+	fmt.Fprintf(&b, "Each cell pools %d rounds of %v, run in turn with the other targets of its clients; the load generator, the proxies and msptest share the machine's CPUs. The go relay row is the least a Go proxy does (no identification, authorization, signing, audit or metrics): a comparison, not a goal.", o.rounds, o.duration)
 	if o.fastIMDS {
 		b.WriteString(" IMDS answered with a fixed 200-byte document (msptest SetHandler), so the proxies are what is compared.")
 	}

@@ -28,7 +28,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestHarnessSmoke runs the whole harness with tiny bounds and without
-// nginx: the agent rows must be served, signed and error-free, every goal
+// nginx: the agent and relay rows must be served and error-free, the
+// agent's signed, every goal
 // that needs no comparison with nginx must be reported, and the run's
 // cgroups must be gone afterwards.
 func TestHarnessSmoke(t *testing.T) {
@@ -56,7 +57,7 @@ func TestHarnessSmoke(t *testing.T) {
 	}
 	rows := 0
 	for _, line := range strings.Split(string(out), "\n") {
-		if !strings.HasPrefix(line, "| agent |") && !strings.HasPrefix(line, "| direct |") {
+		if !strings.HasPrefix(line, "| agent |") && !strings.HasPrefix(line, "| direct |") && !strings.HasPrefix(line, "| go relay |") {
 			continue
 		}
 		rows++
@@ -65,11 +66,11 @@ func TestHarnessSmoke(t *testing.T) {
 			t.Errorf("row with errors or malformed: %s", line)
 		}
 	}
-	if rows != 2*len(cellModes) {
-		t.Errorf("%d direct and agent rows, want %d\n%s", rows, 2*len(cellModes), out)
+	if rows != 3*len(cellModes) {
+		t.Errorf("%d direct, agent and relay rows, want %d\n%s", rows, 3*len(cellModes), out)
 	}
-	if n := len(regexp.MustCompile(`(?m)^round [12] +(direct|agent) `).FindAll(out, -1)); n != 2*2*len(cellModes) {
-		t.Errorf("%d round lines, want two rounds of each direct and agent cell\n%s", n, out)
+	if n := len(regexp.MustCompile(`(?m)^round [12] +(direct|agent|go relay) `).FindAll(out, -1)); n != 2*3*len(cellModes) {
+		t.Errorf("%d round lines, want two rounds of each direct, agent and relay cell\n%s", n, out)
 	}
 	for _, want := range []string{
 		`start 2: SUCCESS after`,

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestReadRelayRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		in        string
+		wantHead  string
+		wantClose bool
+		wantErr   error
+	}{
+		{name: "get", in: "GET /a HTTP/1.1\r\nHost: h\r\nMetadata: true\r\n\r\n",
+			wantHead: "GET /a HTTP/1.1\r\nHost: h\r\nMetadata: true\r\n\r\n"},
+		{name: "connection header dropped", in: "GET / HTTP/1.1\r\nConnection: keep-alive\r\nHost: h\r\n\r\n",
+			wantHead: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "close after", in: "GET / HTTP/1.1\r\nHost: h\r\nconnection: Close\r\n\r\n",
+			wantHead: "GET / HTTP/1.1\r\nHost: h\r\n\r\n", wantClose: true},
+		{name: "HTTP/1.0 closes", in: "GET / HTTP/1.0\r\n\r\n", wantHead: "GET / HTTP/1.0\r\n\r\n", wantClose: true},
+		{name: "bare LF", in: "GET / HTTP/1.1\nHost: h\n\n", wantHead: "GET / HTTP/1.1\nHost: h\n\n"},
+		{name: "empty body allowed", in: "GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+			wantHead: "GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"},
+		{name: "body refused", in: "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", wantErr: errRelayUnsupported},
+		{name: "chunked refused", in: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "no colon", in: "GET / HTTP/1.1\r\nHost h\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "cut short", in: "GET / HTTP/1.1\r\nHost: h\r\n", wantErr: errRelayUnsupported},
+		{name: "oversize", in: "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", relayMaxHead) + "\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "nothing", in: "", wantErr: io.EOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			head, closeAfter, err := readRelayRequest(bufio.NewReaderSize(strings.NewReader(tc.in), 2*relayMaxHead), nil)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("error %v, want %v", err, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.wantHead, string(head)); diff != "" {
+				t.Errorf("head (-want +got):\n%s", diff)
+			}
+			if closeAfter != tc.wantClose {
+				t.Errorf("closeAfter %v, want %v", closeAfter, tc.wantClose)
+			}
+		})
+	}
+}
+
+func TestReadRelayResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      string
+		want    string
+		wantErr bool
+	}{
+		{name: "body", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcNEXT", want: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"},
+		{name: "empty body", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", want: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"},
+		{name: "no length", in: "HTTP/1.1 200 OK\r\n\r\nabc", wantErr: true},
+		{name: "chunked", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n", wantErr: true},
+		{name: "two lengths", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", wantErr: true},
+		{name: "negative length", in: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", wantErr: true},
+		{name: "body cut short", in: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", wantErr: true},
+		{name: "head cut short", in: "HTTP/1.1 200 OK\r\nContent-Le", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readRelayResponse(bufio.NewReader(strings.NewReader(tc.in)), nil)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("error %v, want one: %v", err, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.want, string(got)); diff != "" {
+				t.Errorf("answer (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// startTestRelay serves a relay to upstream on loopback until the test ends.
+func startTestRelay(t *testing.T, upstream string) (*relay, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &relay{upstream: upstream}
+	done := make(chan error, 1)
+	go func() { done <- r.serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		r.closeIdle()
+	})
+	return r, ln.Addr().String()
+}
+
+// TestRelayKeepAlive sends requests through the relay on two client
+// connections one after the other: each answer arrives whole, the host
+// never sees the client's Connection header, and one upstream connection
+// serves them all.
+func TestRelayKeepAlive(t *testing.T) {
+	var conns, requests atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		if r.Header.Get("Connection") != "" || r.Close {
+			t.Errorf("upstream saw Connection %q", r.Header.Get("Connection"))
+		}
+		io.WriteString(w, "answer to "+r.URL.Path)
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	_, addr := startTestRelay(t, up.Listener.Addr().String())
+
+	for i, last := range []string{"keep-alive", "close"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		for _, path := range []string{"/a", "/b"} {
+			hdr := "Connection: keep-alive\r\n"
+			if path == "/b" {
+				hdr = "Connection: " + last + "\r\n"
+			}
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n"+hdr+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("conn %d %s: %v", i, path, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(body) != "answer to "+path {
+				t.Errorf("conn %d %s: body %q, %v", i, path, body, err)
+			}
+		}
+		if last == "close" {
+			// The relay closes after the answer it was asked to close on.
+			if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("after Connection: close: read %d, %v; want EOF", n, err)
+			}
+		}
+		c.Close()
+	}
+	if got := requests.Load(); got != 4 {
+		t.Errorf("upstream served %d requests, want 4", got)
+	}
+	if got := conns.Load(); got != 1 {
+		t.Errorf("%d upstream connections, want one reused", got)
+	}
+}
+
+// TestRelayUpstreamFails: an answer cut short closes the client's
+// connection, and the broken upstream connection is not reused.
+func TestRelayUpstreamFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := accepted.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, _, err := readRelayRequest(br, nil); err != nil {
+					return
+				}
+				if n == 1 {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	r, addr := startTestRelay(t, ln.Addr().String())
+
+	get := func() (string, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	if got, err := get(); err != nil || got != "" {
+		t.Errorf("cut answer: client got %q, %v; want the connection closed with nothing", got, err)
+	}
+	r.mu.Lock()
+	idle := len(r.idle)
+	r.mu.Unlock()
+	if idle != 0 {
+		t.Errorf("%d idle upstream connections after a cut answer, want 0", idle)
+	}
+	// The next client gets its answer over a fresh upstream connection.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "ok" || accepted.Load() != 2 {
+		t.Errorf("second request: body %q over %d upstream connections, want \"ok\" over 2", body, accepted.Load())
+	}
+}
