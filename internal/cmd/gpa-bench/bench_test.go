@@ -152,41 +152,51 @@ func TestRunLoadKeepAliveAndNewConn(t *testing.T) {
 	}
 }
 
-func TestRunLoadCountsErrorsAndStatus(t *testing.T) {
+// serveLoopback serves each connection to a loopback listener with
+// handle, which gets the connection's number from 0, until the test ends.
+func serveLoopback(t *testing.T, handle func(c net.Conn, n int)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	// Answers 404 on the first connection, then garbage.
+	t.Cleanup(func() { ln.Close() })
 	go func() {
-		for i := 0; ; i++ {
+		for n := 0; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func(c net.Conn, i int) {
+			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line != "\r\n" {
-						continue
-					}
-					if i == 0 {
-						fmt.Fprint(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
-						continue
-					}
-					fmt.Fprint(c, "garbage\r\n\r\n")
-					return
-				}
-			}(c, i)
+				handle(c, n)
+			}()
 		}
 	}()
-	res, err := runLoad(context.Background(), &loadSpec{Mode: "http", Addr: ln.Addr().String(), Host: "h", Path: "/",
+	return ln.Addr().String()
+}
+
+func TestRunLoadCountsErrorsAndStatus(t *testing.T) {
+	// Answers 404 on the first connection, then garbage.
+	addr := serveLoopback(t, func(c net.Conn, i int) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line != "\r\n" {
+				continue
+			}
+			if i == 0 {
+				fmt.Fprint(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
+				continue
+			}
+			fmt.Fprint(c, "garbage\r\n\r\n")
+			return
+		}
+	})
+	res, err := runLoad(context.Background(), &loadSpec{Mode: "http", Addr: addr, Host: "h", Path: "/",
 		Clients: 1, Count: 3, Duration: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +205,7 @@ func TestRunLoadCountsErrorsAndStatus(t *testing.T) {
 	if diff := cmp.Diff([]int64{3, 3, 0}, got); diff != "" {
 		t.Errorf("keep-alive 404s: requests, nonOK, errors (-want +got):\n%s", diff)
 	}
-	res, err = runLoad(context.Background(), &loadSpec{Mode: "http", Addr: ln.Addr().String(), Host: "h", Path: "/",
+	res, err = runLoad(context.Background(), &loadSpec{Mode: "http", Addr: addr, Host: "h", Path: "/",
 		Clients: 1, Count: 2, Duration: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -206,23 +216,9 @@ func TestRunLoadCountsErrorsAndStatus(t *testing.T) {
 }
 
 func TestRunLoadConnect(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	res, err := runLoad(context.Background(), &loadSpec{Mode: "connect", Addr: ln.Addr().String(), Clients: 2, Count: 50, Duration: 10 * time.Second})
+	addr := serveLoopback(t, func(net.Conn, int) { accepted.Add(1) })
+	res, err := runLoad(context.Background(), &loadSpec{Mode: "connect", Addr: addr, Clients: 2, Count: 50, Duration: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,34 +169,19 @@ func TestRelayKeepAlive(t *testing.T) {
 // TestRelayUpstreamFails: an answer cut short closes the client's
 // connection, and the broken upstream connection is not reused.
 func TestRelayUpstreamFails(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := accepted.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, _, err := readRelayRequest(br, nil); err != nil {
-					return
-				}
-				if n == 1 {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
+	upstream := serveLoopback(t, func(c net.Conn, n int) {
+		accepted.Add(1)
+		if _, _, err := readRelayRequest(bufio.NewReader(c), nil); err != nil {
+			return
 		}
-	}()
-	r, addr := startTestRelay(t, ln.Addr().String())
+		if n == 0 {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	r, addr := startTestRelay(t, upstream)
 
 	get := func() (string, error) {
 		c, err := net.Dial("tcp", addr)
