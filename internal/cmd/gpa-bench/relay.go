@@ -107,10 +107,10 @@ func (r *relay) roundTrip(ctx context.Context, req []byte) ([]byte, error) {
 		u.conn.Close()
 		return nil, err
 	}
-	resp, err := readRelayResponse(u.br, req[:0])
-	if err != nil {
+	resp, reuse, err := readRelayResponse(u.br, req[:0])
+	if err != nil || !reuse {
 		u.conn.Close()
-		return nil, err
+		return resp, err
 	}
 	r.put(u)
 	return resp, nil
@@ -206,44 +206,59 @@ func readRelayRequest(br *bufio.Reader, dst []byte) (head []byte, closeAfter boo
 }
 
 // readRelayResponse appends an answer, head and Content-Length body, to
-// dst.
-func readRelayResponse(br *bufio.Reader, dst []byte) ([]byte, error) {
+// dst, without its Connection header: that is about the upstream
+// connection, which reuse reports can serve another request.
+func readRelayResponse(br *bufio.Reader, dst []byte) (resp []byte, reuse bool, err error) {
 	length := -1
-	for {
+	reuse = true
+	for first := true; ; first = false {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
-			return nil, fmt.Errorf("%w: answer head: %v", errRelayUnsupported, err)
+			return nil, false, fmt.Errorf("%w: answer head: %v", errRelayUnsupported, err)
 		}
 		if len(dst)+len(line) > relayMaxHead {
-			return nil, fmt.Errorf("%w: answer head over %d bytes", errRelayUnsupported, relayMaxHead)
+			return nil, false, fmt.Errorf("%w: answer head over %d bytes", errRelayUnsupported, relayMaxHead)
 		}
-		dst = append(dst, line...)
+		if first {
+			if bytes.HasPrefix(line, []byte("HTTP/1.0 ")) {
+				reuse = false
+			}
+			dst = append(dst, line...)
+			continue
+		}
 		if isBlankLine(line) {
+			dst = append(dst, line...)
 			break
 		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
 		switch {
 		case !ok:
-			// The status line.
+			return nil, false, fmt.Errorf("%w: answer header line without a colon", errRelayUnsupported)
+		case bytes.EqualFold(name, []byte("Connection")):
+			if bytes.Contains(bytes.ToLower(value), []byte("close")) {
+				reuse = false
+			}
+			continue
 		case bytes.EqualFold(name, []byte("Content-Length")):
 			n, err := strconv.Atoi(string(bytes.TrimSpace(value)))
 			if err != nil || n < 0 || length >= 0 {
-				return nil, fmt.Errorf("%w: Content-Length %q", errRelayUnsupported, bytes.TrimSpace(value))
+				return nil, false, fmt.Errorf("%w: Content-Length %q", errRelayUnsupported, bytes.TrimSpace(value))
 			}
 			length = n
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			return nil, fmt.Errorf("%w: Transfer-Encoding", errRelayUnsupported)
+			return nil, false, fmt.Errorf("%w: Transfer-Encoding", errRelayUnsupported)
 		}
+		dst = append(dst, line...)
 	}
 	if length < 0 || length > 1<<20 {
-		return nil, fmt.Errorf("%w: answer without a usable Content-Length", errRelayUnsupported)
+		return nil, false, fmt.Errorf("%w: answer without a usable Content-Length", errRelayUnsupported)
 	}
 	n := len(dst)
 	dst = slices.Grow(dst, length)[:n+length]
 	if _, err := io.ReadFull(br, dst[n:]); err != nil {
-		return nil, fmt.Errorf("relay: answer body: %w", err)
+		return nil, false, fmt.Errorf("relay: answer body: %w", err)
 	}
-	return dst, nil
+	return dst, reuse, nil
 }
 
 func isBlankLine(line []byte) bool {

@@ -57,13 +57,20 @@ func TestReadRelayRequest(t *testing.T) {
 
 func TestReadRelayResponse(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		in      string
-		want    string
-		wantErr bool
+		name      string
+		in        string
+		want      string
+		wantReuse bool
+		wantErr   bool
 	}{
-		{name: "body", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcNEXT", want: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"},
-		{name: "empty body", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", want: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"},
+		{name: "body", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcNEXT", want: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", wantReuse: true},
+		{name: "empty body", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", want: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", wantReuse: true},
+		{name: "keep-alive dropped", in: "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\na",
+			want: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", wantReuse: true},
+		{name: "close", in: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
+			want: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"},
+		{name: "HTTP/1.0", in: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na", want: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na"},
+		{name: "no colon", in: "HTTP/1.1 200 OK\r\nContent-Length 1\r\n\r\na", wantErr: true},
 		{name: "no length", in: "HTTP/1.1 200 OK\r\n\r\nabc", wantErr: true},
 		{name: "chunked", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n", wantErr: true},
 		{name: "two lengths", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", wantErr: true},
@@ -72,9 +79,12 @@ func TestReadRelayResponse(t *testing.T) {
 		{name: "head cut short", in: "HTTP/1.1 200 OK\r\nContent-Le", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := readRelayResponse(bufio.NewReader(strings.NewReader(tc.in)), nil)
+			got, reuse, err := readRelayResponse(bufio.NewReader(strings.NewReader(tc.in)), nil)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("error %v, want one: %v", err, tc.wantErr)
+			}
+			if reuse != tc.wantReuse {
+				t.Errorf("reuse %v, want %v", reuse, tc.wantReuse)
 			}
 			if diff := cmp.Diff(tc.want, string(got)); diff != "" {
 				t.Errorf("answer (-want +got):\n%s", diff)
@@ -216,5 +226,48 @@ func TestRelayUpstreamFails(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if string(body) != "ok" || accepted.Load() != 2 {
 		t.Errorf("second request: body %q over %d upstream connections, want \"ok\" over 2", body, accepted.Load())
+	}
+}
+
+// TestRelayUpstreamCloses: a host answer that closes its connection is
+// relayed without that Connection header, and the next request on the same
+// client connection goes over a new upstream connection.
+func TestRelayUpstreamCloses(t *testing.T) {
+	var accepted atomic.Int32
+	upstream := serveLoopback(t, func(c net.Conn, n int) {
+		accepted.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			if _, _, err := readRelayRequest(br, nil); err != nil {
+				return
+			}
+			if n == 0 {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nfirst")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+		}
+	})
+	_, addr := startTestRelay(t, upstream)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for _, want := range []string{"first", "next"} {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %q: %v", want, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != want || resp.Close {
+			t.Errorf("got %q (close %v), want %q on a connection kept open", body, resp.Close, want)
+		}
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Errorf("%d upstream connections, want 2", n)
 	}
 }
