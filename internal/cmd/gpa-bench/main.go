@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if len(args) > 0 && args[0] == cmdRelay {
-		if err := runRelayCommand(ctx, args[1:]); err != nil {
+		if err := runRelayCommand(ctx, args[1:], stderr); err != nil {
 			fmt.Fprintln(stderr, "gpa-bench relay:", err)
 			return 1
 		}

@@ -4,18 +4,22 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
 
 func TestReadRelayRequest(t *testing.T) {
+	manyLines := "GET / HTTP/1.1\r\n" + strings.Repeat("X-A: b\r\n", relayMaxHead/8) + "\r\n"
 	for _, tc := range []struct {
 		name      string
 		in        string
@@ -33,15 +37,18 @@ func TestReadRelayRequest(t *testing.T) {
 		{name: "bare LF", in: "GET / HTTP/1.1\nHost: h\n\n", wantHead: "GET / HTTP/1.1\nHost: h\n\n"},
 		{name: "empty body allowed", in: "GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
 			wantHead: "GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"},
-		{name: "body refused", in: "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", wantErr: errRelayUnsupported},
-		{name: "chunked refused", in: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "HEAD refused", in: "HEAD / HTTP/1.1\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "POST refused", in: "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "body refused", in: "GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", wantErr: errRelayUnsupported},
+		{name: "chunked refused", in: "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", wantErr: errRelayUnsupported},
 		{name: "no colon", in: "GET / HTTP/1.1\r\nHost h\r\n\r\n", wantErr: errRelayUnsupported},
-		{name: "cut short", in: "GET / HTTP/1.1\r\nHost: h\r\n", wantErr: errRelayUnsupported},
-		{name: "oversize", in: "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", relayMaxHead) + "\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "cut short", in: "GET / HTTP/1.1\r\nHost: h\r\n", wantErr: io.ErrUnexpectedEOF},
+		{name: "one long line", in: "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", relayMaxHead) + "\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "many lines", in: manyLines, wantErr: errRelayUnsupported},
 		{name: "nothing", in: "", wantErr: io.EOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			head, closeAfter, err := readRelayRequest(bufio.NewReaderSize(strings.NewReader(tc.in), 2*relayMaxHead), nil)
+			head, closeAfter, err := readRelayRequest(bufio.NewReaderSize(strings.NewReader(tc.in), relayMaxHead), nil)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("error %v, want %v", err, tc.wantErr)
 			}
@@ -61,27 +68,32 @@ func TestReadRelayResponse(t *testing.T) {
 		in        string
 		want      string
 		wantReuse bool
-		wantErr   bool
+		wantErr   error
 	}{
 		{name: "body", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcNEXT", want: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", wantReuse: true},
-		{name: "empty body", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", want: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", wantReuse: true},
+		{name: "empty body", in: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", want: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", wantReuse: true},
 		{name: "keep-alive dropped", in: "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\na",
 			want: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", wantReuse: true},
 		{name: "close", in: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
 			want: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"},
 		{name: "HTTP/1.0", in: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na", want: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na"},
-		{name: "no colon", in: "HTTP/1.1 200 OK\r\nContent-Length 1\r\n\r\na", wantErr: true},
-		{name: "no length", in: "HTTP/1.1 200 OK\r\n\r\nabc", wantErr: true},
-		{name: "chunked", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n", wantErr: true},
-		{name: "two lengths", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", wantErr: true},
-		{name: "negative length", in: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", wantErr: true},
-		{name: "body cut short", in: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", wantErr: true},
-		{name: "head cut short", in: "HTTP/1.1 200 OK\r\nContent-Le", wantErr: true},
+		{name: "204", in: "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "304", in: "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "100", in: "HTTP/1.1 100 Continue\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "bad status line", in: "HTTP/1.1 OK\r\nContent-Length: 0\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "no colon", in: "HTTP/1.1 200 OK\r\nContent-Length 1\r\n\r\na", wantErr: errRelayUnsupported},
+		{name: "no length", in: "HTTP/1.1 200 OK\r\n\r\nabc", wantErr: errRelayUnsupported},
+		{name: "chunked", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "two lengths", in: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", wantErr: errRelayUnsupported},
+		{name: "negative length", in: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", wantErr: errRelayUnsupported},
+		{name: "body cut short", in: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", wantErr: io.ErrUnexpectedEOF},
+		{name: "head cut short", in: "HTTP/1.1 200 OK\r\nContent-Le", wantErr: io.ErrUnexpectedEOF},
+		{name: "nothing", in: "", wantErr: io.EOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, reuse, err := readRelayResponse(bufio.NewReader(strings.NewReader(tc.in)), nil)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("error %v, want one: %v", err, tc.wantErr)
+			got, reuse, err := readRelayResponse(bufio.NewReaderSize(strings.NewReader(tc.in), relayMaxHead), nil)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("error %v, want %v", err, tc.wantErr)
 			}
 			if reuse != tc.wantReuse {
 				t.Errorf("reuse %v, want %v", reuse, tc.wantReuse)
@@ -269,5 +281,230 @@ func TestRelayUpstreamCloses(t *testing.T) {
 	}
 	if n := accepted.Load(); n != 2 {
 		t.Errorf("%d upstream connections, want 2", n)
+	}
+}
+
+// TestRelayStops: cancelling the relay's context ends serve promptly with
+// a client idle between requests and another waiting on a host that never
+// answers, and closes both clients.
+func TestRelayStops(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	upstream := serveLoopback(t, func(c net.Conn, _ int) {
+		if _, _, err := readRelayRequest(bufio.NewReader(c), nil); err != nil {
+			return
+		}
+		arrived <- struct{}{}
+		io.Copy(io.Discard, c) // never answers; returns when the relay closes
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := &relay{upstream: upstream}
+	done := make(chan error, 1)
+	go func() { done <- r.serve(ctx, ln) }()
+
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	waiting, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiting.Close()
+	io.WriteString(waiting, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not reach the host")
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("serve did not return within 2 s of cancel")
+	}
+	for name, c := range map[string]net.Conn{"idle": idle, "waiting": waiting} {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("%s client: read %d, %v; want EOF", name, n, err)
+		}
+	}
+}
+
+// TestRelayStopsOnListenerError: a listener that fails also ends the
+// connections it accepted, instead of waiting for their clients or the
+// host.
+func TestRelayStopsOnListenerError(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	upstream := serveLoopback(t, func(c net.Conn, _ int) {
+		if _, _, err := readRelayRequest(bufio.NewReader(c), nil); err != nil {
+			return
+		}
+		arrived <- struct{}{}
+		io.Copy(io.Discard, c)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{upstream: upstream}
+	done := make(chan error, 1)
+	go func() { done <- r.serve(context.Background(), ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not reach the host")
+	}
+	ln.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("serve: %v, want the listener's error", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("serve did not return within 2 s of its listener failing")
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("client: read %d, %v; want EOF", n, err)
+	}
+}
+
+// TestRelayPool: concurrent requests each get an upstream connection of
+// their own, all of them return to the pool afterwards, closeIdle closes
+// them, and a connection idle for longer than the limit is not reused.
+func TestRelayPool(t *testing.T) {
+	const clients = 4
+	var conns atomic.Int32
+	var inFlight sync.WaitGroup
+	inFlight.Add(clients)
+	release := make(chan struct{})
+	closed := make(chan struct{}, clients+2)
+	upstream := serveLoopback(t, func(c net.Conn, _ int) {
+		conns.Add(1)
+		defer func() { closed <- struct{}{} }()
+		br := bufio.NewReader(c)
+		for {
+			if _, _, err := readRelayRequest(br, nil); err != nil {
+				return
+			}
+			inFlight.Done()
+			<-release
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	r, addr := startTestRelay(t, upstream)
+	r.mu.Lock()
+	r.idleLimit = time.Hour
+	r.mu.Unlock()
+
+	get := func() error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+			return fmt.Errorf("body %q, %v", b, err)
+		}
+		return nil
+	}
+	errs := make(chan error, clients)
+	for range clients {
+		go func() { errs <- get() }()
+	}
+	inFlight.Wait() // every request is at the host at once
+	close(release)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.mu.Lock()
+	idle := len(r.idle)
+	r.mu.Unlock()
+	if conns.Load() != clients || idle != clients {
+		t.Fatalf("%d upstream connections, %d idle; want %d and %d", conns.Load(), idle, clients, clients)
+	}
+
+	// Reused while fresh; with a tiny limit the stale ones are closed and
+	// a new one is dialed.
+	inFlight.Add(2)
+	if err := get(); err != nil || conns.Load() != clients {
+		t.Fatalf("reuse: %v, %d upstream connections, want %d", err, conns.Load(), clients)
+	}
+	r.mu.Lock()
+	r.idleLimit = time.Nanosecond
+	r.mu.Unlock()
+	if err := get(); err != nil || conns.Load() != clients+1 {
+		t.Fatalf("after the idle limit: %v, %d upstream connections, want %d", err, conns.Load(), clients+1)
+	}
+	r.closeIdle()
+	for i := range clients + 1 {
+		select {
+		case <-closed:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%d of %d upstream connections closed", i, clients+1)
+		}
+	}
+}
+
+// TestRelayDoesNotPoolLeftovers: bytes after an answer's body mean the
+// host and the relay disagree on where it ended; that connection is
+// closed, not reused.
+func TestRelayDoesNotPoolLeftovers(t *testing.T) {
+	var conns atomic.Int32
+	upstream := serveLoopback(t, func(c net.Conn, _ int) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			if _, _, err := readRelayRequest(br, nil); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
+		}
+	})
+	_, addr := startTestRelay(t, upstream)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "ok" {
+			t.Errorf("request %d: body %q", i, b)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d upstream connections, want 2 (none reused after leftovers)", n)
 	}
 }
