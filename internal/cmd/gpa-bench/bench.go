@@ -290,6 +290,7 @@ func (b *bench) startAgent(ctx context.Context, name string) (time.Duration, err
 	defer logf.Close()
 	cmd := exec.Command(b.o.agentRunBinary, "-c", path)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = diesWithHarness()
 	if b.o.agentGOMAXPROCS > 0 {
 		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", b.o.agentGOMAXPROCS))
 	}
@@ -328,11 +329,22 @@ func stopProcess(cmd *exec.Cmd, sig os.Signal) {
 	}
 }
 
+// diesWithHarness has a child sent SIGTERM when the harness dies, even by
+// SIGKILL, when cleanup cannot run: the namespace lives as long as a
+// process in it does, and the agent's programs stay attached while it runs.
+// Linux sends it when the thread that forked the child ends; nothing in
+// the harness locks a goroutine to its thread, so threads end only with
+// the process.
+func diesWithHarness() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+}
+
 // startRelay starts this binary as the relay row's proxy and waits until
 // it listens.
 func (b *bench) startRelay(ctx context.Context) error {
 	cmd := exec.Command(b.self, cmdRelay, relayAddr, msp.IMDSAddr.String())
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = diesWithHarness()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the relay: %w", err)
 	}
@@ -351,7 +363,7 @@ func waitListening(ctx context.Context, addr string, why func() string) error {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("nothing listened on %s: %v%s", addr, err, why())
+			return fmt.Errorf("nothing listened on %s%s: %w", addr, why(), err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -373,6 +385,7 @@ func (b *bench) startNginx(ctx context.Context) error {
 	errLog := filepath.Join(prefix, "error.log")
 	cmd := exec.Command(bin, "-p", prefix, "-c", conf, "-e", errLog)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = diesWithHarness()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start nginx: %w", err)
 	}
@@ -456,7 +469,7 @@ type cellResult struct {
 	target   string
 	mode     cellMode
 	load     *loadResult
-	proxyCPU time.Duration // the agent's or nginx's (master and workers)
+	proxyCPU time.Duration // the agent's, the relay's or nginx's (master and workers)
 	hostCPU  time.Duration // msptest, in this process
 	loadCPU  time.Duration // the generator
 	maxRSS   int64         // the agent's, sampled
@@ -557,35 +570,59 @@ func (b *bench) cell(ctx context.Context, target string, m cellMode) (*cellResul
 	spec := &loadSpec{Mode: "http", Host: msp.IMDSAddr.Addr().String(), Path: imdsPath,
 		Clients: m.clients, NewConn: m.newConn, Duration: b.o.duration, Warmup: 1}
 	var cg *os.File
-	proxyCPU := func() time.Duration { return 0 }
+	proxyCPU := func() (time.Duration, error) { return 0, nil }
+	// procCPU fails once the process is gone: a proxy that died during
+	// the cell must not leave a zero or negative CPU figure behind.
+	procCPU := func(pid int) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			s, err := readProc(pid)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", target, err)
+			}
+			return s.CPU, nil
+		}
+	}
 	switch target {
 	case targetDirect:
 		spec.Addr = msp.IMDSAddr.String()
 	case targetAgent:
 		spec.Addr, cg = msp.IMDSAddr.String(), b.fdBench
-		pid := b.agent.Process.Pid
-		proxyCPU = func() time.Duration { s, _ := readProc(pid); return s.CPU }
+		proxyCPU = procCPU(b.agent.Process.Pid)
 	case targetRelay:
 		spec.Addr = relayAddr
-		pid := b.relay.Process.Pid
-		proxyCPU = func() time.Duration { s, _ := readProc(pid); return s.CPU }
+		proxyCPU = procCPU(b.relay.Process.Pid)
 	case targetNginx, targetNginxLog:
 		spec.Addr = nginxAddr
 		if target == targetNginxLog {
 			spec.Addr = nginxLogAddr
 		}
 		pid := b.nginx.Process.Pid
-		proxyCPU = func() time.Duration { return treeCPU(pid) }
+		master := procCPU(pid)
+		proxyCPU = func() (time.Duration, error) {
+			if _, err := master(); err != nil {
+				return 0, err
+			}
+			return treeCPU(pid), nil
+		}
 	}
 	b.host.ResetRequests()
 	c := &cellResult{target: target, mode: m}
 	stopSampler := b.sampleRSS(&c.maxRSS)
-	p0, h0 := proxyCPU(), selfCPU()
+	h0 := selfCPU()
+	p0, err := proxyCPU()
+	if err != nil {
+		stopSampler()
+		return nil, err
+	}
 	res, loadCPU, err := b.runGenerator(ctx, spec, cg)
-	p1, h1 := proxyCPU(), selfCPU()
+	p1, perr := proxyCPU()
+	h1 := selfCPU()
 	stopSampler()
 	if err != nil {
 		return nil, err
+	}
+	if perr != nil {
+		return nil, perr
 	}
 	c.load, c.loadCPU, c.proxyCPU, c.hostCPU = res, loadCPU, p1-p0, h1-h0
 	if target == targetAgent {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,10 +29,10 @@ func TestMain(m *testing.M) {
 }
 
 // TestHarnessSmoke runs the whole harness with tiny bounds and without
-// nginx: the agent and relay rows must be served and error-free, the
-// agent's signed, every goal
-// that needs no comparison with nginx must be reported, and the run's
-// cgroups must be gone afterwards.
+// nginx: the agent and relay rows must be served and error-free with their
+// proxy's CPU measured, the agent's signed, every goal that needs no
+// comparison with nginx must be reported, and the run's cgroups must be
+// gone afterwards.
 func TestHarnessSmoke(t *testing.T) {
 	testenv.MustBeRoot(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
@@ -64,6 +65,11 @@ func TestHarnessSmoke(t *testing.T) {
 		cells := strings.Split(strings.Trim(line, "| "), " | ")
 		if len(cells) != 10 || cells[9] != "0" {
 			t.Errorf("row with errors or malformed: %s", line)
+			continue
+		}
+		// A proxy's CPU must have been measured, not lost with its process.
+		if cpu, err := strconv.ParseFloat(cells[6], 64); cells[0] != targetDirect && (err != nil || cpu <= 0) {
+			t.Errorf("row without the proxy's CPU: %s", line)
 		}
 	}
 	if rows != 3*len(cellModes) {
