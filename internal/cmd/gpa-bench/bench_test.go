@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,21 +154,42 @@ func TestRunLoadKeepAliveAndNewConn(t *testing.T) {
 }
 
 // serveLoopback serves each connection to a loopback listener with
-// handle, which gets the connection's number from 0, until the test ends.
+// handle, which gets the connection's number from 0. When the test ends it
+// closes the listener and every connection and waits for the handlers.
 func serveLoopback(t *testing.T, handle func(c net.Conn, n int)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for n := 0; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
 			go func() {
+				defer wg.Done()
 				defer c.Close()
 				handle(c, n)
 			}()
@@ -330,6 +352,39 @@ func TestRoundSpread(t *testing.T) {
 	}
 	if _, _, ok := roundSpread(cellOf(targetAgent, m, 1, 0), cellOf(targetNginx, m, 1, 0)); ok {
 		t.Error("a spread for single rounds")
+	}
+}
+
+// TestComparisons: the relay against nginx and the agent against the
+// relay, pooled with their round-by-round range, for each client count
+// that has both rows and no other.
+func TestComparisons(t *testing.T) {
+	ka, nc := cellMode{8, false}, cellMode{8, true}
+	pooled := func(target string, m cellMode, rates ...float64) *cellResult {
+		c := cellOf(target, m, rates[0], time.Millisecond)
+		for _, r := range rates[1:] {
+			c.pool(cellOf(target, m, r, time.Millisecond))
+		}
+		return c
+	}
+	r := &results{cells: []*cellResult{
+		pooled(targetNginx, ka, 1000, 1000),
+		pooled(targetRelay, ka, 1100, 1000),
+		pooled(targetAgent, ka, 880, 700),
+		pooled(targetRelay, nc, 500, 500), // no nginx row: no relay / nginx line
+		pooled(targetAgent, nc, 400, 300),
+	}}
+	var got []string
+	for _, c := range r.comparisons() {
+		got = append(got, c.name+" | "+c.clients+" | "+c.rate)
+	}
+	want := []string{
+		"go relay / nginx | 8 keep-alive | 105 % (by round 100 to 110 %)",
+		"agent / go relay | 8 keep-alive | 75 % (by round 70 to 80 %)",
+		"agent / go relay | 8, new conn | 70 % (by round 60 to 80 %)",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("comparisons (-want +got):\n%s", diff)
 	}
 }
 

@@ -150,6 +150,31 @@ func (r *results) goals() []goal {
 	return gs
 }
 
+// comparison is one line of the comparisons table.
+type comparison struct{ name, clients, rate string }
+
+// comparisons are the relay's rate against nginx's and the agent's
+// against the relay's, per client count, with their round-by-round range:
+// what the forwarding alone reaches here, and what the agent's work costs
+// on top of it. Not goals.
+func (r *results) comparisons() []comparison {
+	var cs []comparison
+	for _, pair := range [][2]string{{targetRelay, targetNginx}, {targetAgent, targetRelay}} {
+		for _, m := range cellModes {
+			a, b := r.find(pair[0], m), r.find(pair[1], m)
+			if a == nil || b == nil || b.load.Rate() <= 0 {
+				continue
+			}
+			got := fmt.Sprintf("%.0f %%", 100*a.load.Rate()/b.load.Rate())
+			if lo, hi, ok := roundSpread(a, b); ok {
+				got += fmt.Sprintf(" (by round %.0f to %.0f %%)", 100*lo, 100*hi)
+			}
+			cs = append(cs, comparison{pair[0] + " / " + pair[1], m.String(), got})
+		}
+	}
+	return cs
+}
+
 func fmtDur(d time.Duration) string {
 	switch {
 	case d >= time.Millisecond || d <= -time.Millisecond:
@@ -187,6 +212,12 @@ func (r *results) markdown(o *options) string {
 			mark = "**missed**"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.name, g.want, g.got, mark)
+	}
+	if cs := r.comparisons(); len(cs) > 0 {
+		b.WriteString("\n| comparison, not a goal | clients | rate |\n|---|---|---|\n")
+		for _, c := range cs {
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", c.name, c.clients, c.rate)
+		}
 	}
 	return b.String()
 }
