@@ -188,35 +188,116 @@ func TestRelayKeepAlive(t *testing.T) {
 	}
 }
 
-// TestRelayUpstreamFails: an answer cut short closes the client's
-// connection, and the broken upstream connection is not reused.
-func TestRelayUpstreamFails(t *testing.T) {
-	var accepted atomic.Int32
-	upstream := serveLoopback(t, func(c net.Conn, n int) {
-		accepted.Add(1)
+// hostAnswering serves a host on loopback that answers each request on a
+// connection with answer(connection number, request number), closing the
+// connection after it when close is set; conns counts its connections.
+func hostAnswering(t *testing.T, conns *atomic.Int32, answer func(conn, req int) (resp string, close bool)) string {
+	return serveLoopback(t, func(c net.Conn, n int) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			if _, _, err := readRelayRequest(br, nil); err != nil {
+				return
+			}
+			resp, close := answer(n, i)
+			if _, err := io.WriteString(c, resp); err != nil || close {
+				return
+			}
+		}
+	})
+}
+
+// stuckHost serves a host on loopback that reads a request, reports it on
+// arrived and never answers.
+func stuckHost(t *testing.T) (addr string, arrived <-chan struct{}) {
+	ch := make(chan struct{}, 1)
+	addr = serveLoopback(t, func(c net.Conn, _ int) {
 		if _, _, err := readRelayRequest(bufio.NewReader(c), nil); err != nil {
 			return
 		}
-		if n == 0 {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
-			return
+		ch <- struct{}{}
+		io.Copy(io.Discard, c) // until the relay closes
+	})
+	return addr, ch
+}
+
+// relayGet sends a GET on c and reads the answer's body.
+func relayGet(c net.Conn, br *bufio.Reader) (body string, closing bool, err error) {
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		return "", false, err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return "", false, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), resp.Close, err
+}
+
+// dialGet opens a connection to addr for one GET.
+func dialGet(addr string) (string, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	body, _, err := relayGet(c, bufio.NewReader(c))
+	return body, err
+}
+
+// expectEOF requires c to be closed by the other end within 2 s.
+func expectEOF(t *testing.T, name string, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("%s: read %d, %v; want EOF", name, n, err)
+	}
+}
+
+// awaitServe requires serve to have returned within 2 s, and returns its
+// error.
+func awaitServe(t *testing.T, done <-chan error, after string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(2 * time.Second):
+		t.Fatalf("serve did not return within 2 s of %s", after)
+		return nil
+	}
+}
+
+// awaitArrival requires a request at the host within 5 s.
+func awaitArrival(t *testing.T, arrived <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not reach the host")
+	}
+}
+
+// TestRelayUpstreamFails: an answer cut short closes the client's
+// connection, and the broken upstream connection is not reused.
+func TestRelayUpstreamFails(t *testing.T) {
+	var conns atomic.Int32
+	upstream := hostAnswering(t, &conns, func(conn, _ int) (string, bool) {
+		if conn == 0 {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", true
 		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
 	})
 	r, addr := startTestRelay(t, upstream)
 
-	get := func() (string, error) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return "", err
-		}
-		defer c.Close()
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		b, err := io.ReadAll(c)
-		return string(b), err
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got, err := get(); err != nil || got != "" {
-		t.Errorf("cut answer: client got %q, %v; want the connection closed with nothing", got, err)
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Errorf("cut answer: client got %q, %v; want the connection closed with nothing", b, err)
 	}
 	r.mu.Lock()
 	idle := len(r.idle)
@@ -225,19 +306,8 @@ func TestRelayUpstreamFails(t *testing.T) {
 		t.Errorf("%d idle upstream connections after a cut answer, want 0", idle)
 	}
 	// The next client gets its answer over a fresh upstream connection.
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	if string(body) != "ok" || accepted.Load() != 2 {
-		t.Errorf("second request: body %q over %d upstream connections, want \"ok\" over 2", body, accepted.Load())
+	if body, err := dialGet(addr); err != nil || body != "ok" || conns.Load() != 2 {
+		t.Errorf("second request: body %q, %v over %d upstream connections, want \"ok\" over 2", body, err, conns.Load())
 	}
 }
 
@@ -245,20 +315,12 @@ func TestRelayUpstreamFails(t *testing.T) {
 // relayed without that Connection header, and the next request on the same
 // client connection goes over a new upstream connection.
 func TestRelayUpstreamCloses(t *testing.T) {
-	var accepted atomic.Int32
-	upstream := serveLoopback(t, func(c net.Conn, n int) {
-		accepted.Add(1)
-		br := bufio.NewReader(c)
-		for {
-			if _, _, err := readRelayRequest(br, nil); err != nil {
-				return
-			}
-			if n == 0 {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nfirst")
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+	var conns atomic.Int32
+	upstream := hostAnswering(t, &conns, func(conn, _ int) (string, bool) {
+		if conn == 0 {
+			return "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nfirst", true
 		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", false
 	})
 	_, addr := startTestRelay(t, upstream)
 	c, err := net.Dial("tcp", addr)
@@ -268,18 +330,12 @@ func TestRelayUpstreamCloses(t *testing.T) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	for _, want := range []string{"first", "next"} {
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("answer %q: %v", want, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(body) != want || resp.Close {
-			t.Errorf("got %q (close %v), want %q on a connection kept open", body, resp.Close, want)
+		body, closing, err := relayGet(c, br)
+		if err != nil || body != want || closing {
+			t.Errorf("got %q (close %v), %v; want %q on a connection kept open", body, closing, err, want)
 		}
 	}
-	if n := accepted.Load(); n != 2 {
+	if n := conns.Load(); n != 2 {
 		t.Errorf("%d upstream connections, want 2", n)
 	}
 }
@@ -288,14 +344,7 @@ func TestRelayUpstreamCloses(t *testing.T) {
 // a client idle between requests and another waiting on a host that never
 // answers, and closes both clients.
 func TestRelayStops(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	upstream := serveLoopback(t, func(c net.Conn, _ int) {
-		if _, _, err := readRelayRequest(bufio.NewReader(c), nil); err != nil {
-			return
-		}
-		arrived <- struct{}{}
-		io.Copy(io.Discard, c) // never answers; returns when the relay closes
-	})
+	upstream, arrived := stuckHost(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -317,41 +366,21 @@ func TestRelayStops(t *testing.T) {
 	}
 	defer waiting.Close()
 	io.WriteString(waiting, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	select {
-	case <-arrived:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the request did not reach the host")
-	}
+	awaitArrival(t, arrived)
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("serve did not return within 2 s of cancel")
+	if err := awaitServe(t, done, "cancel"); err != nil {
+		t.Errorf("serve: %v", err)
 	}
-	for name, c := range map[string]net.Conn{"idle": idle, "waiting": waiting} {
-		c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-			t.Errorf("%s client: read %d, %v; want EOF", name, n, err)
-		}
-	}
+	expectEOF(t, "idle client", idle)
+	expectEOF(t, "waiting client", waiting)
 }
 
 // TestRelayStopsOnListenerError: a listener that fails also ends the
 // connections it accepted, instead of waiting for their clients or the
 // host.
 func TestRelayStopsOnListenerError(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	upstream := serveLoopback(t, func(c net.Conn, _ int) {
-		if _, _, err := readRelayRequest(bufio.NewReader(c), nil); err != nil {
-			return
-		}
-		arrived <- struct{}{}
-		io.Copy(io.Discard, c)
-	})
+	upstream, arrived := stuckHost(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -365,24 +394,13 @@ func TestRelayStopsOnListenerError(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	select {
-	case <-arrived:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the request did not reach the host")
-	}
+	awaitArrival(t, arrived)
+
 	ln.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("serve: %v, want the listener's error", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("serve did not return within 2 s of its listener failing")
+	if err := awaitServe(t, done, "its listener failing"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("serve: %v, want the listener's error", err)
 	}
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-		t.Errorf("client: read %d, %v; want EOF", n, err)
-	}
+	expectEOF(t, "client", c)
 }
 
 // TestRelayPool: concurrent requests each get an upstream connection of
@@ -414,19 +432,8 @@ func TestRelayPool(t *testing.T) {
 	r.mu.Unlock()
 
 	get := func() error {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
-			return fmt.Errorf("body %q, %v", b, err)
+		if body, err := dialGet(addr); err != nil || body != "ok" {
+			return fmt.Errorf("body %q, %v", body, err)
 		}
 		return nil
 	}
@@ -475,15 +482,8 @@ func TestRelayPool(t *testing.T) {
 // closed, not reused.
 func TestRelayDoesNotPoolLeftovers(t *testing.T) {
 	var conns atomic.Int32
-	upstream := serveLoopback(t, func(c net.Conn, _ int) {
-		conns.Add(1)
-		br := bufio.NewReader(c)
-		for {
-			if _, _, err := readRelayRequest(br, nil); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
-		}
+	upstream := hostAnswering(t, &conns, func(int, int) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", false
 	})
 	_, addr := startTestRelay(t, upstream)
 	c, err := net.Dial("tcp", addr)
@@ -493,15 +493,8 @@ func TestRelayDoesNotPoolLeftovers(t *testing.T) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	for i := range 2 {
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(b) != "ok" {
-			t.Errorf("request %d: body %q", i, b)
+		if body, _, err := relayGet(c, br); err != nil || body != "ok" {
+			t.Fatalf("request %d: body %q, %v", i, body, err)
 		}
 	}
 	if n := conns.Load(); n != 2 {
