@@ -570,16 +570,13 @@ func (b *bench) cell(ctx context.Context, target string, m cellMode) (*cellResul
 	spec := &loadSpec{Mode: "http", Host: msp.IMDSAddr.Addr().String(), Path: imdsPath,
 		Clients: m.clients, NewConn: m.newConn, Duration: b.o.duration, Warmup: 1}
 	var cg *os.File
+	// proxyCPU fails once the proxy is gone: one that died during the
+	// cell must not leave a zero or negative CPU figure behind.
 	proxyCPU := func() (time.Duration, error) { return 0, nil }
-	// procCPU fails once the process is gone: a proxy that died during
-	// the cell must not leave a zero or negative CPU figure behind.
 	procCPU := func(pid int) func() (time.Duration, error) {
 		return func() (time.Duration, error) {
 			s, err := readProc(pid)
-			if err != nil {
-				return 0, fmt.Errorf("%s: %w", target, err)
-			}
-			return s.CPU, nil
+			return s.CPU, err
 		}
 	}
 	switch target {
@@ -597,13 +594,7 @@ func (b *bench) cell(ctx context.Context, target string, m cellMode) (*cellResul
 			spec.Addr = nginxLogAddr
 		}
 		pid := b.nginx.Process.Pid
-		master := procCPU(pid)
-		proxyCPU = func() (time.Duration, error) {
-			if _, err := master(); err != nil {
-				return 0, err
-			}
-			return treeCPU(pid), nil
-		}
+		proxyCPU = func() (time.Duration, error) { return treeCPU(pid) }
 	}
 	b.host.ResetRequests()
 	c := &cellResult{target: target, mode: m}
@@ -612,7 +603,7 @@ func (b *bench) cell(ctx context.Context, target string, m cellMode) (*cellResul
 	p0, err := proxyCPU()
 	if err != nil {
 		stopSampler()
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", target, err)
 	}
 	res, loadCPU, err := b.runGenerator(ctx, spec, cg)
 	p1, perr := proxyCPU()
@@ -622,7 +613,7 @@ func (b *bench) cell(ctx context.Context, target string, m cellMode) (*cellResul
 		return nil, err
 	}
 	if perr != nil {
-		return nil, perr
+		return nil, fmt.Errorf("%s: %w", target, perr)
 	}
 	c.load, c.loadCPU, c.proxyCPU, c.hostCPU = res, loadCPU, p1-p0, h1-h0
 	if target == targetAgent {

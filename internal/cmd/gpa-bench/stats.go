@@ -180,13 +180,18 @@ func procChildren(pid int) []int {
 	return out
 }
 
-// treeCPU sums the CPU time of pid and its direct children.
-func treeCPU(pid int) time.Duration {
-	var total time.Duration
-	for _, p := range append([]int{pid}, procChildren(pid)...) {
+// treeCPU sums the CPU time of pid and its direct children. It fails when
+// pid itself is gone; a child that exits in between is left out.
+func treeCPU(pid int) (time.Duration, error) {
+	s, err := readProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	total := s.CPU
+	for _, p := range procChildren(pid) {
 		if s, err := readProc(p); err == nil {
 			total += s.CPU
 		}
 	}
-	return total
+	return total, nil
 }
