@@ -328,18 +328,20 @@ func TestPoolRounds(t *testing.T) {
 	}
 }
 
+// pooledCell is a cell of target pooled from one round per rate.
+func pooledCell(target string, m cellMode, rates ...float64) *cellResult {
+	c := cellOf(target, m, rates[0], time.Millisecond)
+	for _, r := range rates[1:] {
+		c.pool(cellOf(target, m, r, time.Millisecond))
+	}
+	return c
+}
+
 // TestRoundSpread: the throughput goal shows the range of the per-round
 // ratios, which pooling alone would hide.
 func TestRoundSpread(t *testing.T) {
 	m := cellMode{8, false}
-	pooled := func(target string, rates ...float64) *cellResult {
-		c := cellOf(target, m, rates[0], time.Millisecond)
-		for _, r := range rates[1:] {
-			c.pool(cellOf(target, m, r, time.Millisecond))
-		}
-		return c
-	}
-	r := &results{cells: []*cellResult{pooled(targetAgent, 900, 700, 1000), pooled(targetNginx, 1000, 1000, 800)}}
+	r := &results{cells: []*cellResult{pooledCell(targetAgent, m, 900, 700, 1000), pooledCell(targetNginx, m, 1000, 1000, 800)}}
 	var got string
 	for _, g := range r.goals() {
 		if strings.HasPrefix(g.name, "throughput") {
@@ -360,19 +362,12 @@ func TestRoundSpread(t *testing.T) {
 // that has both rows and no other.
 func TestComparisons(t *testing.T) {
 	ka, nc := cellMode{8, false}, cellMode{8, true}
-	pooled := func(target string, m cellMode, rates ...float64) *cellResult {
-		c := cellOf(target, m, rates[0], time.Millisecond)
-		for _, r := range rates[1:] {
-			c.pool(cellOf(target, m, r, time.Millisecond))
-		}
-		return c
-	}
 	r := &results{cells: []*cellResult{
-		pooled(targetNginx, ka, 1000, 1000),
-		pooled(targetRelay, ka, 1100, 1000),
-		pooled(targetAgent, ka, 880, 700),
-		pooled(targetRelay, nc, 500, 500), // no nginx row: no relay / nginx line
-		pooled(targetAgent, nc, 400, 300),
+		pooledCell(targetNginx, ka, 1000, 1000),
+		pooledCell(targetRelay, ka, 1100, 1000),
+		pooledCell(targetAgent, ka, 880, 700),
+		pooledCell(targetRelay, nc, 500, 500), // no nginx row: no relay / nginx line
+		pooledCell(targetAgent, nc, 400, 300),
 	}}
 	var got []string
 	for _, c := range r.comparisons() {
