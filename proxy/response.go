@@ -39,6 +39,7 @@ type response struct {
 	// connTokens are the host's Connection options: the fields they name
 	// are hop-by-hop and not relayed.
 	connTokens []string
+	connBuf    [2]string // connTokens' storage for the usual one or two
 	body       io.Reader
 	lr         io.LimitedReader
 }
@@ -97,7 +98,8 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 	}
 	http10 := line[7] == '0'
 	resp := &response{code: code, contentLength: -1}
-	block, fields, _, err := readFields(br, line[9:], len(line), maxResponseHead, maxResponseHead, true)
+	resp.connTokens = resp.connBuf[:0]
+	block, fields, _, err := readFields(br, line[9:], len(line), maxResponseHead, noFieldLimit, true)
 	if err != nil {
 		var fe fieldError
 		if errors.As(err, &fe) {
@@ -107,7 +109,7 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 	}
 	resp.status, resp.header = block[:len(line)-9], fields
 	var cl, te string
-	hasCL, keepAlive := false, false
+	hasCL := false
 	for _, f := range fields {
 		name, value := f.Name, f.Value
 		switch {
@@ -125,17 +127,7 @@ func readResponseHead(br *bufio.Reader, method string) (*response, error) {
 			resp.connTokens = appendConnTokens(resp.connTokens, value)
 		}
 	}
-	for _, t := range resp.connTokens {
-		switch {
-		case strings.EqualFold(t, "close"):
-			resp.close = true
-		case strings.EqualFold(t, "keep-alive"):
-			keepAlive = true
-		}
-	}
-	if http10 && !keepAlive {
-		resp.close = true
-	}
+	resp.close = namedIn(resp.connTokens, "close") || http10 && !namedIn(resp.connTokens, "keep-alive")
 
 	noBody := method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
 	switch {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 
@@ -121,27 +122,29 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 			break
 		}
 	}
-	method, rest, ok1 := strings.Cut(string(line), " ")
-	uri, proto, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || method == "" || uri == "" || strings.Contains(proto, " ") {
+	// Checked as bytes and kept as substrings of the field block, which
+	// readFields starts with the line: one string for the whole head.
+	method, rest, ok1 := bytes.Cut(line, []byte(" "))
+	uri, proto, ok2 := bytes.Cut(rest, []byte(" "))
+	if !ok1 || !ok2 || len(method) == 0 || len(uri) == 0 || bytes.IndexByte(proto, ' ') >= 0 {
 		return nil, &httpError{http.StatusBadRequest, "malformed request line"}
 	}
 	if len(uri) > lim.maxURI {
 		return nil, &httpError{http.StatusRequestURITooLong, "request URI too long"}
 	}
-	if proto != "HTTP/1.1" && proto != "HTTP/1.0" {
+	if string(proto) != "HTTP/1.1" && string(proto) != "HTTP/1.0" {
 		return nil, &httpError{http.StatusHTTPVersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are served"}
 	}
 	if !validToken(method) {
 		return nil, &httpError{http.StatusBadRequest, "malformed method"}
 	}
-	for i := 0; i < len(uri); i++ {
-		if c := uri[i]; c <= ' ' || c >= 0x7f {
+	for _, c := range uri {
+		if c <= ' ' || c >= 0x7f {
 			return nil, &httpError{http.StatusBadRequest, "request URI is not printable ASCII"}
 		}
 	}
-	r := &request{method: method, uri: uri, proto: proto, contentLength: -1, headerBytes: len(line) + 2}
-	_, fields, used, err := readFields(br, nil, r.headerBytes, lim.maxHeaderBytes, lim.maxHeaders, false)
+	nm, nu := len(method), len(uri)
+	block, fields, used, err := readFields(br, line, len(line)+2, lim.maxHeaderBytes, lim.maxHeaders, false)
 	if err != nil {
 		var fe fieldError
 		if errors.As(err, &fe) {
@@ -153,7 +156,8 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 		}
 		return nil, err
 	}
-	r.headerBytes = used
+	r := &request{method: block[:nm], uri: block[nm+1 : nm+1+nu], proto: block[nm+1+nu+1 : len(line)],
+		contentLength: -1, headerBytes: used}
 	var (
 		hostBuf, clBuf, teBuf, connBuf [2]string
 		hosts, cls, tes, connTokens    = hostBuf[:0], clBuf[:0], teBuf[:0], connBuf[:0]
@@ -213,16 +217,7 @@ func readRequestHead(br *bufio.Reader, lim wireLimits) (*request, error) {
 	}
 	// "close" wins over "keep-alive" in any order (RFC 9112 §9.3); an
 	// HTTP/1.0 client keeps the connection only when it asks to.
-	closeOpt, keepAlive := false, false
-	for _, t := range connTokens {
-		switch {
-		case strings.EqualFold(t, "close"):
-			closeOpt = true
-		case strings.EqualFold(t, "keep-alive"):
-			keepAlive = true
-		}
-	}
-	r.close = closeOpt || r.proto == "HTTP/1.0" && !keepAlive
+	r.close = namedIn(connTokens, "close") || r.proto == "HTTP/1.0" && !namedIn(connTokens, "keep-alive")
 	// Drop hop-by-hop fields, the ones the Connection header names, and any
 	// MSP header the client tried to supply: the proxy alone sets those.
 	r.header = stripHeaders(r.header, connTokens)
@@ -370,6 +365,10 @@ func (e fieldError) Error() string {
 	}
 	return "bad header section"
 }
+
+// noFieldLimit is readFields' maxFields for a head bounded by its size
+// alone.
+const noFieldLimit = math.MaxInt
 
 // readFields reads the field lines of a request or response head up to
 // the empty line. They are copied into one buffer, after prefix, that
