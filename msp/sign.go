@@ -70,6 +70,7 @@ func (m *Message) Del(name string) {
 // scratch holds the buffers one string-to-sign build needs, so a warm
 // signer allocates only the header value it returns.
 type scratch struct {
+	mac   [sha256.Size]byte // the HMAC's output, here so that it does not escape
 	buf   []byte
 	names []byte
 	hs    []span
@@ -304,7 +305,7 @@ func (s *Signer) sum(out *[sha256.Size]byte, m *Message) error {
 	mac := s.macs.Get().(hash.Hash)
 	mac.Reset()
 	mac.Write(sc.buf)
-	mac.Sum(out[:0])
+	copy(out[:], mac.Sum(sc.mac[:0]))
 	s.macs.Put(mac)
 	return nil
 }
@@ -340,11 +341,11 @@ func ParseAuthorization(v string) (guid, sig string, err error) {
 // A host that verifies many requests should use a Verifier, which keeps
 // the HMAC state of its keys.
 func Verify(m *Message, lookup func(guid string) (Key, bool)) (Key, error) {
-	return verify(m, lookup, nil)
+	return (&Verifier{lookup: lookup}).Verify(m)
 }
 
-// verify is Verify, with v's signers when v is not nil.
-func verify(m *Message, lookup func(guid string) (Key, bool), v *Verifier) (Key, error) {
+// Verify is Verify with the verifier's lookup.
+func (v *Verifier) Verify(m *Message) (Key, error) {
 	authz, ok := m.Get(HeaderAuthorization)
 	if !ok {
 		return Key{}, fmt.Errorf("%w: header missing", ErrBadAuthorization)
@@ -353,23 +354,16 @@ func verify(m *Message, lookup func(guid string) (Key, bool), v *Verifier) (Key,
 	if err != nil {
 		return Key{}, err
 	}
-	k, ok := lookup(guid)
+	k, ok := v.lookup(guid)
 	if !ok || !k.Valid() {
-		if v != nil {
-			v.forget(guid)
-		}
+		v.forget(guid)
 		return Key{}, fmt.Errorf("%w: %s", ErrUnknownKey, guid)
 	}
 	var want [sha256.Size]byte
 	if !decodeHex(want[:], sig) {
 		return Key{}, fmt.Errorf("%w: signature is not hex", ErrBadAuthorization)
 	}
-	var signer *Signer
-	if v != nil {
-		signer, err = v.signer(k)
-	} else {
-		signer, err = NewSigner(k)
-	}
+	signer, err := v.signer(k)
 	if err != nil {
 		return Key{}, err
 	}
@@ -425,11 +419,6 @@ func NewVerifier(lookup func(guid string) (Key, bool)) *Verifier {
 	return &Verifier{lookup: lookup, signers: make(map[string]verifierEntry)}
 }
 
-// Verify is Verify with the verifier's lookup.
-func (v *Verifier) Verify(m *Message) (Key, error) {
-	return verify(m, v.lookup, v)
-}
-
 // forget drops the signer of a key the lookup no longer knows, so that a
 // withdrawn key's secret does not stay in memory.
 func (v *Verifier) forget(guid string) {
@@ -439,6 +428,9 @@ func (v *Verifier) forget(guid string) {
 }
 
 func (v *Verifier) signer(k Key) (*Signer, error) {
+	if v.signers == nil {
+		return NewSigner(k) // the package Verify's one-off verifier keeps none
+	}
 	v.mu.Lock()
 	e, ok := v.signers[k.GUID]
 	v.mu.Unlock()
