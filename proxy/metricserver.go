@@ -117,6 +117,7 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
 	br := bufio.NewReaderSize(nc, 4<<10)
 	bw := bufio.NewWriterSize(&deadlineWriter{conn: nc, timeout: s.cfg.WriteTimeout}, 4<<10)
 	lim := wireLimits{maxURI: s.cfg.MaxURIBytes, maxHeaderBytes: s.cfg.MaxHeaderBytes, maxHeaders: s.cfg.MaxHeaders}
+	remote := nc.RemoteAddr().String()
 	for first := true; ; first = false {
 		wait := s.cfg.IdleTimeout
 		if first {
@@ -135,7 +136,7 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
 			}
 			return
 		}
-		if !s.serveMetricsRequest(ctx, bw, r, nc.RemoteAddr().String()) {
+		if !s.serveMetricsRequest(ctx, bw, r, remote) {
 			return
 		}
 	}
