@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -25,8 +26,9 @@ const envNetnsTest = "GPA_TESTENV_NETNS_TEST"
 //	// Only here are the metadata addresses safe to dial.
 //
 // Outside, it needs root and ip(8) (skipping or, under CI, failing
-// without them), waits up to a minute for the child, logs its output and
-// fails t if the child failed.
+// without them), waits up to a minute for the child, logs its output,
+// fails t if the child failed or did not run the test, and skips t if the
+// child skipped.
 func InNetns(t *testing.T) bool {
 	t.Helper()
 	if os.Getenv(envNetnsTest) == t.Name() {
@@ -56,5 +58,24 @@ func InNetns(t *testing.T) bool {
 	if err != nil {
 		t.Fatalf("child in a new network namespace failed: %v", err)
 	}
+	switch childResult(out, t.Name()) {
+	case "PASS":
+	case "SKIP":
+		t.Skip("the child in the namespace skipped (its output is above)")
+	default:
+		t.Fatalf("the child in a new network namespace did not run %s", t.Name())
+	}
 	return false
+}
+
+// childResult returns "PASS" or "SKIP" from the -test.v output of a child
+// that ran test, or "" when the output has neither: exit status 0 also
+// means a child that ran nothing ("no tests to run").
+func childResult(out []byte, test string) string {
+	for _, r := range []string{"PASS", "SKIP"} {
+		if bytes.Contains(out, []byte("--- "+r+": "+test+" (")) {
+			return r
+		}
+	}
+	return ""
 }

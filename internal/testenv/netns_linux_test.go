@@ -35,3 +35,17 @@ func TestInNetns(t *testing.T) {
 		}
 	}
 }
+
+func TestChildResult(t *testing.T) {
+	for _, tc := range []struct{ out, want string }{
+		{"=== RUN   TestA\n--- PASS: TestA (0.00s)\nPASS\n", "PASS"},
+		{"=== RUN   TestA\n    x_test.go:9: no root\n--- SKIP: TestA (0.00s)\nPASS\n", "SKIP"},
+		{"testing: warning: no tests to run\nPASS\n", ""},
+		{"=== RUN   TestAB\n--- PASS: TestAB (0.00s)\nPASS\n", ""}, // another test
+		{"", ""},
+	} {
+		if got := childResult([]byte(tc.out), "TestA"); got != tc.want {
+			t.Errorf("childResult(%q) = %q, want %q", tc.out, got, tc.want)
+		}
+	}
+}
