@@ -133,11 +133,13 @@ type AuditRecord struct {
 // IsRoot reports whether the caller ran as uid 0, upstream's is_root.
 func (r AuditRecord) IsRoot() bool { return r.UID == 0 }
 
-// unmarshalCallerRecord decodes gpa_caller_record:
+// ParseCallerRecord decodes one value of gpa_caller_map (a
+// gpa_caller_record), as read from the map or its pin, for tools that
+// inspect a running agent's callers:
 //
 //	+0 cgroup_id u64, +8 uid, +12 gid, +16 tgid, +20 destination_ipv4,
 //	+24 destination_port, +28 protocol, +32 comm[16]
-func unmarshalCallerRecord(b []byte) (AuditRecord, error) {
+func ParseCallerRecord(b []byte) (AuditRecord, error) {
 	if len(b) != callerRecordSize {
 		return AuditRecord{}, fmt.Errorf("caller record is %d bytes, want %d", len(b), callerRecordSize)
 	}

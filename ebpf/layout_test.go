@@ -132,23 +132,23 @@ func TestUnmarshalCallerRecord(t *testing.T) {
 	ne.PutUint32(b[24:], portWord(80))
 	ne.PutUint32(b[28:], ipprotoTCP)
 	copy(b[32:], "curl")
-	got, err := unmarshalCallerRecord(b)
+	got, err := ParseCallerRecord(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := AuditRecord{PID: 4242, UID: 1000, GID: 1001, Comm: "curl", CgroupID: 0x1122334455,
 		OriginalDst: netip.MustParseAddrPort("169.254.169.254:80")}
 	if diff := cmp.Diff(want, got, netipEqual); diff != "" {
-		t.Errorf("unmarshalCallerRecord (-want +got):\n%s", diff)
+		t.Errorf("ParseCallerRecord (-want +got):\n%s", diff)
 	}
 
 	// A full 16-byte comm has no terminator and must not be cut short.
 	copy(b[32:], "0123456789abcdef")
-	got, err = unmarshalCallerRecord(b)
+	got, err = ParseCallerRecord(b)
 	if err != nil || got.Comm != "0123456789abcdef" {
 		t.Errorf("comm without NUL = %q, %v", got.Comm, err)
 	}
-	if _, err := unmarshalCallerRecord(b[:47]); err == nil {
+	if _, err := ParseCallerRecord(b[:47]); err == nil {
 		t.Error("short record accepted")
 	}
 }

@@ -152,7 +152,7 @@ func (a *AuditMap) LookupAndDelete(client netip.AddrPort) (AuditRecord, error) {
 	if err := a.caller.LookupAndDelete(key, &val); err != nil {
 		return AuditRecord{}, &MapError{Op: "lookup", Map: "gpa_caller_map", Key: c.String(), Err: err}
 	}
-	rec, err := unmarshalCallerRecord(val)
+	rec, err := ParseCallerRecord(val)
 	if err != nil {
 		return AuditRecord{}, &MapError{Op: "lookup", Map: "gpa_caller_map", Key: c.String(), Err: err}
 	}

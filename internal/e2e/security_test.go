@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,6 +28,7 @@ import (
 
 	cebpf "github.com/cilium/ebpf"
 
+	"github.com/metadatasec/gpa/ebpf"
 	"github.com/metadatasec/gpa/internal/agenttest"
 	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/internal/testenv"
@@ -315,22 +315,21 @@ func TestSecuritySuite(t *testing.T) {
 	})
 
 	t.Run("B3 E1 modes", func(t *testing.T) {
-		checkMode := func(id, path string, maxMode os.FileMode) { checkMode(t, id, path, maxMode) }
-		checkMode("E1", env.KeyDir, 0o700)
+		checkMode(t, "E1", env.KeyDir, 0o700)
 		// The agent creates the local rules folder root-only, so rules
 		// files put there are never readable or replaceable by others.
-		checkMode("E1", env.RulesDir, 0o700)
+		checkMode(t, "E1", env.RulesDir, 0o700)
 		keys, _ := filepath.Glob(filepath.Join(env.KeyDir, "*"))
 		nkeys := 0
 		for _, k := range keys {
-			checkMode("B3", k, 0o600)
+			checkMode(t, "B3", k, 0o600)
 			if strings.HasSuffix(k, ".key") {
 				nkeys++
 			}
 		}
 		finding(t, "B3", nkeys > 0, "%d key files checked", nkeys)
-		checkMode("E1", env.LogDir, 0o755)
-		checkMode("F1", env.StatusPath(), 0o640)
+		checkMode(t, "E1", env.LogDir, 0o755)
+		checkMode(t, "F1", env.StatusPath(), 0o640)
 	})
 
 	t.Run("G3 audit-map exhaustion", func(t *testing.T) {
@@ -342,14 +341,9 @@ func TestSecuritySuite(t *testing.T) {
 		if err := a.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		resumed := false
-		resume := func() {
-			if !resumed {
-				resumed = true
-				a.Signal(syscall.SIGCONT)
-			}
-		}
-		defer resume()
+		// SIGCONT to a running agent does nothing: the deferred one only
+		// matters when the test ends before the one below.
+		defer a.Signal(syscall.SIGCONT)
 		n := env.Flood(t, agenttest.Root, imdsAddr, 3000)
 		finding(t, "G3", n == 3000, "%d connects the stopped agent never accepted", n)
 		for name, f := range mapFill(t, env.PinDir, "gpa_caller_map", "audit_map") {
@@ -376,7 +370,7 @@ func TestSecuritySuite(t *testing.T) {
 		more := env.Flood(t, agenttest.Root, imdsAddr, 200)
 		kept := key != "" && callerKeys(t, env.PinDir, agenttest.Nobody)[key]
 		finding(t, "G3", more == 200 && kept, "the caller's record survives %d more flood connects after it", more)
-		resume()
+		a.Signal(syscall.SIGCONT)
 		r := <-victim
 		fw := forwarded(env, m)
 		var claims string
@@ -584,14 +578,11 @@ func TestSecuritySuite(t *testing.T) {
 		// bad local file must make it deny, not fall back to the remote
 		// allow.
 		desc := base64.StdEncoding.EncodeToString([]byte(`{"id":"e2e-local","useLocalFileRules":true}`))
-		if err := os.MkdirAll(env.RulesDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		rulesFile := filepath.Join(env.RulesDir, "IMDS_Rules.json")
+		rulesFile := filepath.Join(env.RulesDir, keylatch.IMDSRulesFile)
 		write := func(s string) {
-			// A new mtime for each version, even within a second.
-			os.Remove(rulesFile)
-			if err := os.WriteFile(rulesFile, []byte(s), 0o600); err != nil {
+			// A new file each time, root's and 0600 again after the cases
+			// that change its mode or owner.
+			if err := installLocalRules(env, s); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -736,24 +727,14 @@ func TestSecuritySuite(t *testing.T) {
 		// versions, which neither set allows.
 		desc := base64.StdEncoding.EncodeToString([]byte(`{"id":"e2e-d5","useLocalFileRules":true}`))
 		env.Host.SetRules(msp.EndpointIMDS, &msp.AuthorizationItem{Mode: msp.ModeEnforce, DefaultAccess: msp.AccessDeny, ID: desc})
-		if err := os.MkdirAll(env.RulesDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		rulesFile := filepath.Join(env.RulesDir, "IMDS_Rules.json")
 		doc := func(privilege, path, user string) string {
 			return `{"defaultAccess":"deny","id":"local-` + privilege + `","rules":{"privileges":[{"name":"` + privilege + `","path":"` + path + `"}],` +
 				`"roles":[{"name":"r","privileges":["` + privilege + `"]}],"identities":[{"name":"i","userName":"` + user + `"}],"roleAssignments":[{"role":"r","identities":["i"]}]}}`
 		}
 		docs := [2]string{doc("instance", "/metadata/instance", "nobody"), doc("versions", "/metadata/versions", "root")}
-		// Rename over the file, so the agent never reads half a file or
-		// none: what it reads is always A or B.
-		install := func(d string) error {
-			tmp := filepath.Join(env.RulesDir, ".d5.tmp")
-			if err := os.WriteFile(tmp, []byte(d), 0o600); err != nil {
-				return err
-			}
-			return os.Rename(tmp, rulesFile)
-		}
+		// installLocalRules renames over the file, so what the agent reads
+		// is always A or B, never half of one or none.
+		install := func(d string) error { return installLocalRules(env, d) }
 		// B first: nobody's 403 shows the local file, not the host's
 		// rules, decides; then A, which the swaps start from.
 		if err := install(docs[1]); err != nil {
@@ -1158,13 +1139,25 @@ func queryValue(rawURI, name string) string {
 	return ""
 }
 
+// installLocalRules writes doc as the agent's local IMDS rules file
+// (0600) by renaming a new file over it: the agent, which reads the file on
+// every poll, sees the old file or the new one, never part of one. The
+// agent made the folder at start (E1 checks it).
+func installLocalRules(env *agenttest.Env, doc string) error {
+	tmp := filepath.Join(env.RulesDir, ".e2e-rules.tmp")
+	if err := os.WriteFile(tmp, []byte(doc), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(env.RulesDir, keylatch.IMDSRulesFile))
+}
+
 // callerKeys returns the keys (hex) of the pinned gpa_caller_map's records
-// made by uid (gpa_caller_record: uid is the u32 at offset 8).
+// made by uid.
 func callerKeys(t *testing.T, pinDir string, uid uint32) map[string]bool {
 	t.Helper()
 	keys := map[string]bool{}
 	eachPinned(t, pinDir, "gpa_caller_map", func(k, v []byte) {
-		if len(v) >= 12 && binary.NativeEndian.Uint32(v[8:]) == uid {
+		if rec, err := ebpf.ParseCallerRecord(v); err == nil && rec.UID == uid {
 			keys[hex.EncodeToString(k)] = true
 		}
 	})
