@@ -2,7 +2,6 @@ package agenttest
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -142,28 +141,13 @@ func get(url string, header map[string]string) Result {
 
 func fill(r Result, resp *http.Response) Result {
 	defer resp.Body.Close()
-	h := sha256.New()
-	var start bytes.Buffer
-	w := io.MultiWriter(h, &limitedBuffer{b: &start, max: 64 << 10})
-	if _, err := io.Copy(w, io.LimitReader(resp.Body, 1<<20)); err != nil {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
 		r.Err = "body: " + err.Error()
 	}
-	r.Status, r.Header, r.BodySHA256, r.Body = resp.StatusCode, resp.Header, hex.EncodeToString(h.Sum(nil)), start.Bytes()
+	sum := sha256.Sum256(b)
+	r.Status, r.Header, r.BodySHA256, r.Body = resp.StatusCode, resp.Header, hex.EncodeToString(sum[:]), b[:min(len(b), 64<<10)]
 	return r
-}
-
-// limitedBuffer keeps the first max bytes written to it and accepts the
-// rest without keeping it.
-type limitedBuffer struct {
-	b   *bytes.Buffer
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
 }
 
 // flood starts n non-blocking connects to addr and closes each socket at

@@ -352,7 +352,7 @@ func (e *Env) Curl(t *testing.T, uid uint32, args ...string) Result {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	// The environment carries no proxy variables (see command), so curl
+	// The environment carries no proxy variables (see Command), so curl
 	// goes where the URL says unless args has -x.
 	var prefix []string
 	if len(args) > 0 && args[0] == "--unshare-cr" {
