@@ -226,7 +226,7 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 	if o.Dial == nil {
 		o.Dial = (&net.Dialer{}).DialContext
 	}
-	addr, tick, notify, dial := o.Addr, o.Tick, o.Notify, o.Dial
+	addr := o.Addr
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	target := "http://" + addr + ProvisionPath
@@ -237,7 +237,7 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 			return ProvisionState{}, fmt.Errorf("%w: agent address %q is not printable ASCII", ErrInvalidOptions, addr)
 		}
 	}
-	conn, err := dial(ctx, "tcp", addr)
+	conn, err := o.Dial(ctx, "tcp", addr)
 	if err != nil {
 		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
 	}
@@ -253,8 +253,8 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 	var b bytes.Buffer
 	b.WriteString("GET " + ProvisionPath + " HTTP/1.1\r\nHost: " + addr + "\r\n")
 	b.WriteString(HeaderMetadata + ": true\r\n")
-	b.WriteString(http.CanonicalHeaderKey(HeaderTimeTick) + ": " + tick + "\r\n")
-	if notify {
+	b.WriteString(http.CanonicalHeaderKey(HeaderTimeTick) + ": " + o.Tick + "\r\n")
+	if o.Notify {
 		b.WriteString(http.CanonicalHeaderKey(HeaderNotify) + ": true\r\n")
 	}
 	b.WriteString("Connection: close\r\n\r\n")
