@@ -488,13 +488,15 @@ func (l *Latcher) items(st *KeyStatus) (map[msp.Endpoint]*msp.AuthorizationItem,
 		if r == nil {
 			continue
 		}
-		it := displayed(r)
+		var it *msp.AuthorizationItem
 		if l.local {
 			res := ApplyLocalRules(r, e.file, l.store.ReadRulesFile)
 			if res.Err != nil {
 				l.log.Error("local rules file unusable; endpoint fails closed", "endpoint", e.ep.String(), "error", res.Err)
 			}
 			it = res.Item
+		} else {
+			it = displayed(r)
 		}
 		items[e.ep], ids[e.ep] = it, it.ID
 		if e.ep == msp.EndpointWireServer {
