@@ -235,6 +235,17 @@ func relayGet(c net.Conn, br *bufio.Reader) (body string, closing bool, err erro
 	return string(b), resp.Close, err
 }
 
+// dialRelay opens a client connection to addr, closed when the test ends.
+func dialRelay(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, bufio.NewReader(c)
+}
+
 // dialGet opens a connection to addr for one GET.
 func dialGet(addr string) (string, error) {
 	c, err := net.Dial("tcp", addr)
@@ -323,12 +334,7 @@ func TestRelayUpstreamCloses(t *testing.T) {
 		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", false
 	})
 	_, addr := startTestRelay(t, upstream)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
+	c, br := dialRelay(t, addr)
 	for _, want := range []string{"first", "next"} {
 		body, closing, err := relayGet(c, br)
 		if err != nil || body != want || closing {
@@ -486,12 +492,7 @@ func TestRelayDoesNotPoolLeftovers(t *testing.T) {
 		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", false
 	})
 	_, addr := startTestRelay(t, upstream)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
+	c, br := dialRelay(t, addr)
 	for i := range 2 {
 		if body, _, err := relayGet(c, br); err != nil || body != "ok" {
 			t.Fatalf("request %d: body %q, %v", i, body, err)
