@@ -42,9 +42,6 @@ type Config struct {
 	// Addr is where ListenAndServe listens; DefaultAddr when empty. Serve
 	// uses the listener it is given instead.
 	Addr string
-	// MetricsAddr, when set, makes ListenAndServe also serve Prometheus
-	// metrics at /metrics on that address (ServeMetrics). Off by default.
-	MetricsAddr string
 
 	// Resolver identifies the process behind each client connection.
 	Resolver CallerResolver
@@ -88,6 +85,8 @@ type Config struct {
 	AuditLog io.Writer
 	// Summaries receives every audit record, for status.json; nil disables.
 	Summaries SummarySink
+	// Metrics receives the proxy's measurements; nil records none.
+	Metrics Metrics
 	// Logger is for operational messages; slog.Default() when nil.
 	Logger *slog.Logger
 
@@ -155,6 +154,9 @@ func (c *Config) withDefaults() (Config, error) {
 	setDefault(&out.StartupWait, DefaultStartupWait)
 	if out.Now == nil {
 		out.Now = time.Now
+	}
+	if out.Metrics == nil {
+		out.Metrics = noMetrics{}
 	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()

@@ -4,7 +4,7 @@
 // every request against the latched rules, adds the claims and date headers,
 // signs the request with the latched key and forwards it to the host.
 //
-// The intended caller is the agent's main program, which wires a [Server]
+// The intended caller is package agent, which wires a [Server]
 // to its collaborators through a few hooks in [Config], in the manner of
 // httputil.ReverseProxy:
 //
@@ -19,9 +19,10 @@
 //     /provision and /gpa-aggregated-status, which the proxy answers before
 //     it looks at the destination, as upstream does.
 //   - AuditLog and Summaries receive one [Record] per request.
-//   - Metrics are client_golang series in a private registry:
-//     [Server.MetricsHandler], [Server.ServeMetrics] for a listener of
-//     their own, or [Server.Collectors] for the embedder's registry.
+//   - [Metrics] receives the measurements; package agent/metrics records
+//     them as Prometheus series, so proxy links no metrics library.
+//     [Server.ServeMetrics] serves a handler of the caller's (the agent's
+//     /metrics) with the proxy's own HTTP code.
 //
 // The pipeline follows gpa-protocol §4.3: method allow-list (405), traversal
 // guard (403), the local endpoints, caller and destination (421 when the

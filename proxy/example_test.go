@@ -14,7 +14,6 @@ import (
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/proxy"
-	"github.com/metadatasec/gpa/status"
 )
 
 // A proxy in front of a stand-in IMDS, with a static resolver: what a test
@@ -73,18 +72,4 @@ func ExampleRedactCmdline() {
 	// Output:
 	// az login --password [REDACTED]
 	// curl https://a.blob.core.windows.net/c?sv=1&sig=[REDACTED]
-}
-
-// The status.json summaries from audit records.
-func ExampleRegistrySummaries() {
-	reg := status.NewRegistry(status.RegistryOptions{})
-	sink := proxy.RegistrySummaries{Registry: reg}
-	rec := &proxy.Record{Time: time.Date(2025, 4, 23, 12, 0, 0, 0, time.UTC), UserName: "root", IP: "168.63.129.16", Port: 80,
-		ProcessFullPath: "/usr/bin/curl", ProcessCmdLine: "curl", ResponseStatus: "403 Forbidden", StatusCode: 403, Decision: "deny", UserGroups: []string{"root"}}
-	sink.Add(rec)
-	sink.Add(rec)
-	s := reg.Snapshot(rec.Time)
-	fmt.Println(s.ProxyConnectionSummary[0].ResponseStatus, s.ProxyConnectionSummary[0].Count, len(s.FailedAuthenticateSummary))
-	// Output:
-	// 403 Forbidden 2 1
 }

@@ -312,7 +312,7 @@ func TestConnectionLimitSlowlorisAndPanic(t *testing.T) {
 	if resp := tp.raw(t, "GET /metadata/instance HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); rawStatus(resp) != 200 {
 		t.Errorf("after a panic: %q", resp)
 	}
-	if !strings.Contains(scrape(t, tp.srv), "gpa_proxy_connection_panics_total 1") {
+	if !strings.Contains(scrape(t, tp), "gpa_proxy_connection_panics_total 1") {
 		t.Errorf("panic not counted")
 	}
 }

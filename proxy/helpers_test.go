@@ -18,8 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metadatasec/gpa/agent/metrics"
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // hostRequest is one request as a fakeHost read it off the wire.
@@ -253,9 +256,11 @@ func (m *memLog) records(t testing.TB) []Record {
 
 // testProxy is a running Server wired to fake hosts.
 type testProxy struct {
-	srv     *Server
-	addr    string
-	log     *memLog
+	srv  *Server
+	addr string
+	log  *memLog
+	// metrics serves the proxy's series in the Prometheus text format.
+	metrics http.Handler
 	snap    atomic.Pointer[keylatch.Snapshot]
 	hostsMu sync.Mutex
 	hosts   map[netip.AddrPort]string
@@ -291,9 +296,16 @@ func newTestProxy(t testing.TB, host *fakeHost, o proxyOpts) *testProxy {
 	if res == nil {
 		res = &StaticResolver{Caller: o.caller}
 	}
+	reg := prometheus.NewRegistry()
+	pm, err := metrics.NewProxy(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	cfg := Config{
 		Resolver:  res,
 		Snapshots: tp.snap.Load,
+		Metrics:   pm,
 		// Never dial a metadata address: map each to its loopback fake.
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			tp.hostsMu.Lock()

@@ -3,83 +3,59 @@ package proxy
 import (
 	"net/http"
 	"strconv"
+	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/metadatasec/gpa/msp"
 )
 
-// metrics are the proxy's Prometheus series, in a private registry so that
-// two servers in one process (tests, embedding) never collide and nothing
-// leaks into the global default registry.
-type metrics struct {
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
-	upstream  *prometheus.CounterVec
-	epoch     prometheus.Gauge
-	conns     prometheus.Gauge
-	refused   prometheus.Counter
-	panics    prometheus.Counter
-	handler   http.Handler
-	statusStr [600]string
-	// statusLn holds "403 Forbidden" and the like, the audit record's
-	// responseStatus, so a request does not build it.
-	statusLn [600]string
+// Metrics receives the proxy's measurements. The proxy calls it on the
+// request path, so every method must be quick and safe for concurrent use.
+// Package agent implements it with Prometheus series; the proxy itself
+// stays free of any metrics library.
+type Metrics interface {
+	// RequestDone counts one request by the audit record's endpoint and
+	// decision and the status the client got, with the time it took.
+	RequestDone(endpoint, decision string, code int, elapsed time.Duration)
+	// UpstreamError counts a failure talking to ep: "dial", "timeout",
+	// "send", "response" or "body".
+	UpstreamError(ep msp.Endpoint, kind string)
+	// Epoch reports the epoch of the latch snapshot a request was handled
+	// under.
+	Epoch(epoch uint64)
+	// ConnOpened and ConnClosed bracket every client connection served.
+	ConnOpened()
+	ConnClosed()
+	// ConnRefused counts a client connection refused at the connection
+	// limit.
+	ConnRefused()
+	// Panic counts a connection that ended in a recovered panic.
+	Panic()
 }
 
-func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
-	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "gpa", Subsystem: "proxy", Name: "requests_total",
-		Help: "Requests handled, by host endpoint, authorization decision and response status code.",
-	}, []string{"endpoint", "decision", "code"})
-	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: "gpa", Subsystem: "proxy", Name: "request_duration_seconds",
-		Help:    "Time from reading a request head to the end of its response, by host endpoint.",
-		Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10},
-	}, []string{"endpoint"})
-	m.upstream = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "gpa", Subsystem: "proxy", Name: "upstream_errors_total",
-		Help: "Failures talking to a host endpoint, by endpoint and kind (dial, timeout, send, response).",
-	}, []string{"endpoint", "kind"})
-	m.epoch = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: "gpa", Subsystem: "proxy", Name: "key_epoch",
-		Help: "Epoch of the latch snapshot the last request was handled under.",
-	})
-	m.conns = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: "gpa", Subsystem: "proxy", Name: "open_connections",
-		Help: "Client connections currently open.",
-	})
-	m.refused = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "gpa", Subsystem: "proxy", Name: "refused_connections_total",
-		Help: "Client connections refused because the connection limit was reached.",
-	})
-	m.panics = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "gpa", Subsystem: "proxy", Name: "connection_panics_total",
-		Help: "Client connections that ended in a recovered panic.",
-	})
-	m.reg.MustRegister(m.requests, m.latency, m.upstream, m.epoch, m.conns, m.refused, m.panics,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
-	for i := range m.statusStr {
-		m.statusStr[i] = strconv.Itoa(i)
-		m.statusLn[i] = m.statusStr[i] + " " + http.StatusText(i)
-	}
-	return m
-}
+// noMetrics is the Metrics of a Config that sets none.
+type noMetrics struct{}
 
-func (m *metrics) code(c int) string {
-	if c >= 0 && c < len(m.statusStr) {
-		return m.statusStr[c]
+func (noMetrics) RequestDone(string, string, int, time.Duration) {}
+func (noMetrics) UpstreamError(msp.Endpoint, string)             {}
+func (noMetrics) Epoch(uint64)                                   {}
+func (noMetrics) ConnOpened()                                    {}
+func (noMetrics) ConnClosed()                                    {}
+func (noMetrics) ConnRefused()                                   {}
+func (noMetrics) Panic()                                         {}
+
+// statusLines holds "403 Forbidden" and the like, the audit record's
+// responseStatus, so that a request does not build it.
+var statusLines = func() (s [600]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(i) + " " + http.StatusText(i)
 	}
-	return strconv.Itoa(c)
-}
+	return s
+}()
 
 // statusLine returns "code reason" for the audit record.
-func (m *metrics) statusLine(c int) string {
-	if c >= 0 && c < len(m.statusLn) {
-		return m.statusLn[c]
+func statusLine(c int) string {
+	if c >= 0 && c < len(statusLines) {
+		return statusLines[c]
 	}
 	return strconv.Itoa(c) + " " + http.StatusText(c)
 }

@@ -8,10 +8,10 @@ import (
 	"github.com/metadatasec/gpa/msp"
 )
 
-func scrape(t testing.TB, s *Server) string {
+func scrape(t testing.TB, tp *testProxy) string {
 	t.Helper()
 	rr := httptest.NewRecorder()
-	s.MetricsHandler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	tp.metrics.ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
 	return rr.Body.String()
 }
 
@@ -27,7 +27,7 @@ func TestMetrics(t *testing.T) {
 	tp.setHost(msp.IMDSAddr, "127.0.0.1:1")
 	tp.raw(t, "GET /metadata/instance HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	tp.waitRecords(t, 3)
-	out := scrape(t, tp.srv)
+	out := scrape(t, tp)
 	for _, want := range []string{
 		`gpa_proxy_requests_total{code="200",decision="allow",endpoint="imds"} 1`,
 		`gpa_proxy_requests_total{code="403",decision="deny",endpoint="imds"} 1`,

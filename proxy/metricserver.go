@@ -23,7 +23,7 @@ const metricsPath = "/metrics"
 // goroutines and descriptors of the agent open through the metrics port.
 const maxMetricsConns = 16
 
-// ServeMetrics serves MetricsHandler at GET and HEAD /metrics on ln until
+// ServeMetrics serves h at GET and HEAD /metrics on ln until
 // ctx ends; other paths get 404, other methods 405, and a malformed
 // request 400 before the connection is closed. Requests are read with the
 // proxy's own reader under the Config's header limits, ReadHeaderTimeout
@@ -37,7 +37,7 @@ const maxMetricsConns = 16
 // When ctx ends it closes ln and every metrics connection and returns
 // ctx.Err(). ln is closed on return. ServeMetrics is independent of
 // Shutdown and Close, which stop the proxy listeners only.
-func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener, h http.Handler) error {
 	var (
 		mu     sync.Mutex
 		conns  = make(map[net.Conn]struct{})
@@ -98,18 +98,18 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 				mu.Unlock()
 				nc.Close()
 			}()
-			s.serveMetricsConn(ctx, nc)
+			s.serveMetricsConn(ctx, nc, h)
 		}()
 	}
 }
 
 // serveMetricsConn serves the requests of one metrics connection.
-func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
+func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn, h http.Handler) {
 	// net/http's server recovered handler panics; a panic in a collector
 	// must not stop the agent now either.
 	defer func() {
 		if v := recover(); v != nil {
-			s.metrics.panics.Inc()
+			s.cfg.Metrics.Panic()
 			s.cfg.Logger.Error("proxy: panic serving metrics", "remote", nc.RemoteAddr().String(),
 				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
@@ -136,7 +136,7 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
 			}
 			return
 		}
-		if !s.serveMetricsRequest(ctx, bw, r, remote) {
+		if !s.serveMetricsRequest(ctx, bw, r, remote, h) {
 			return
 		}
 	}
@@ -145,7 +145,7 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn) {
 // serveMetricsRequest answers one request and reports whether the
 // connection stays open. Request bodies are not read, so a request that
 // announces one closes the connection after the answer.
-func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *request, remote string) bool {
+func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *request, remote string, h http.Handler) bool {
 	closeConn := r.close || r.hasBody()
 	path, _, _ := strings.Cut(r.uri, "?")
 	if path != metricsPath {
@@ -157,7 +157,7 @@ func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *r
 	}
 	// The handler always sees a GET, so a HEAD gets the same head and
 	// Content-Length; writeResponse leaves the body out.
-	status, hdr, body, err := serveHandler(ctx, s.metrics.handler, http.MethodGet, r, remote)
+	status, hdr, body, err := serveHandler(ctx, h, http.MethodGet, r, remote)
 	if err != nil {
 		_ = writeResponse(bw, http.StatusBadRequest, nil, nil, true, false)
 		return false

@@ -27,7 +27,7 @@ func metricsServer(t *testing.T, tp *testProxy) (string, net.Listener, func() er
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- tp.srv.ServeMetrics(ctx, ln) }()
+	go func() { done <- tp.srv.ServeMetrics(ctx, ln, tp.metrics) }()
 	stop := sync.OnceValue(func() error {
 		cancel()
 		select {

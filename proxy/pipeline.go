@@ -114,7 +114,7 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	if snap == nil {
 		snap = &keylatch.Snapshot{State: keylatch.StateUnknown}
 	}
-	s.metrics.epoch.Set(float64(snap.Epoch))
+	s.cfg.Metrics.Epoch(snap.Epoch)
 	d := cc.decide(snap, ep, r, rec)
 	switch d.Verdict {
 	case msp.VerdictDeny:
@@ -227,9 +227,8 @@ func (cc *clientConn) finish(rec *Record, status int) {
 	el := time.Since(rec.Time)
 	rec.ElapsedTime, rec.ElapsedMicros = el.Milliseconds(), el.Microseconds()
 	rec.StatusCode = status
-	rec.ResponseStatus = s.metrics.statusLine(status)
-	s.metrics.requests.WithLabelValues(rec.Endpoint, rec.Decision, s.metrics.code(status)).Inc()
-	s.metrics.latency.WithLabelValues(rec.Endpoint).Observe(el.Seconds())
+	rec.ResponseStatus = statusLine(status)
+	s.cfg.Metrics.RequestDone(rec.Endpoint, rec.Decision, status, el)
 	if s.cfg.AuditLog != nil {
 		bp := auditBufs.Get().(*[]byte)
 		b := append(rec.AppendJSON((*bp)[:0]), '\n')
@@ -528,7 +527,7 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 		}
 	}
 	if err != nil {
-		s.metrics.upstream.WithLabelValues(ep.String(), kind).Inc()
+		s.cfg.Metrics.UpstreamError(ep, kind)
 		rec.ErrorDetails = "upstream " + kind + ": " + err.Error()
 		st := statusForUpstream(kind)
 		if kind == "body" {
@@ -544,7 +543,7 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap
 	rec.Forwarded = true
 	keep, err := cc.relay(r, resp, uc)
 	if err != nil {
-		s.metrics.upstream.WithLabelValues(ep.String(), "response").Inc()
+		s.cfg.Metrics.UpstreamError(ep, "response")
 		rec.ErrorDetails = "relaying response: " + err.Error()
 		return resp.code, false
 	}

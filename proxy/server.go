@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/metadatasec/gpa/msp"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -25,9 +23,8 @@ var ErrServerClosed = errors.New("proxy: server closed")
 // Server is the authorizing, signing proxy. Create it with New; it is safe
 // for concurrent use and can serve several listeners.
 type Server struct {
-	cfg     Config
-	pool    *pool
-	metrics *metrics
+	cfg  Config
+	pool *pool
 
 	requests atomic.Uint64
 	closing  atomic.Bool
@@ -56,7 +53,6 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:       c,
 		pool:      newPool(c.Dial, c.DialTimeout, c.MaxIdlePerEndpoint, c.UpstreamIdleTimeout),
-		metrics:   newMetrics(),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*clientConn]struct{}),
 		slots:     make(chan struct{}, c.MaxConns),
@@ -68,19 +64,7 @@ func New(cfg Config) (*Server, error) {
 // answered itself included: status.json's proxyConnectionsCount.
 func (s *Server) RequestCount() uint64 { return s.requests.Load() }
 
-// MetricsHandler serves the proxy's metrics in the Prometheus text format.
-func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler }
-
-// Collectors returns the proxy's own series (requests, latency, upstream
-// errors, key epoch, connections), for an embedding program that serves
-// them from its own registry instead of MetricsHandler.
-func (s *Server) Collectors() []prometheus.Collector {
-	m := s.metrics
-	return []prometheus.Collector{m.requests, m.latency, m.upstream, m.epoch, m.conns, m.refused, m.panics}
-}
-
-// ListenAndServe listens on cfg.Addr (and serves metrics with ServeMetrics
-// on cfg.MetricsAddr when set) until ctx ends or Shutdown is called.
+// ListenAndServe listens on cfg.Addr until ctx ends or Shutdown is called.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	// No TCP keep-alive probes on accepted connections: they are loopback
 	// clients the idle timeout already bounds, and enabling them costs
@@ -89,22 +73,6 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("proxy: failed to bind TcpListener '%s': %w", s.cfg.Addr, err)
-	}
-	if s.cfg.MetricsAddr != "" {
-		mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsAddr)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("proxy: listen for metrics on %s: %w", s.cfg.MetricsAddr, err)
-		}
-		mctx, stopMetrics := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := s.ServeMetrics(mctx, mln); mctx.Err() == nil {
-				s.cfg.Logger.Error("proxy: metrics stopped", "err", err)
-			}
-		}()
-		defer func() { stopMetrics(); <-done }()
 	}
 	return s.Serve(ctx, ln)
 }
@@ -152,7 +120,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				nc.Close()
 				continue
 			}
-			s.metrics.refused.Inc()
+			s.cfg.Metrics.ConnRefused()
 			s.refuse(nc)
 			continue
 		}
@@ -364,7 +332,7 @@ func (s *Server) add(cc *clientConn) bool {
 	}
 	s.conns[cc] = struct{}{}
 	s.active.Add(1)
-	s.metrics.conns.Inc()
+	s.cfg.Metrics.ConnOpened()
 	return true
 }
 
@@ -372,7 +340,7 @@ func (s *Server) remove(cc *clientConn) {
 	s.mu.Lock()
 	delete(s.conns, cc)
 	s.mu.Unlock()
-	s.metrics.conns.Dec()
+	s.cfg.Metrics.ConnClosed()
 	<-s.slots
 	s.active.Done()
 }
@@ -415,7 +383,7 @@ func (cc *clientConn) serve(ctx context.Context, bufs *connBuffers) {
 	defer cc.nc.Close()
 	defer func() {
 		if v := recover(); v != nil {
-			s.metrics.panics.Inc()
+			s.cfg.Metrics.Panic()
 			s.cfg.Logger.Error("proxy: panic serving connection", "remote", cc.nc.RemoteAddr().String(),
 				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}

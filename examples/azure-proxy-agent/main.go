@@ -1,29 +1,24 @@
 // Command azure-proxy-agent is the MSP guest agent: a drop-in for the
-// upstream Linux agent built on this module's packages.
-//
-//	azure-proxy-agent                      run as the service (systemd)
-//	azure-proxy-agent console              run in the foreground until Enter or a signal
-//	azure-proxy-agent --status [--wait N]  report provisioning (cloud-init runs this)
-//	azure-proxy-agent --version
-//	azure-proxy-agent demo                 the whole protocol on a simulated host (root)
-//
-// -c/--config PATH selects the configuration (default /etc/azure/proxy-agent.json).
+// upstream Linux agent, built on package agent. Its usage is below; the
+// demo is a program of its own, examples/msp-demo.
 package main
 
 import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/metadatasec/gpa/agent"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -44,107 +39,88 @@ type cli struct {
 	wait     time.Duration
 	version  bool
 	command  string
-	rest     []string
 	waitSeen bool
 }
 
+// parseArgs reads upstream's flags (-c/--config, -s/--status, -w/--wait,
+// -v/--version) and one command.
 func parseArgs(args []string) (*cli, error) {
 	c := &cli{}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if c.command == "demo" || c.command == demoCallerCommand {
-			c.rest = append(c.rest, a) // the subcommand's own arguments
-			continue
-		}
-		value := func() (string, error) {
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("%s needs a value", a)
-			}
-			i++
-			return args[i], nil
-		}
-		switch a {
-		case "-c", "--config":
-			v, err := value()
-			if err != nil {
-				return nil, err
-			}
-			c.config = v
-		case "-s", "--status":
-			c.status = true
-		case "-w", "--wait":
-			v, err := value()
-			if err != nil {
-				return nil, err
-			}
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil {
-				return nil, fmt.Errorf("--wait takes whole seconds, not %q", v)
-			}
-			c.wait, c.waitSeen = time.Duration(n)*time.Second, true
-		case "-v", "--version":
-			c.version = true
-		case "-h", "--help":
-			return nil, errHelp
-		default:
-			if len(a) > 0 && a[0] == '-' {
-				return nil, fmt.Errorf("unknown flag %s", a)
-			}
-			if c.command != "" {
-				c.rest = append(c.rest, a)
-				continue
-			}
-			c.command = a
-		}
+	fs := flag.NewFlagSet("azure-proxy-agent", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var wait uint
+	for _, n := range []string{"c", "config"} {
+		fs.StringVar(&c.config, n, "", "")
 	}
-	if c.waitSeen && !c.status {
+	for _, n := range []string{"s", "status"} {
+		fs.BoolVar(&c.status, n, false, "")
+	}
+	for _, n := range []string{"w", "wait"} {
+		fs.UintVar(&wait, n, 0, "")
+	}
+	for _, n := range []string{"v", "version"} {
+		fs.BoolVar(&c.version, n, false, "")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	fs.Visit(func(f *flag.Flag) { c.waitSeen = c.waitSeen || f.Name == "w" || f.Name == "wait" })
+	c.wait = time.Duration(wait) * time.Second
+	switch {
+	case fs.NArg() > 1:
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(1))
+	case c.waitSeen && !c.status:
 		return nil, errors.New("--wait requires --status")
 	}
-	switch c.command {
-	case "", "console", "demo", demoCallerCommand:
+	switch c.command = fs.Arg(0); c.command {
+	case "", "console", "demo":
+	case "help":
+		return nil, flag.ErrHelp
 	default:
 		return nil, fmt.Errorf("unknown command %q", c.command)
 	}
 	return c, nil
 }
 
-var errHelp = errors.New("help")
-
 const usage = `usage:
   azure-proxy-agent [-c CONFIG]                      run as the service
   azure-proxy-agent [-c CONFIG] console              run in the foreground (Enter stops it)
   azure-proxy-agent [-c CONFIG] --status [--wait N]  provisioning state: exit 0 done, 1 not done, 2 done with errors
   azure-proxy-agent --version
-  azure-proxy-agent demo [--audit-log FILE]          the protocol end to end on a simulated host (needs root);
-                                                     --audit-log keeps the connection log for msp-policy
+
+The demo of the whole protocol on a simulated host is its own program:
+  sudo go run ./examples/msp-demo
 `
 
 func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, stdout, stderr io.Writer) int {
 	c, err := parseArgs(args)
-	if errors.Is(err, errHelp) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
 		return 0
-	}
-	if err != nil {
+	case err != nil:
 		fmt.Fprintf(stderr, "azure-proxy-agent: %v\n%s", err, usage)
 		return 2
-	}
-	switch {
 	case c.version:
 		fmt.Fprintln(stdout, version)
 		return 0
 	case c.status:
 		return runStatus(ctx, c, start, stdout)
 	case c.command == "demo":
-		return runDemo(ctx, c.rest, stdout, stderr)
-	case c.command == demoCallerCommand:
-		return runDemoCaller(ctx, c.rest, stdout, stderr)
+		fmt.Fprintln(stderr, "The demo moved to its own program: sudo go run ./examples/msp-demo")
+		return 2
 	}
-	cfg, err := loadConfigFor(c.config)
+	file, err := loadConfigFor(c.config)
 	if err != nil {
 		fmt.Fprintln(stderr, "azure-proxy-agent:", err)
 		return 1
 	}
+	cfg, err := file.Config()
+	if err != nil {
+		fmt.Fprintln(stderr, "azure-proxy-agent:", err)
+		return 1
+	}
+	cfg.Version = version
 	if c.command == "console" {
 		ctx2, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -155,7 +131,12 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 		ctx = ctx2
 		fmt.Fprintln(stdout, "Press Enter to stop.")
 	}
-	if err := runAgent(ctx, cfg, runOptions{Start: start, Stderr: stderr}); err != nil {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	a, err := agent.New(cfg, &agent.Options{Logger: logger, Start: start})
+	if err == nil {
+		err = a.Run(ctx)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, "azure-proxy-agent:", err)
 		return 1
 	}
@@ -164,28 +145,28 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 
 // loadConfigFor finds the configuration as upstream does: the given path,
 // else /etc/azure/proxy-agent.json, else proxy-agent.json beside the binary.
-func loadConfigFor(path string) (*Config, error) {
+func loadConfigFor(path string) (*agent.ConfigFile, error) {
 	if path != "" {
-		return LoadConfig(path)
+		return agent.LoadConfigFile(path)
 	}
-	if _, err := os.Stat(DefaultConfigPath); err == nil {
-		return LoadConfig(DefaultConfigPath)
+	if _, err := os.Stat(agent.DefaultConfigPath); err == nil {
+		return agent.LoadConfigFile(agent.DefaultConfigPath)
 	}
 	if exe, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(exe), "proxy-agent.json")
 		if _, err := os.Stat(p); err == nil {
-			return LoadConfig(p)
+			return agent.LoadConfigFile(p)
 		}
 	}
-	return LoadConfig(DefaultConfigPath)
+	return agent.LoadConfigFile(agent.DefaultConfigPath)
 }
 
-// runStatus is the cloud-init contract of gpa-protocol §7.4: poll
-// /provision until finished or the wait (counted from process start) is up.
+// runStatus is the cloud-init contract: poll /provision until finished or
+// the wait (counted from process start) is up.
 func runStatus(ctx context.Context, c *cli, start time.Time, stdout io.Writer) int {
 	addr := status.DefaultAgentAddr
-	if cfg, err := loadConfigFor(c.config); err == nil {
-		addr = cfg.ListenAddress
+	if f, err := loadConfigFor(c.config); err == nil {
+		addr = f.ListenAddress
 	}
 	res, _ := status.WaitProvisioned(ctx, &status.WaitOptions{Addr: addr, Wait: c.wait, Start: start})
 	if r := res.Report(); r != "" {

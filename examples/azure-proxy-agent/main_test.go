@@ -3,17 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metadatasec/gpa/agent"
 	"github.com/metadatasec/gpa/ebpf"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
@@ -44,9 +46,10 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--status", "--wait", "10", "-c", "/x.json"}, &cli{status: true, wait: 10 * time.Second, waitSeen: true, config: "/x.json"}, ""},
 		{[]string{"-v"}, &cli{version: true}, ""},
 		{[]string{"--wait", "5"}, nil, "--wait requires --status"},
-		{[]string{"--status", "--wait", "soon"}, nil, "whole seconds"},
-		{[]string{"--status", "--wait"}, nil, "needs a value"},
-		{[]string{"--frobnicate"}, nil, "unknown flag"},
+		{[]string{"--status", "--wait", "soon"}, nil, "invalid value"},
+		{[]string{"--status", "--wait"}, nil, "needs an argument"},
+		{[]string{"--frobnicate"}, nil, "not defined"},
+		{[]string{"console", "extra"}, nil, "unexpected argument"},
 		{[]string{"launch"}, nil, "unknown command"},
 	}
 	for _, tt := range tests {
@@ -111,35 +114,34 @@ func freeAddr(t *testing.T) string {
 
 // testAgent runs the agent in-process against msptest on loopback and
 // returns a config file that --status can read.
-func testAgent(t *testing.T, o runOptions, cgroup string) (cfgPath string, cfg *Config, stop func()) {
+func testAgent(t *testing.T, noRedirect bool, provisionTimeout time.Duration, cgroup string) (cfgPath string, cfg agent.Config, stop func()) {
 	t.Helper()
 	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
 		msp.EndpointIMDS: {Mode: msp.ModeAudit, DefaultAccess: msp.AccessAllow, ID: "t"}}})
 	t.Cleanup(host.Close)
 	dir := t.TempDir()
-	var err error
-	cfg, err = ParseConfig([]byte(ShippedConfig))
+	listen := freeAddr(t)
+	cfg = agent.Config{
+		ListenAddr: netip.MustParseAddrPort(listen), KeyFolder: filepath.Join(dir, "keys"), LogFolder: filepath.Join(dir, "log"),
+		PollInterval: time.Second, ProvisionTimeout: provisionTimeout, NoRedirect: noRedirect, CgroupPath: cgroup,
+		Endpoints: map[msp.Endpoint]netip.AddrPort{msp.EndpointWireServer: host.WireServerAddr()},
+	}
+	a, err := agent.New(cfg, &agent.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.LogFolder, cfg.StatusFolder = filepath.Join(dir, "log"), filepath.Join(dir, "log")
-	cfg.LatchKeyFolder = filepath.Join(dir, "keys")
-	cfg.PollKeyStatusIntervalInSeconds = 1
-	cfg.ListenAddress = freeAddr(t)
-	cfg.WireServerAddress = host.WireServerAddr().String()
-	cfg.CgroupPath = cgroup
+	cfg.StatusFolder = cfg.LogFolder
 	cfgPath = filepath.Join(dir, "proxy-agent.json")
-	b := strings.Replace(ShippedConfig, `"logFolder"`, `"listenAddress":"`+cfg.ListenAddress+`","logFolder"`, 1)
+	b := strings.Replace(agent.ShippedConfigFile, `"logFolder"`, `"listenAddress":"`+listen+`","logFolder"`, 1)
 	if err := os.WriteFile(cfgPath, []byte(b), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	o.Stderr = &bytes.Buffer{}
 	go func() {
 		defer close(done)
-		if err := runAgent(ctx, cfg, o); err != nil {
-			t.Errorf("runAgent: %v", err)
+		if err := a.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	}()
 	stop = func() { cancel(); <-done }
@@ -152,7 +154,7 @@ func testAgent(t *testing.T, o runOptions, cgroup string) (cfgPath string, cfg *
 // once provisioning times out.
 func TestStatusReportsRedirectorFailure(t *testing.T) {
 	testenv.MustBeRoot(t) // the key store insists on root-owned folders
-	cfgPath, _, _ := testAgent(t, runOptions{NoRedirect: true, ProvisionTimeout: 1500 * time.Millisecond}, "")
+	cfgPath, _, _ := testAgent(t, true, 1500*time.Millisecond, "")
 	// Not finished yet: no --wait gives 1 at once.
 	code, out, _ := runCLI(t, "-c", cfgPath, "--status")
 	if code != 1 {
@@ -170,7 +172,7 @@ func TestStatusReportsRedirectorFailure(t *testing.T) {
 
 func TestStatusUnreachable(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.json")
-	os.WriteFile(p, []byte(strings.Replace(ShippedConfig, `"logFolder"`, `"listenAddress":"`+freeAddr(t)+`","logFolder"`, 1)), 0o644)
+	os.WriteFile(p, []byte(strings.Replace(agent.ShippedConfigFile, `"logFolder"`, `"listenAddress":"`+freeAddr(t)+`","logFolder"`, 1)), 0o644)
 	code, out, _ := runCLI(t, "-c", p, "--status", "--wait", "1")
 	if code != 1 || !strings.Contains(out, "Failed to query the current provision state") {
 		t.Errorf("exit %d %q", code, out)
@@ -194,7 +196,7 @@ func childCgroup(t *testing.T) string {
 func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 	testenv.MustBeRoot(t)
 	cg := childCgroup(t)
-	cfgPath, cfg, stop := testAgent(t, runOptions{}, cg)
+	cfgPath, cfg, stop := testAgent(t, false, 0, cg)
 	code, out, _ := runCLI(t, "-c", cfgPath, "--status", "--wait", "20")
 	if code != 0 {
 		t.Fatalf("--status --wait 20: exit %d %q", code, out)
@@ -205,7 +207,7 @@ func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 		t.Errorf("second --status: exit %d after %v", code, time.Since(start))
 	}
 	for _, f := range []string{"provisioned.tag", "status.tag"} {
-		if _, err := os.Stat(filepath.Join(cfg.LatchKeyFolder, f)); err != nil {
+		if _, err := os.Stat(filepath.Join(cfg.KeyFolder, f)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
@@ -231,66 +233,5 @@ func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 	// Close detached everything from the test cgroup.
 	if progs := testenv.AttachedPrograms(t, cg); progs != "" {
 		t.Errorf("programs still attached to %s: %s", cg, progs)
-	}
-}
-
-// The README's main command, end to end: it must succeed, show the
-// decisions, and leave nothing behind.
-func TestDemo(t *testing.T) {
-	testenv.MustBeRoot(t)
-	if _, err := exec.LookPath("unshare"); err != nil {
-		testenv.SkipOrFail(t, "needs unshare: %v", err)
-	}
-	root, err := ebpf.CgroupV2Root()
-	testenv.Require(t, "a cgroup v2 mount", err)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "demo")
-	cmd.Env = append(os.Environ(), envAsAgent+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("demo: %v\n%s", err, out)
-	}
-	for _, want := range []string{
-		`--status: exit 0 after`,
-		// Audit: root allowed by its identity, nobody audited and forwarded,
-		// nobody refused WireServer, every forwarded request signed.
-		`root\s+169\.254\.169\.254/metadata/instance\?api-version=2021-02-01\s+200\s+allow\s+identity-matched instance-metadata \(demo-imds-rules\)\s+200, signature valid`,
-		`nobody\s+169\.254\.169\.254/metadata/identity/oauth2/token\S*\s+200\s+audit\s+default \(demo-imds-rules\)\s+200, signature valid`,
-		`nobody\s+168\.63\.129\.16/machine\?comp=goalstate\s+403\s+deny\s+root-required \(demo-wireserver-rules\)\s+nothing`,
-		`root\s+168\.63\.129\.16/machine\?comp=goalstate\s+200\s+allow\s+default \(demo-wireserver-rules\)\s+200, signature valid`,
-		`\s+403\s+-\s+path traversal\s+nothing`,
-		// Enforce: the same token request is now refused before the host.
-		`nobody\s+169\.254\.169\.254/metadata/identity/oauth2/token\S*\s+403\s+deny\s+default \(demo-imds-rules\)\s+nothing \(blocked by the agent\)`,
-		`phase 3: key reset`,
-		`"status": "SUCCESS"`,
-		`"secureChannelState": "WireServer Enforce -  IMDS Enforce - HostGA Enforce"`,
-		`cgroup ` + regexp.QuoteMeta(root) + `/gpa-demo-\d+ removed`,
-	} {
-		if !regexp.MustCompile(want).Match(out) {
-			t.Errorf("demo output lacks %s", want)
-		}
-	}
-	// Every request the host saw carried a valid signature: 3 in Audit, 2
-	// in Enforce, 1 after the key reset (more with curl).
-	if n := len(regexp.MustCompile(`signature valid`).FindAll(out, -1)); n < 6 {
-		t.Errorf("%d requests with a valid signature, want at least 6", n)
-	}
-	if regexp.MustCompile(`unsigned|INVALID`).Match(out) {
-		t.Error("the host saw an unsigned or badly signed request")
-	}
-	if t.Failed() {
-		t.Logf("demo output:\n%s", out)
-	}
-	// The exact cgroup and state folder this demo made (others may run at
-	// the same time) are gone.
-	made := regexp.MustCompile(`cgroup (\S+) removed; state folder (\S+) removed`).FindSubmatch(out)
-	if made == nil {
-		t.Fatal("the demo did not report what it removed")
-	}
-	for _, p := range made[1:] {
-		if _, err := os.Stat(string(p)); !os.IsNotExist(err) {
-			t.Errorf("%s left behind (%v)", p, err)
-		}
 	}
 }

@@ -47,8 +47,9 @@ func TestNoTLSInAgent(t *testing.T) {
 			syms[strings.Join(f[2:], " ")] = true
 		}
 	}
-	if !syms["main.runAgent"] {
-		t.Fatalf("nm lists no main.runAgent; cannot check the symbols:\n%.2000s", out)
+	const sentinel = "github.com/metadatasec/gpa/agent.(*Agent).Run"
+	if !syms[sentinel] {
+		t.Fatalf("nm lists no %s; cannot check the symbols:\n%.2000s", sentinel, out)
 	}
 	var found []string
 	for s := range syms {
@@ -68,5 +69,33 @@ func TestNoTLSInAgent(t *testing.T) {
 			"crypto/tls, x509 and HTTP/2 into the agent and breaks the 10 MB size goal. Send requests over a dialed "+
 			"connection as status.WaitOptions.Dial does, read answers with http.ReadResponse, and serve HTTP with "+
 			"proxy.Server.ServeMetrics or the proxy itself. `go build -ldflags=-dumpdep` shows what reaches them.", found)
+	}
+}
+
+// TestNoTestDoubleInAgent: the production binary links no simulated host
+// and no test helper. msptest answers as Azure would, so linked into the
+// agent it could be reached by mistake; internal/ holds test code only
+// (and httpwire, shared wire code, which is allowed).
+func TestNoTestDoubleInAgent(t *testing.T) {
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("needs the go tool: %v", err)
+	}
+	out, err := exec.Command(gotool, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	var bad []string
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasSuffix(p, "/msp/msptest") || strings.HasSuffix(p, "/arm/armtest") ||
+			(strings.Contains(p, "/gpa/internal/") && !strings.HasSuffix(p, "/internal/httpwire")) {
+			bad = append(bad, p)
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("the agent binary depends on test code: %v", bad)
+	}
+	if !strings.Contains(string(out), "github.com/metadatasec/gpa/agent\n") {
+		t.Errorf("go list -deps does not list package agent; the check looked at the wrong thing:\n%.1000s", out)
 	}
 }

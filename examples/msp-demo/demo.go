@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -21,6 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/metadatasec/gpa/agent"
 	"github.com/metadatasec/gpa/ebpf"
 	"github.com/metadatasec/gpa/internal/sandbox"
 	"github.com/metadatasec/gpa/keylatch"
@@ -33,6 +35,10 @@ import (
 // callers, inside the demo's cgroup and as the demo's users.
 const demoCallerCommand = "demo-caller"
 
+// exitInterrupted is the exit status after Ctrl-C, as a shell reports a
+// process that SIGINT ended.
+const exitInterrupted = 130
+
 const nobodyID = 65534
 
 // runDemo runs the whole protocol on this machine without touching it: a
@@ -44,14 +50,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case len(args) == 2 && args[0] == "--audit-log":
 		keepAudit = args[1]
 	case len(args) != 0:
-		fmt.Fprintln(stderr, "usage: azure-proxy-agent demo [--audit-log FILE]")
+		fmt.Fprint(stderr, usage)
 		return 2
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(stderr, `azure-proxy-agent demo needs root: it creates a network namespace (169.254.169.254 and
+		fmt.Fprintln(stderr, `msp-demo needs root: it creates a network namespace (169.254.169.254 and
 168.63.129.16 on its own loopback, nothing leaves the machine), a child cgroup, and loads
 eBPF programs into that cgroup only. Run it as root, for example:
-  sudo go run ./examples/azure-proxy-agent demo`)
+  sudo env "PATH=$PATH" go run ./examples/msp-demo`)
 		return 2
 	}
 	if os.Getenv(sandbox.EnvInNetns) != "1" {
@@ -67,8 +73,15 @@ eBPF programs into that cgroup only. Run it as root, for example:
 	}
 	d := &demo{out: stdout, keepAudit: keepAudit}
 	err := d.run(ctx)
+	interrupted := ctx.Err() != nil
+	if interrupted {
+		fmt.Fprintln(stdout, "\ninterrupted")
+	}
 	d.cleanup()
-	if err != nil {
+	switch {
+	case interrupted:
+		return exitInterrupted
+	case err != nil:
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
 	}
@@ -81,7 +94,7 @@ func reexecInNetns(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
 	}
-	cmd, err := sandbox.Command(ctx, append([]string{exe, "demo"}, args...)...)
+	cmd, err := sandbox.Command(ctx, append([]string{exe}, args...)...)
 	if err != nil {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
@@ -90,15 +103,18 @@ func reexecInNetns(ctx context.Context, args []string, stdout, stderr io.Writer)
 	// On Ctrl-C or SIGTERM the inner demo gets SIGINT and cleans up.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 30 * time.Second
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode()
-		}
-		fmt.Fprintln(stderr, "demo:", err)
-		return 1
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case ctx.Err() != nil:
+		return exitInterrupted
+	case errors.As(err, &ee):
+		return ee.ExitCode()
 	}
-	return 0
+	fmt.Fprintln(stderr, "demo:", err)
+	return 1
 }
 
 type demo struct {
@@ -111,9 +127,11 @@ type demo struct {
 	done     chan struct{}
 	audit    auditLines
 	snaps    chan *keylatch.Snapshot
-	caller   string // the binary the callers run
-	hasCurl  bool
-	cleaned  []string
+	// statusCopy is where the final status.json is kept.
+	statusCopy string
+	caller     string // the binary the callers run
+	hasCurl    bool
+	cleaned    []string
 	// keepAudit, if set, receives a copy of the connection log.
 	keepAudit string
 }
@@ -217,14 +235,26 @@ func (d *demo) run(ctx context.Context) error {
 	d.step("phase 3: key reset at the host (keyIncarnationId %d): the agent latched a new key", inc)
 	d.runCallers(ctx, d.sampleCallers()[:1])
 
-	time.Sleep(1200 * time.Millisecond) // let the writer flush the last change
-	b, err := os.ReadFile(filepath.Join(d.dir, "log", statusFileName))
+	// Let the writer flush the last change (it writes at most once a
+	// second), unless Ctrl-C comes first.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(1200 * time.Millisecond):
+	}
+	b, err := os.ReadFile(filepath.Join(d.dir, "log", agent.StatusFileName))
 	if err != nil {
 		return err
 	}
 	d.step("status.json")
-	d.out.Write(b)
-	fmt.Fprintln(d.out)
+	if err := summarizeStatus(d.out, b); err != nil {
+		return err
+	}
+	d.statusCopy = filepath.Join(os.TempDir(), "msp-demo-status.json")
+	if err := os.WriteFile(d.statusCopy, b, 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "   the whole file: %s\n", d.statusCopy)
 	return nil
 }
 
@@ -271,31 +301,33 @@ func (d *demo) startHost() error {
 }
 
 func (d *demo) startAgent(ctx context.Context) error {
-	cfg, err := ParseConfig([]byte(ShippedConfig))
+	cfg := agent.Config{
+		KeyFolder:    filepath.Join(d.dir, "keys"),
+		LogFolder:    filepath.Join(d.dir, "log"),
+		PollInterval: time.Second,
+		CgroupPath:   d.cgroup,
+	}
+	d.snaps = make(chan *keylatch.Snapshot, 64)
+	ready := make(chan struct{})
+	a, err := agent.New(cfg, &agent.Options{
+		AuditLog: &d.audit,
+		Logger:   slog.New(slog.DiscardHandler),
+		Ready:    func(netip.AddrPort) { close(ready) },
+		OnSnapshot: func(s *keylatch.Snapshot) {
+			select {
+			case d.snaps <- s:
+			default:
+			}
+		},
+	})
 	if err != nil {
 		return err
 	}
-	cfg.LogFolder = filepath.Join(d.dir, "log")
-	cfg.StatusFolder = cfg.LogFolder
-	cfg.EventFolder = filepath.Join(cfg.LogFolder, "events")
-	cfg.LatchKeyFolder = filepath.Join(d.dir, "keys")
-	cfg.PollKeyStatusIntervalInSeconds = 1
-	cfg.CgroupPath = d.cgroup
-	d.snaps = make(chan *keylatch.Snapshot, 64)
 	agentCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	d.stop, d.done = stop, make(chan struct{})
-	ready := make(chan struct{})
 	go func() {
 		defer close(d.done)
-		err := runAgent(agentCtx, cfg, runOptions{AuditHook: &d.audit, Stderr: io.Discard,
-			Ready: func(netip.AddrPort) { close(ready) },
-			OnSnapshot: func(s *keylatch.Snapshot) {
-				select {
-				case d.snaps <- s:
-				default:
-				}
-			}})
-		if err != nil {
+		if err := a.Run(agentCtx); err != nil {
 			fmt.Fprintln(d.out, "agent:", err)
 		}
 	}()
@@ -360,9 +392,12 @@ func (d *demo) runCallers(ctx context.Context, cs []sampleCaller) {
 	tw := tabwriter.NewWriter(d.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "   CALLER\tREQUEST\tSTATUS\tDECISION\tRULE\tHOST SAW")
 	for _, c := range cs {
+		if ctx.Err() != nil {
+			break
+		}
 		before, hostBefore := d.audit.count(), len(d.host.Requests())
 		code := d.call(ctx, c)
-		rec := d.waitAudit(before)
+		rec := d.waitAudit(ctx, before)
 		// The agent's own key-status polls reach the host too; find this
 		// caller's request by its target.
 		var mine []msptest.Request
@@ -439,9 +474,9 @@ func (r *auditRecord) rule() string {
 	return s
 }
 
-func (d *demo) waitAudit(before int) *auditRecord {
+func (d *demo) waitAudit(ctx context.Context, before int) *auditRecord {
 	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if lines := d.audit.since(before); len(lines) > 0 {
 			var r auditRecord
 			if json.Unmarshal(lines[len(lines)-1], &r) == nil {
@@ -478,11 +513,12 @@ func (d *demo) call(ctx context.Context, c sampleCaller) string {
 }
 
 // runDemoCaller is a sample client: it asks for url and prints the status.
-// It writes its one GET itself rather than through an http.Client, whose
-// transport would link TLS and HTTP/2 into the agent binary this runs from.
+// It writes its one GET itself, so the request target goes on the wire
+// exactly as given ("%2e%2e" included), which an http.Client would not
+// promise.
 func runDemoCaller(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: azure-proxy-agent demo-caller URL")
+		fmt.Fprintln(stderr, "usage: msp-demo demo-caller URL")
 		return 2
 	}
 	u, err := url.Parse(args[0])
@@ -560,7 +596,7 @@ func (d *demo) cleanup() {
 		}
 	}
 	if d.dir != "" && d.keepAudit != "" {
-		if b, err := os.ReadFile(filepath.Join(d.dir, "log", connectionLogName)); err == nil && os.WriteFile(d.keepAudit, b, 0o600) == nil {
+		if b, err := os.ReadFile(filepath.Join(d.dir, "log", agent.ConnectionLogName)); err == nil && os.WriteFile(d.keepAudit, b, 0o600) == nil {
 			d.cleaned = append(d.cleaned, "connection log kept in "+d.keepAudit)
 		}
 	}

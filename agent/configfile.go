@@ -1,10 +1,10 @@
-package main
+package agent
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,12 +18,12 @@ import (
 // DefaultConfigPath is where upstream and we look for the configuration.
 const DefaultConfigPath = "/etc/azure/proxy-agent.json"
 
-// ErrConfig marks every configuration error.
-var ErrConfig = errors.New("azure-proxy-agent: bad configuration")
-
-// Config is /etc/azure/proxy-agent.json: upstream's keys (gpa-protocol §8)
-// plus ours, which all have defaults so an upstream file works unchanged.
-type Config struct {
+// ConfigFile is the configuration file, /etc/azure/proxy-agent.json:
+// upstream's keys plus ours, which all have defaults so an upstream file
+// works unchanged. It is defined here, once, because the agent's program,
+// its demo and its tests all read and write it; Config converts it to the
+// typed Config an Agent runs on.
+type ConfigFile struct {
 	LogFolder                      string `json:"logFolder"`
 	EventFolder                    string `json:"eventFolder"`
 	LatchKeyFolder                 string `json:"latchKeyFolder"`
@@ -62,15 +62,15 @@ type Config struct {
 }
 
 // PollInterval returns pollKeyStatusIntervalInSeconds as a duration.
-func (c *Config) PollInterval() time.Duration {
+func (c *ConfigFile) PollInterval() time.Duration {
 	return time.Duration(c.PollKeyStatusIntervalInSeconds) * time.Second
 }
 
 // MatcherMode resolves the matcher: ours when set, else canonical.
-func (c *Config) MatcherMode() (msp.Matcher, error) { return msp.ParseMatcher(c.Matcher) }
+func (c *ConfigFile) MatcherMode() (msp.Matcher, error) { return msp.ParseMatcher(c.Matcher) }
 
 // EndpointAddr returns the address to dial for ep, honouring overrides.
-func (c *Config) EndpointAddr(ep msp.Endpoint) (netip.AddrPort, error) {
+func (c *ConfigFile) EndpointAddr(ep msp.Endpoint) (netip.AddrPort, error) {
 	var s string
 	switch ep {
 	case msp.EndpointWireServer:
@@ -102,29 +102,29 @@ func expandEnv(s string) string {
 	})
 }
 
-// LoadConfig reads and validates a config file. Unlike upstream, which
+// LoadConfigFile reads and validates a config file. Unlike upstream, which
 // panics at first use, every problem is returned at once, naming the file.
-func LoadConfig(path string) (*Config, error) {
+func LoadConfigFile(path string) (*ConfigFile, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	c, err := ParseConfig(data)
+	c, err := ParseConfigFile(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }
 
-// ParseConfig parses config JSON: a UTF-8 BOM is tolerated, unknown keys are
+// ParseConfigFile parses config JSON: a UTF-8 BOM is tolerated, unknown keys are
 // ignored, upstream's required keys must be present.
-func ParseConfig(data []byte) (*Config, error) {
+func ParseConfigFile(data []byte) (*ConfigFile, error) {
 	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
 	var present map[string]json.RawMessage
 	if err := json.Unmarshal(data, &present); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	var c Config
+	var c ConfigFile
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
@@ -171,9 +171,9 @@ func ParseConfig(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// ShippedConfig is the configuration installed with the agent, identical in
+// ShippedConfigFile is the configuration installed with the agent, identical in
 // its upstream keys to the upstream Linux package's file.
-const ShippedConfig = `{
+const ShippedConfigFile = `{
   "logFolder": "/var/log/azure-proxy-agent",
   "eventFolder": "/var/log/azure-proxy-agent/events",
   "latchKeyFolder": "/var/lib/azure-proxy-agent/keys",
@@ -188,3 +188,47 @@ const ShippedConfig = `{
   "canonicalRequestMode": "Shadow"
 }
 `
+
+// Config returns the typed configuration the file describes.
+func (c *ConfigFile) Config() (Config, error) {
+	m, err := c.MatcherMode()
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	listen, err := netip.ParseAddrPort(c.ListenAddress)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: listenAddress: %v", ErrConfig, err)
+	}
+	cfg := Config{
+		ListenAddr: listen, KeyFolder: c.LatchKeyFolder, LogFolder: c.LogFolder, StatusFolder: c.StatusFolder,
+		LogLevel: LogLevel(c.FileLogLevel), PollInterval: c.PollInterval(), Matcher: m,
+		CgroupPath: c.CgroupPath, PinFolder: c.BPFPinFolder, MetricsAddr: c.MetricsAddress,
+	}
+	for _, ep := range msp.Endpoints {
+		a, err := c.EndpointAddr(ep)
+		if err != nil {
+			return Config{}, err
+		}
+		if a != ep.AddrPort() {
+			if cfg.Endpoints == nil {
+				cfg.Endpoints = map[msp.Endpoint]netip.AddrPort{}
+			}
+			cfg.Endpoints[ep] = a
+		}
+	}
+	return cfg, nil
+}
+
+// LogLevel maps upstream's fileLogLevel names to a slog level; Info for
+// what it does not know.
+func LogLevel(s string) slog.Level {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "trace", "debug":
+		return slog.LevelDebug
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}

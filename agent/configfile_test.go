@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp"
+)
+
+func TestParseShippedConfigFile(t *testing.T) {
+	c, err := ParseConfigFile([]byte("\xEF\xBB\xBF" + ShippedConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &ConfigFile{
+		LogFolder: "/var/log/azure-proxy-agent", EventFolder: "/var/log/azure-proxy-agent/events",
+		LatchKeyFolder: "/var/lib/azure-proxy-agent/keys", MonitorIntervalInSeconds: 60, PollKeyStatusIntervalInSeconds: 15,
+		EbpfProgramName: "ebpf_cgroup.o", CgroupRoot: "/sys/fs/cgroup", FileLogLevel: "Trace", FileLogLevelForEvents: "Info",
+		FileLogLevelForSystemEvents: "Info", CanonicalRequestMode: "Shadow",
+		ListenAddress: "127.0.0.1:3080", StatusFolder: "/var/log/azure-proxy-agent",
+	}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if m, _ := c.MatcherMode(); m != msp.MatcherCanonical {
+		t.Errorf("matcher = %v", m)
+	}
+	if ap, _ := c.EndpointAddr(msp.EndpointIMDS); ap != msp.IMDSAddr {
+		t.Errorf("imds = %v", ap)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, json string
+		want       []string
+	}{
+		{"not json", `{`, []string{"unexpected end"}},
+		{"missing keys", `{"logFolder":"/l"}`, []string{"missing required key eventFolder", "missing required key latchKeyFolder", "missing required key ebpfProgramName"}},
+		{"wrong type", strings.Replace(ShippedConfigFile, `15`, `"15"`, 1), []string{"cannot unmarshal"}},
+		{"bad listen", strings.Replace(ShippedConfigFile, `"logFolder"`, `"listenAddress":"0.0.0.0:3080","logFolder"`, 1), []string{"must be a loopback"}},
+		{"bad matcher", strings.Replace(ShippedConfigFile, `"logFolder"`, `"matcher":"fuzzy","logFolder"`, 1), []string{"unknown matcher"}},
+		{"bad canonical mode", strings.Replace(ShippedConfigFile, `"Shadow"`, `"sometimes"`, 1), []string{"canonicalRequestMode"}},
+		{"bad override", strings.Replace(ShippedConfigFile, `"logFolder"`, `"imdsAddress":"nowhere","logFolder"`, 1), []string{"imds address"}},
+		{"zero poll", strings.Replace(ShippedConfigFile, `: 15`, `: 0`, 1), []string{"at least 1"}},
+		{"relative keys", strings.Replace(ShippedConfigFile, `"/var/lib/azure-proxy-agent/keys"`, `"keys"`, 1), []string{"must be absolute"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfigFile([]byte(tt.json))
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("err = %v, want ErrConfig", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadConfigFile(filepath.Join(dir, "missing.json")); !errors.Is(err, ErrConfig) {
+		t.Errorf("missing file: %v", err)
+	}
+	t.Setenv("GPA_TEST_ROOT", "/srv/gpa")
+	p := filepath.Join(dir, "c.json")
+	cfg := strings.Replace(ShippedConfigFile, `"/var/lib/azure-proxy-agent/keys"`, `"%GPA_TEST_ROOT%/keys"`, 1)
+	cfg = strings.Replace(cfg, `"logFolder"`, `"someFutureKey": true, "logFolder"`, 1)
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfigFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LatchKeyFolder != "/srv/gpa/keys" {
+		t.Errorf("latchKeyFolder = %q, want %%VAR%% expanded", c.LatchKeyFolder)
+	}
+}
+
+// TestConfigFromFile: the shipped file gives the typed Config the service
+// runs on, overrides and log level included.
+func TestConfigFromFile(t *testing.T) {
+	f, err := ParseConfigFile([]byte(strings.Replace(ShippedConfigFile, `"logFolder"`, `"imdsAddress":"127.0.0.1:9000","matcher":"legacy","bpfPinFolder":"/sys/fs/bpf/gpa","logFolder"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		ListenAddr: msp.ProxyAddr, KeyFolder: "/var/lib/azure-proxy-agent/keys",
+		LogFolder: "/var/log/azure-proxy-agent", StatusFolder: "/var/log/azure-proxy-agent",
+		LogLevel: slog.LevelDebug, PollInterval: 15 * time.Second, Matcher: msp.MatcherLegacy,
+		PinFolder: "/sys/fs/bpf/gpa",
+		Endpoints: map[msp.Endpoint]netip.AddrPort{msp.EndpointIMDS: netip.MustParseAddrPort("127.0.0.1:9000")},
+	}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestLogLevel(t *testing.T) {
+	for in, want := range map[string]slog.Level{"Trace": slog.LevelDebug, "debug": slog.LevelDebug, "Info": slog.LevelInfo,
+		" WARN ": slog.LevelWarn, "Warning": slog.LevelWarn, "Error": slog.LevelError, "": slog.LevelInfo, "verbose": slog.LevelInfo} {
+		if got := LogLevel(in); got != want {
+			t.Errorf("LogLevel(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

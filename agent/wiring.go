@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/metadatasec/gpa/ebpf"
+	"github.com/metadatasec/gpa/keylatch"
+	"github.com/metadatasec/gpa/msp"
+	"github.com/metadatasec/gpa/proxy"
+	"github.com/metadatasec/gpa/status"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func mkdirLogs(dir string) error { return os.MkdirAll(dir, 0o755) }
+
+// redirectPolicy programs the eBPF policy map from the latch's redirect
+// set: one source of truth for what is redirected.
+type redirectPolicy struct {
+	mu     sync.Mutex
+	policy *ebpf.PolicyMap
+	proxy  netip.AddrPort
+}
+
+func (r *redirectPolicy) SetRedirect(_ context.Context, eps []msp.Endpoint) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := map[msp.Endpoint]bool{}
+	for _, ep := range eps {
+		want[ep] = true
+	}
+	var errs []error
+	for _, ep := range msp.Endpoints {
+		if want[ep] {
+			errs = append(errs, r.policy.Set(ep.AddrPort(), r.proxy))
+		} else if err := r.policy.Delete(ep.AddrPort()); err != nil && !errors.Is(err, ebpf.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type auditLookup struct{ m *ebpf.AuditMap }
+
+func (a auditLookup) LookupAndDelete(client netip.AddrPort) (proxy.ConnectRecord, error) {
+	r, err := a.m.LookupAndDelete(client)
+	if err != nil {
+		return proxy.ConnectRecord{}, err
+	}
+	return proxy.ConnectRecord{PID: r.PID, UID: r.UID, GID: r.GID, OriginalDst: r.OriginalDst}, nil
+}
+
+// errNoRedirector is what a caller lookup fails with when eBPF is not
+// running.
+var errNoRedirector = errors.New("agent: eBPF redirector not running")
+
+// noAudit is the lookup without eBPF: no connection can be attributed, so
+// every proxied request gets 421, as upstream answers then.
+type noAudit struct{}
+
+func (noAudit) LookupAndDelete(netip.AddrPort) (proxy.ConnectRecord, error) {
+	return proxy.ConnectRecord{}, errNoRedirector
+}
+
+// statusFeed carries each latch snapshot into status.json and
+// provisioning, and a /provision notify into the latch.
+type statusFeed struct {
+	reg        *status.Registry
+	prov       *status.Provision
+	latch      latch
+	onSnapshot func(*keylatch.Snapshot)
+}
+
+// latch is what the feed needs of a *keylatch.Latcher.
+type latch interface {
+	Current() *keylatch.Snapshot
+	Wake()
+}
+
+func (f *statusFeed) run(ctx context.Context, snaps <-chan *keylatch.Snapshot) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-snaps:
+			f.snapshot(s)
+		case <-f.prov.Notify():
+			f.notify()
+		}
+	}
+}
+
+func (f *statusFeed) snapshot(s *keylatch.Snapshot) {
+	f.reg.SetKeyLatchStates(keyLatchStates(s))
+	f.prov.SetLatched(s.Latched())
+	if f.onSnapshot != nil {
+		f.onSnapshot(s)
+	}
+}
+
+// notify is a caller of /provision asking: a latch without a key gets
+// provisioning's key-latch flag cleared (upstream's reset) and a poll now.
+func (f *statusFeed) notify() {
+	if !f.latch.Current().Latched() {
+		f.prov.ResetKeyLatch()
+	}
+	f.latch.Wake()
+}
+
+// keyLatchStates is status.json's view of a snapshot.
+func keyLatchStates(s *keylatch.Snapshot) status.KeyLatchStates {
+	k := status.KeyLatchStates{SecureChannelState: s.State,
+		WireServerRuleID: s.RuleIDs[msp.EndpointWireServer], IMDSRuleID: s.RuleIDs[msp.EndpointIMDS], HostGARuleID: s.RuleIDs[msp.EndpointHostGA]}
+	if s.Key.Valid() {
+		k.KeyGUID = s.Key.GUID
+	}
+	if s.KeyIncarnationID != nil {
+		k.KeyIncarnationID = strconv.FormatUint(uint64(*s.KeyIncarnationID), 10)
+	}
+	return k
+}
+
+// registrySummaries counts every request (proxyConnectionsCount) and feeds
+// the two connection summaries of status.json, whose 15-minute buckets
+// the status package keeps.
+type registrySummaries struct{ reg *status.Registry }
+
+func (s registrySummaries) Add(r *proxy.Record) {
+	s.reg.CountRequest()
+	c := status.Connection{UserName: r.UserName, UserGroups: r.UserGroups, ClientIP: r.ClientIP, IP: r.IP, Port: r.Port,
+		ProcessFullPath: r.ProcessFullPath, ProcessCmdLine: r.ProcessCmdLine, ResponseStatus: r.ResponseStatus}
+	if c.IP == "" {
+		c.IP = "None"
+	}
+	s.reg.Connections().Record(r.Time, c)
+	if r.FailedAuthorization() {
+		s.reg.FailedAuthentications().Record(r.Time, c)
+	}
+}
+
+// auditSinks is status.json's sink and the embedder's callback in one.
+type auditSinks struct {
+	summaries registrySummaries
+	onAudit   func(*proxy.Record)
+}
+
+func (s auditSinks) Add(r *proxy.Record) {
+	s.summaries.Add(r)
+	if s.onAudit != nil {
+		s.onAudit(r)
+	}
+}
+
+// serveMetrics serves g at /metrics on addr until ctx ends, with the
+// proxy's own HTTP code: a net/http server would link TLS into the agent.
+func serveMetrics(ctx context.Context, addr string, srv *proxy.Server, g prometheus.Gatherer) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return srv.ServeMetrics(ctx, ln, promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+}
