@@ -24,7 +24,14 @@
 // writer, provisioning state, and the --status client. It imports msp.
 //
 // proxy is the authorizing, signing HTTP proxy on 127.0.0.1:3080. It may
-// import msp, keylatch, ebpf and status.
+// import msp, keylatch, ebpf and status, and links no metrics library: it
+// measures through its small Metrics interface.
+//
+// agent is the whole agent as an importable package: agent.New(cfg,
+// opts).Run(ctx) wires ebpf, keylatch, proxy and status, with hooks for an
+// embedder's audit sink, metrics registry, logger, dialer and caller
+// resolver. agent/metrics holds the Prometheus series (it imports only msp
+// and Prometheus); agent/logfile the rotated log files.
 //
 // arm is the VM owner's side: an azcore client for proxyAgentSettings,
 // key reset and gallery rule profiles; arm/armtest is a fake ARM. It imports
@@ -34,11 +41,12 @@
 // predictions (simulate, learn, the three rule-set formats). It imports
 // only msp.
 //
-// examples holds the thin programs that compose everything:
-// azure-proxy-agent (with its demo), msp-validate, msp-keyreset and
-// msp-policy.
+// examples holds the thin programs: azure-proxy-agent (flags, upstream's
+// configuration file, agent.Run and the --status client), msp-demo (the
+// whole protocol on a simulated host), msp-validate, msp-keyreset and
+// msp-policy. Only msp-demo and the tests link msp/msptest and internal/.
 //
-// Platforms: ebpf, keylatch, proxy and the agent are Linux-only (ebpf and
+// Platforms: ebpf, keylatch, proxy and agent are Linux-only (ebpf and
 // keylatch fail to compile elsewhere with an error that names why). msp,
 // status, arm and the operator tools msp-validate, msp-keyreset and
 // msp-policy also build and run on Windows; .ci/run cross-compiles and vets
