@@ -204,8 +204,7 @@ func TestDemoInterrupt(t *testing.T) {
 
 // normalizeDemo replaces what differs between runs and machines (the
 // cgroup root, pids, temporary folders, the key, times and the count of
-// --status polls) with the
-// README's placeholders.
+// --status polls) with the README's placeholders.
 func normalizeDemo(s string) string {
 	for _, r := range []struct{ re, with string }{
 		{`/sys/fs/cgroup(/unified)?/gpa-demo-\d+`, "/sys/fs/cgroup/gpa-demo-12345"},
