@@ -141,17 +141,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	var redir *ebpf.Redirector
 	var redirect keylatch.RedirectPolicy
 	if cfg.NoRedirect {
-		reg.Set(status.ModuleRedirector, status.StateStopped, "Failed to start redirector: eBPF disabled by the caller")
+		reg.Set(status.ModuleRedirector, msp.ModuleStopped, "Failed to start redirector: eBPF disabled by the caller")
 	} else {
-		reg.Set(status.ModuleRedirector, status.StateUnknown, "eBPF redirector is starting")
+		reg.Set(status.ModuleRedirector, msp.ModuleUnknown, "eBPF redirector is starting")
 		redir, err = startRedirector(ctx, cfg, logger)
 		if err != nil {
-			reg.Set(status.ModuleRedirector, status.StateStopped, "Failed to start redirector: "+err.Error())
+			reg.Set(status.ModuleRedirector, msp.ModuleStopped, "Failed to start redirector: "+err.Error())
 			logger.Error("eBPF redirector failed", "err", err)
 		} else {
 			defer redir.Close()
 			redirect = &redirectPolicy{policy: redir.Policy(), proxy: cfg.ListenAddr}
-			reg.Set(status.ModuleRedirector, status.StateRunning, fmt.Sprintf("Started Redirector with eBPF maps - %d", uptimeMS()))
+			reg.Set(status.ModuleRedirector, msp.ModuleRunning, fmt.Sprintf("Started Redirector with eBPF maps - %d", uptimeMS()))
 			if err := prov.SetReady(ctx, status.RedirectorReady); err != nil {
 				logger.Warn("provisioning state files", "err", err)
 			}
@@ -177,7 +177,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		EvaluatorOptions: &msp.EvaluatorOptions{Matcher: cfg.Matcher, OnDivergence: func(d msp.Divergence) { logger.Warn(d.String()) }},
 		Redirect:         redirect,
 		OnStatus: func(s keylatch.Status) {
-			reg.Set(status.ModuleKeyLatch, status.ModuleState(s.State), s.Message)
+			reg.Set(status.ModuleKeyLatch, s.State, s.Message)
 		},
 		OnLatched: func() {
 			if err := prov.SetReady(ctx, status.KeyLatchReady); err != nil {
@@ -229,7 +229,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ln, err := listenWithRetry(ctx, cfg.ListenAddr)
 	if err != nil {
-		reg.Set(status.ModuleListener, status.StateStopped, fmt.Sprintf("IO error: Failed to bind TcpListener '%s': %v", cfg.ListenAddr, err))
+		reg.Set(status.ModuleListener, msp.ModuleStopped, fmt.Sprintf("IO error: Failed to bind TcpListener '%s': %v", cfg.ListenAddr, err))
 		logger.Error("proxy listener failed", "err", err)
 	}
 
@@ -245,7 +245,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if ln != nil {
 		goRun("proxy", func(ctx context.Context) error { return srv.Serve(ctx, ln) })
-		reg.Set(status.ModuleListener, status.StateRunning, fmt.Sprintf("Started proxy listener, ready to accept request - %d", uptimeMS()))
+		reg.Set(status.ModuleListener, msp.ModuleRunning, fmt.Sprintf("Started proxy listener, ready to accept request - %d", uptimeMS()))
 		if err := prov.SetReady(ctx, status.ListenerReady); err != nil {
 			logger.Warn("provisioning state files", "err", err)
 		}
@@ -285,9 +285,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Wait()
 	// Say what a stopped agent leaves behind: pinned programs keep
 	// redirecting until the next start takes them over; unpinned ones go.
-	reg.Set(status.ModuleListener, status.StateStopped, "proxy listener stopped: the agent is shutting down")
+	reg.Set(status.ModuleListener, msp.ModuleStopped, "proxy listener stopped: the agent is shutting down")
 	if redir != nil && cfg.PinFolder == "" {
-		reg.Set(status.ModuleRedirector, status.StateStopped, "eBPF programs detached: the agent is shutting down")
+		reg.Set(status.ModuleRedirector, msp.ModuleStopped, "eBPF programs detached: the agent is shutting down")
 	}
 	if writer != nil {
 		_ = writer.WriteOnce() // the final state, STOPPED modules included

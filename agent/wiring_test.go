@@ -32,8 +32,8 @@ func TestKeyLatchStates(t *testing.T) {
 		snap *keylatch.Snapshot
 		want status.KeyLatchStates
 	}{
-		{"unknown", &keylatch.Snapshot{State: keylatch.StateUnknown}, status.KeyLatchStates{SecureChannelState: "Unknown"}},
-		{"disabled", &keylatch.Snapshot{State: keylatch.StateDisabled}, status.KeyLatchStates{SecureChannelState: "disabled"}},
+		{"unknown", &keylatch.Snapshot{State: msp.SecureChannelUnknown}, status.KeyLatchStates{SecureChannelState: "Unknown"}},
+		{"disabled", &keylatch.Snapshot{State: msp.SecureChannelDisabled}, status.KeyLatchStates{SecureChannelState: "disabled"}},
 		{"latched with rules", &keylatch.Snapshot{State: "WireServer Enforce -  IMDS Audit - HostGA Enforce", Key: testKey(t), KeyIncarnationID: &inc,
 			RuleIDs: map[msp.Endpoint]string{msp.EndpointWireServer: "ws-1", msp.EndpointIMDS: "imds-1", msp.EndpointHostGA: "ga-1"}},
 			status.KeyLatchStates{SecureChannelState: "WireServer Enforce -  IMDS Audit - HostGA Enforce", KeyGUID: "6f1b2c9e-0000-4000-8000-000000000001",
@@ -91,7 +91,7 @@ func TestStatusFeed(t *testing.T) {
 	if prov.Flags()&status.KeyLatchReady == 0 || latch.wakes != 1 {
 		t.Errorf("latched: flags %v, wakes %d; want KEY_LATCH kept and one wake", prov.Flags(), latch.wakes)
 	}
-	latch.cur = &keylatch.Snapshot{State: keylatch.StateUnknown}
+	latch.cur = &keylatch.Snapshot{State: msp.SecureChannelUnknown}
 	f.notify()
 	if prov.Flags()&status.KeyLatchReady != 0 || latch.wakes != 2 {
 		t.Errorf("unlatched: flags %v, wakes %d; want KEY_LATCH cleared and a second wake", prov.Flags(), latch.wakes)

@@ -24,7 +24,7 @@ func FuzzParseKeyStatus(f *testing.F) {
 			t.Fatalf("parsed status does not validate: %v", err)
 		}
 		s := st.StateString()
-		if s == "" || s == StateUnknown {
+		if s == "" || s == msp.SecureChannelUnknown {
 			t.Fatalf("state %q from a valid status", s)
 		}
 		if st.Mode(msp.EndpointHostGA) != st.Mode(msp.EndpointWireServer) {

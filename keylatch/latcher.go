@@ -15,35 +15,15 @@ import (
 	"github.com/metadatasec/gpa/msp"
 )
 
-// ModuleState is a module's health as status.json reports it.
-type ModuleState string
-
-// The module states the latcher reports.
-const (
-	ModuleRunning ModuleState = "RUNNING"
-	ModuleStopped ModuleState = "STOPPED"
-)
-
 // Status is the KeyKeeper module status: a state and the last message,
 // whose prefixes are those of gpa-protocol §6.2.
 type Status struct {
-	State   ModuleState
+	State   msp.ModuleState
 	Message string
 }
 
-// Status message prefixes of gpa-protocol §6.2. Messages that end in
-// " - <ms>" carry the milliseconds since start.
+// Poll intervals of gpa-protocol §2.6.
 const (
-	MsgStarted          = "poll secure channel status task started."
-	MsgStatusFailed     = "Failed to get key status - "
-	MsgFoundLocal       = "Found key details from local and ready to use."
-	MsgAttested         = "Successfully attest the key and ready to use."
-	MsgDisabled         = "Customer has not enforce the secure channel state."
-	MsgAcquireFailed    = "Failed to acquire key details: "
-	MsgSaveFailed       = "Failed to save key details to file: "
-	MsgCheckFailed      = "Failed to check the key '"
-	MsgAttestFailed     = "Failed to attest the key: "
-	MsgCancelled        = "poll_secure_channel_status task cancelled."
 	DefaultPollInterval = 15 * time.Second
 	// FrequentPollInterval and FrequentPollWindow: while the state is
 	// Unknown during the first five minutes, the status is polled every
@@ -75,7 +55,7 @@ type RedirectPolicy interface {
 // proxy under s: those whose mode is not Disabled. It is empty while the
 // state is Unknown, so nothing is redirected before the first status.
 func RedirectSet(s *Snapshot) []msp.Endpoint {
-	if s == nil || s.State == StateUnknown {
+	if s == nil || s.State == msp.SecureChannelUnknown {
 		return nil
 	}
 	var out []msp.Endpoint
@@ -181,7 +161,7 @@ func NewLatcher(opts *LatcherOptions) (*Latcher, error) {
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
-	l.cur.Store(&Snapshot{State: StateUnknown, Updated: l.clock.Now()})
+	l.cur.Store(&Snapshot{State: msp.SecureChannelUnknown, Updated: l.clock.Now()})
 	return l, nil
 }
 
@@ -252,7 +232,7 @@ func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 // restarting agent whose pinned redirect is already live uses it to hold
 // the first requests instead of forwarding them unsigned.
 func (l *Latcher) WaitKnown(ctx context.Context) *Snapshot {
-	known := func(s *Snapshot) bool { return s != nil && s.State != StateUnknown }
+	known := func(s *Snapshot) bool { return s != nil && s.State != msp.SecureChannelUnknown }
 	return l.waitFor(ctx, known, nil)
 }
 
@@ -284,11 +264,11 @@ func (l *Latcher) waitFor(ctx context.Context, ok func(*Snapshot) bool, ask func
 
 // Run polls until ctx ends. The first poll happens at once.
 func (l *Latcher) Run(ctx context.Context) error {
-	l.setStatus(ModuleRunning, MsgStarted)
+	l.setStatus(msp.ModuleRunning, msp.KeyLatchMsgStarted)
 	for {
 		l.Poll(ctx)
 		if err := l.sleep(ctx); err != nil {
-			l.setStatus(ModuleStopped, MsgCancelled)
+			l.setStatus(msp.ModuleStopped, msp.KeyLatchMsgCancelled)
 			return err
 		}
 	}
@@ -296,7 +276,7 @@ func (l *Latcher) Run(ctx context.Context) error {
 
 // nextInterval is the poll cadence of §2.6.
 func (l *Latcher) nextInterval() time.Duration {
-	if l.Current().State == StateUnknown && l.uptime() < FrequentPollWindow {
+	if l.Current().State == msp.SecureChannelUnknown && l.uptime() < FrequentPollWindow {
 		return FrequentPollInterval
 	}
 	return l.interval
@@ -314,9 +294,9 @@ func (l *Latcher) sleep(ctx context.Context) error {
 			return nil
 		case <-l.wake:
 			cur := l.Current()
-			if cur.State == StateUnknown || cur.State == StateDisabled {
-				if cur.State == StateDisabled {
-					l.publish(&Snapshot{State: StateUnknown})
+			if cur.State == msp.SecureChannelUnknown || cur.State == msp.SecureChannelDisabled {
+				if cur.State == msp.SecureChannelDisabled {
+					l.publish(&Snapshot{State: msp.SecureChannelUnknown})
 				}
 				return nil
 			}
@@ -327,7 +307,7 @@ func (l *Latcher) sleep(ctx context.Context) error {
 	}
 }
 
-func (l *Latcher) setStatus(state ModuleState, msg string) {
+func (l *Latcher) setStatus(state msp.ModuleState, msg string) {
 	l.mu.Lock()
 	changed := l.status.State != state || l.status.Message != msg
 	l.status = Status{State: state, Message: msg}
@@ -340,7 +320,7 @@ func (l *Latcher) setStatus(state ModuleState, msg string) {
 	}
 }
 
-func (l *Latcher) setMessage(msg string) { l.setStatus(ModuleRunning, msg) }
+func (l *Latcher) setMessage(msg string) { l.setStatus(msp.ModuleRunning, msg) }
 
 func (l *Latcher) elapsed(msg string) string {
 	return fmt.Sprintf("%s - %d", msg, l.uptime().Milliseconds())
@@ -352,7 +332,7 @@ func (l *Latcher) elapsed(msg string) string {
 func (l *Latcher) Poll(ctx context.Context) {
 	st, err := l.client.GetStatus(ctx)
 	if err != nil {
-		l.setMessage(MsgStatusFailed + err.Error())
+		l.setMessage(msp.KeyLatchMsgStatusFailed + err.Error())
 		return
 	}
 	if text := st.String(); text != l.lastText {
@@ -368,12 +348,12 @@ func (l *Latcher) Poll(ctx context.Context) {
 	// only when a new snapshot is published, not on every poll.
 	itemsJSON, _ := json.Marshal(items)
 
-	if state == StateDisabled {
+	if state == msp.SecureChannelDisabled {
 		// The in-memory key is dropped; files on disk are kept.
 		l.key = msp.Key{}
-		changed := l.Current().State != StateDisabled
+		changed := l.Current().State != msp.SecureChannelDisabled
 		if changed {
-			l.setMessage(l.elapsed(MsgDisabled))
+			l.setMessage(l.elapsed(msp.KeyLatchMsgDisabled))
 		}
 		l.maybePublish(state, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
 		if changed {
@@ -391,7 +371,7 @@ func (l *Latcher) Poll(ctx context.Context) {
 			// updates them before it acquires a key): a proxy whose
 			// pinned redirect is live meanwhile denies what they deny
 			// instead of forwarding everything unsigned.
-			l.maybePublish(StateUnknown, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
+			l.maybePublish(msp.SecureChannelUnknown, items, itemsJSON, ruleIDs, st.KeyIncarnationID)
 			return
 		}
 	}
@@ -407,7 +387,7 @@ func (l *Latcher) latchKey(ctx context.Context, guid *string) bool {
 		k, err := l.store.Load(*guid)
 		if err == nil {
 			l.key = k
-			l.setMessage(l.elapsed(MsgFoundLocal))
+			l.setMessage(l.elapsed(msp.KeyLatchMsgFoundLocal))
 			l.latched()
 			return true
 		}
@@ -419,11 +399,11 @@ func (l *Latcher) latchKey(ctx context.Context, guid *string) bool {
 	}
 	k, err := l.client.AcquireKey(ctx)
 	if err != nil {
-		l.setMessage(MsgAcquireFailed + err.Error())
+		l.setMessage(msp.KeyLatchMsgAcquireFailed + err.Error())
 		return false
 	}
 	if err := l.store.Save(k); err != nil {
-		l.setMessage(MsgSaveFailed + err.Error())
+		l.setMessage(msp.KeyLatchMsgSaveFailed + err.Error())
 		return false
 	}
 	back, err := l.store.Load(k.GUID)
@@ -431,15 +411,15 @@ func (l *Latcher) latchKey(ctx context.Context, guid *string) bool {
 		err = ErrKeyMismatch
 	}
 	if err != nil {
-		l.setMessage(MsgCheckFailed + k.GUID + "' details saved locally: " + err.Error() + ".")
+		l.setMessage(msp.KeyLatchMsgCheckFailed + k.GUID + "' details saved locally: " + err.Error() + ".")
 		return false
 	}
 	if err := l.client.AttestKey(ctx, k); err != nil {
-		l.setMessage(MsgAttestFailed + err.Error())
+		l.setMessage(msp.KeyLatchMsgAttestFailed + err.Error())
 		return false
 	}
 	l.key = k
-	l.setMessage(l.elapsed(MsgAttested))
+	l.setMessage(l.elapsed(msp.KeyLatchMsgAttested))
 	l.log.Info("key latched", "key", k)
 	l.latched()
 	return true
@@ -455,7 +435,7 @@ func (l *Latcher) latched() {
 func (l *Latcher) items(st *KeyStatus) (map[msp.Endpoint]*msp.AuthorizationItem, map[msp.Endpoint]string) {
 	items := map[msp.Endpoint]*msp.AuthorizationItem{}
 	ids := map[msp.Endpoint]string{}
-	if st.StateString() == StateDisabled {
+	if st.StateString() == msp.SecureChannelDisabled {
 		return items, ids
 	}
 	if st.Version != "2.0" {

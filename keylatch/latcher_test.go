@@ -68,17 +68,17 @@ func TestFirstBootLatchesWithinThreePolls(t *testing.T) {
 	}
 
 	st := r.statuses.all()
-	if len(st) == 0 || st[0].Message != MsgStarted {
-		t.Fatalf("first status %+v, want %q", st, MsgStarted)
+	if len(st) == 0 || st[0].Message != msp.KeyLatchMsgStarted {
+		t.Fatalf("first status %+v, want %q", st, msp.KeyLatchMsgStarted)
 	}
 	var attested bool
 	for _, s := range st {
-		attested = attested || (strings.HasPrefix(s.Message, MsgAttested+" - ") && s.State == ModuleRunning)
+		attested = attested || (strings.HasPrefix(s.Message, msp.KeyLatchMsgAttested+" - ") && s.State == msp.ModuleRunning)
 	}
 	if !attested {
-		t.Fatalf("no %q status in %+v", MsgAttested, st)
+		t.Fatalf("no %q status in %+v", msp.KeyLatchMsgAttested, st)
 	}
-	if last := r.latcher.Status(); last.State != ModuleStopped || last.Message != MsgCancelled {
+	if last := r.latcher.Status(); last.State != msp.ModuleStopped || last.Message != msp.KeyLatchMsgCancelled {
 		t.Fatalf("after cancel: %+v", last)
 	}
 	assertNoSecret(t, hk, r.logs.String())
@@ -166,7 +166,7 @@ func TestRestartReusesStoredKey(t *testing.T) {
 	if n := len(r.host.RequestsTo("POST", "/secure-channel/key")); n != 0 {
 		t.Fatalf("restart acquired %d keys, want 0", n)
 	}
-	if msg := l2.Status().Message; !strings.HasPrefix(msg, MsgFoundLocal+" - ") {
+	if msg := l2.Status().Message; !strings.HasPrefix(msg, msp.KeyLatchMsgFoundLocal+" - ") {
 		t.Fatalf("status %q", msg)
 	}
 }
@@ -190,8 +190,8 @@ func TestKeyResetAtHost(t *testing.T) {
 	if !mid.Key.Equal(old.Key) || !mid.Latched() {
 		t.Fatalf("after a failed acquisition the old key must keep serving; got %s", mid.Key)
 	}
-	if msg := r.latcher.Status().Message; !strings.HasPrefix(msg, MsgAcquireFailed) {
-		t.Fatalf("status %q, want prefix %q", msg, MsgAcquireFailed)
+	if msg := r.latcher.Status().Message; !strings.HasPrefix(msg, msp.KeyLatchMsgAcquireFailed) {
+		t.Fatalf("status %q, want prefix %q", msg, msp.KeyLatchMsgAcquireFailed)
 	}
 
 	r.latcher.Poll(ctx)
@@ -229,18 +229,18 @@ func TestHostFailuresRecover(t *testing.T) {
 		fault      msptest.Fault
 		wantPrefix string
 	}{
-		{"down", msptest.Fault{Kind: msptest.FaultDown}, MsgStatusFailed},
-		{"5xx", onStatus(msptest.Fault{Kind: msptest.FaultStatus, Status: 500}), MsgStatusFailed},
-		{"malformed json", onStatus(msptest.Fault{Kind: msptest.FaultMalformedJSON}), MsgStatusFailed},
-		{"xml body", onStatus(msptest.Fault{Kind: msptest.FaultXMLBody}), MsgStatusFailed},
-		{"wrong content type", onStatus(msptest.Fault{Kind: msptest.FaultWrongContentType}), MsgStatusFailed},
-		{"dropped", onStatus(msptest.Fault{Kind: msptest.FaultDrop}), MsgStatusFailed},
-		{"slow past the timeout", onStatus(msptest.Fault{Kind: msptest.FaultSlow, Delay: 2 * time.Second}), MsgStatusFailed},
-		{"acquire 5xx", msptest.Fault{Kind: msptest.FaultStatus, Status: 500, Path: KeyPath}, MsgAcquireFailed},
-		{"acquire malformed", msptest.Fault{Kind: msptest.FaultMalformedJSON, Path: KeyPath}, MsgAcquireFailed},
-		{"acquire xml", msptest.Fault{Kind: msptest.FaultXMLBody, Path: KeyPath}, MsgAcquireFailed},
-		{"attestation 5xx", msptest.Fault{Kind: msptest.FaultStatus, Status: 500, PathPrefix: KeyPath + "/"}, MsgAttestFailed},
-		{"attestation dropped", msptest.Fault{Kind: msptest.FaultDrop, PathPrefix: KeyPath + "/"}, MsgAttestFailed},
+		{"down", msptest.Fault{Kind: msptest.FaultDown}, msp.KeyLatchMsgStatusFailed},
+		{"5xx", onStatus(msptest.Fault{Kind: msptest.FaultStatus, Status: 500}), msp.KeyLatchMsgStatusFailed},
+		{"malformed json", onStatus(msptest.Fault{Kind: msptest.FaultMalformedJSON}), msp.KeyLatchMsgStatusFailed},
+		{"xml body", onStatus(msptest.Fault{Kind: msptest.FaultXMLBody}), msp.KeyLatchMsgStatusFailed},
+		{"wrong content type", onStatus(msptest.Fault{Kind: msptest.FaultWrongContentType}), msp.KeyLatchMsgStatusFailed},
+		{"dropped", onStatus(msptest.Fault{Kind: msptest.FaultDrop}), msp.KeyLatchMsgStatusFailed},
+		{"slow past the timeout", onStatus(msptest.Fault{Kind: msptest.FaultSlow, Delay: 2 * time.Second}), msp.KeyLatchMsgStatusFailed},
+		{"acquire 5xx", msptest.Fault{Kind: msptest.FaultStatus, Status: 500, Path: KeyPath}, msp.KeyLatchMsgAcquireFailed},
+		{"acquire malformed", msptest.Fault{Kind: msptest.FaultMalformedJSON, Path: KeyPath}, msp.KeyLatchMsgAcquireFailed},
+		{"acquire xml", msptest.Fault{Kind: msptest.FaultXMLBody, Path: KeyPath}, msp.KeyLatchMsgAcquireFailed},
+		{"attestation 5xx", msptest.Fault{Kind: msptest.FaultStatus, Status: 500, PathPrefix: KeyPath + "/"}, msp.KeyLatchMsgAttestFailed},
+		{"attestation dropped", msptest.Fault{Kind: msptest.FaultDrop, PathPrefix: KeyPath + "/"}, msp.KeyLatchMsgAttestFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -253,16 +253,16 @@ func TestHostFailuresRecover(t *testing.T) {
 				r.latcher.Poll(context.Background())
 			}
 			st := r.latcher.Status()
-			if !strings.HasPrefix(st.Message, tt.wantPrefix) || st.State != ModuleRunning {
+			if !strings.HasPrefix(st.Message, tt.wantPrefix) || st.State != msp.ModuleRunning {
 				t.Fatalf("status %+v, want prefix %q", st, tt.wantPrefix)
 			}
 			// Never latched without a usable key. Once the status was
 			// read, its rules apply while the key cannot be latched.
 			s := r.latcher.Current()
-			if s.State != StateUnknown || s.Latched() || s.Key.Valid() || s.Signer != nil {
+			if s.State != msp.SecureChannelUnknown || s.Latched() || s.Key.Valid() || s.Signer != nil {
 				t.Fatalf("during the failure: state %q epoch %d key %s", s.State, s.Epoch, s.Key)
 			}
-			statusRead := tt.wantPrefix != MsgStatusFailed
+			statusRead := tt.wantPrefix != msp.KeyLatchMsgStatusFailed
 			if got := s.Mode(msp.EndpointIMDS); statusRead != (got == msp.ModeEnforce) {
 				t.Fatalf("during the failure (status read %v): IMDS mode %v in the snapshot", statusRead, got)
 			}
@@ -300,13 +300,13 @@ func TestDisabledClearsKeyAndRedirect(t *testing.T) {
 		t.Fatalf("OnLatched called %d times for one change to disabled, want 1", latchedCalls)
 	}
 	s := r.latcher.Current()
-	if s.State != StateDisabled || s.Key.Valid() || s.Signer != nil || s.Latched() {
+	if s.State != msp.SecureChannelDisabled || s.Key.Valid() || s.Signer != nil || s.Latched() {
 		t.Fatalf("disabled snapshot: state %q key %s", s.State, s.Key)
 	}
 	if got := r.redirect.last(); len(got) != 0 {
 		t.Fatalf("redirect set %v, want empty", got)
 	}
-	if msg := r.latcher.Status().Message; !strings.HasPrefix(msg, MsgDisabled+" - ") {
+	if msg := r.latcher.Status().Message; !strings.HasPrefix(msg, msp.KeyLatchMsgDisabled+" - ") {
 		t.Fatalf("status %q", msg)
 	}
 	// Files on disk are kept.
@@ -421,9 +421,9 @@ func TestRedirectSet(t *testing.T) {
 		want []msp.Endpoint
 	}{
 		{"nil", nil, nil},
-		{"unknown", &Snapshot{State: StateUnknown, Policy: p}, nil},
+		{"unknown", &Snapshot{State: msp.SecureChannelUnknown, Policy: p}, nil},
 		{"imds audit only", &Snapshot{State: "WireServer Disabled -  IMDS Audit - HostGA Disabled", Policy: p}, []msp.Endpoint{msp.EndpointIMDS}},
-		{"disabled", &Snapshot{State: StateDisabled}, nil},
+		{"disabled", &Snapshot{State: msp.SecureChannelDisabled}, nil},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, RedirectSet(tt.s)); diff != "" {
@@ -453,7 +453,7 @@ func TestWake(t *testing.T) {
 
 	// The host starts disabled.
 	r.clock.next(t)
-	if s := r.latcher.Current(); s.State != StateDisabled {
+	if s := r.latcher.Current(); s.State != msp.SecureChannelDisabled {
 		t.Fatalf("state %q", s.State)
 	}
 	<-latchedCalls
@@ -463,7 +463,7 @@ func TestWake(t *testing.T) {
 
 	// Wake while disabled: back to Unknown and an immediate poll.
 	r.latcher.Wake()
-	if s := <-sub; s.State != StateUnknown {
+	if s := <-sub; s.State != msp.SecureChannelUnknown {
 		t.Fatalf("wake while disabled published %q, want Unknown", s.State)
 	}
 	ft := r.clock.next(t)

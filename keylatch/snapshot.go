@@ -36,7 +36,7 @@ type Snapshot struct {
 // Latched reports whether the secure channel is latched: the state is
 // neither "Unknown" nor "disabled" (upstream's is_secure_channel_latched).
 func (s *Snapshot) Latched() bool {
-	return s != nil && s.State != StateUnknown && s.State != StateDisabled
+	return s != nil && s.State != msp.SecureChannelUnknown && s.State != msp.SecureChannelDisabled
 }
 
 // Mode returns the mode of ep in this snapshot.
@@ -46,9 +46,3 @@ func (s *Snapshot) Mode(ep msp.Endpoint) msp.Mode {
 	}
 	return s.Policy.Mode(ep)
 }
-
-// The two fixed secure-channel state strings.
-const (
-	StateUnknown  = "Unknown"
-	StateDisabled = "disabled"
-)

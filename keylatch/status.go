@@ -224,13 +224,13 @@ func (s *KeyStatus) v2Active() bool {
 func (s *KeyStatus) StateString() string {
 	if s.Version == "2.0" {
 		if !s.v2Active() {
-			return StateDisabled
+			return msp.SecureChannelDisabled
 		}
 		ws := s.Mode(msp.EndpointWireServer)
 		return msp.SecureChannelState(ws, s.Mode(msp.EndpointIMDS), ws)
 	}
 	if s.SecureChannelState == nil {
-		return StateDisabled
+		return msp.SecureChannelDisabled
 	}
 	return strings.ToLower(*s.SecureChannelState)
 }

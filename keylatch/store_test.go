@@ -301,8 +301,8 @@ func TestLatcherWithBrokenDisk(t *testing.T) {
 				t.Fatalf("latched without a stored key: %q", s.State)
 			}
 			msg := l.Status().Message
-			if !strings.HasPrefix(msg, MsgSaveFailed) {
-				t.Fatalf("status %q, want prefix %q", msg, MsgSaveFailed)
+			if !strings.HasPrefix(msg, msp.KeyLatchMsgSaveFailed) {
+				t.Fatalf("status %q, want prefix %q", msg, msp.KeyLatchMsgSaveFailed)
 			}
 			if n := len(r.host.RequestsTo("POST", KeyPath+"/"+r.host.IssuedKeys()[0].GUID+"/key-attestation")); n != 0 {
 				t.Fatal("attested a key that was not stored")

@@ -14,4 +14,5 @@ var (
 	ErrBadAuthorization     = errors.New("msp: malformed authorization header")
 	ErrSignatureMismatch    = errors.New("msp: signature mismatch")
 	ErrUnknownKey           = errors.New("msp: signature names an unknown key")
+	ErrInvalidModuleState   = errors.New("msp: invalid module state")
 )

@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/metadatasec/gpa/keylatch"
+	"github.com/metadatasec/gpa/msp"
 )
 
 // Defaults of Config. The body limits and the listen address are
 // upstream's; the others are hardening upstream lacks.
 const (
-	DefaultAddr                = "127.0.0.1:3080"
 	DefaultMaxHeaderBytes      = 32 << 10
 	DefaultMaxURIBytes         = 8 << 10
 	DefaultMaxHeaders          = 100
@@ -39,7 +39,7 @@ const (
 // Config configures a Server. Resolver and Snapshots are required; every
 // other zero field takes its default.
 type Config struct {
-	// Addr is where ListenAndServe listens; DefaultAddr when empty. Serve
+	// Addr is where ListenAndServe listens; msp.ProxyAddr when empty. Serve
 	// uses the listener it is given instead.
 	Addr string
 
@@ -134,7 +134,7 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.Snapshots == nil {
 		return out, errors.Join(ErrConfig, errors.New("a Snapshots source is required"))
 	}
-	setDefault(&out.Addr, DefaultAddr)
+	setDefault(&out.Addr, msp.ProxyAddr.String())
 	setDefault(&out.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(&out.MaxURIBytes, DefaultMaxURIBytes)
 	setDefault(&out.MaxHeaders, DefaultMaxHeaders)

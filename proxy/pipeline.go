@@ -21,13 +21,6 @@ import (
 	"github.com/metadatasec/gpa/msp"
 )
 
-// Paths the proxy answers itself (gpa-protocol §1), matched on the exact
-// request target.
-const (
-	ProvisionPath       = "/provision"
-	AggregateStatusPath = "/gpa-aggregated-status"
-)
-
 // allowHeader lists msp.AllowedMethods in the order upstream's Allow header
 // does.
 const allowHeader = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
@@ -69,10 +62,10 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	// 3, 4. The agent's own endpoints, before the destination is looked at.
 	if r.host == "" || cc.caller == nil || r.host == hostOf(cc.caller.OriginalDst) {
 		switch r.uri {
-		case ProvisionPath:
+		case msp.ProvisionPath:
 			status, keep = cc.serveProvision(ctx, r)
 			return keep
-		case AggregateStatusPath:
+		case msp.AggregateStatusPath:
 			status, keep = cc.serveAggregateStatus(ctx, r)
 			return keep
 		}
@@ -104,7 +97,7 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 
 	// 6. Authorization under one snapshot, which also dates and signs.
 	snap := s.cfg.Snapshots()
-	if (snap == nil || snap.State == keylatch.StateUnknown) && s.cfg.AwaitKnown != nil {
+	if (snap == nil || snap.State == msp.SecureChannelUnknown) && s.cfg.AwaitKnown != nil {
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.StartupWait)
 		if known := s.cfg.AwaitKnown(wctx); known != nil {
 			snap = known
@@ -112,7 +105,7 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 		cancel()
 	}
 	if snap == nil {
-		snap = &keylatch.Snapshot{State: keylatch.StateUnknown}
+		snap = &keylatch.Snapshot{State: msp.SecureChannelUnknown}
 	}
 	s.cfg.Metrics.Epoch(snap.Epoch)
 	d := cc.decide(snap, ep, r, rec)

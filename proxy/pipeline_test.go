@@ -520,7 +520,7 @@ func TestRequestWaitsForKnownState(t *testing.T) {
 			}
 		}
 	}})
-	tp.snap.Store(&keylatch.Snapshot{State: keylatch.StateUnknown})
+	tp.snap.Store(&keylatch.Snapshot{State: msp.SecureChannelUnknown})
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		known <- snapshotFor(t, 1, denyTokenRules(), &key)

@@ -106,7 +106,7 @@ func TestNewConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.cfg.Addr != DefaultAddr || s.cfg.MaxBodyBytes != 100<<10 || s.cfg.MaxSkipSigBodyBytes != 100<<20 {
+	if s.cfg.Addr != msp.ProxyAddr.String() || s.cfg.MaxBodyBytes != 100<<10 || s.cfg.MaxSkipSigBodyBytes != 100<<20 {
 		t.Errorf("defaults: %+v", s.cfg)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/metadatasec/gpa/msp"
 )
 
 // BenchmarkWaitProvisionedReady is one `--status --wait 120` against a
@@ -28,7 +30,7 @@ func BenchmarkWaitProvisionedReady(b *testing.B) {
 func BenchmarkProvisionServeHTTP(b *testing.B) {
 	reg := NewRegistry(RegistryOptions{})
 	p, _ := NewProvision(ProvisionOptions{Registry: reg})
-	req := httptest.NewRequest("GET", ProvisionPath, nil)
+	req := httptest.NewRequest("GET", msp.ProvisionPath, nil)
 	req.Header.Set(HeaderMetadata, "true")
 	req.Header.Set(HeaderTimeTick, strconv.FormatInt(time.Now().UnixNano(), 10))
 	for b.Loop() {

@@ -13,11 +13,12 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/metadatasec/gpa/msp"
 )
 
 // Defaults of WaitOptions.
 const (
-	DefaultAgentAddr    = "127.0.0.1:3080"
 	DefaultPollInterval = 100 * time.Millisecond
 	DefaultQueryTimeout = 2 * time.Second
 )
@@ -37,7 +38,7 @@ const (
 // WaitOptions configures WaitProvisioned. The zero value makes one query to
 // the local agent.
 type WaitOptions struct {
-	// Addr is the agent listener, host:port. Empty means DefaultAgentAddr.
+	// Addr is the agent listener, host:port. Empty means msp.ProxyAddr.
 	Addr string
 	// Wait is how long to keep polling while provisioning is not finished,
 	// counted from Start. Zero means a single query.
@@ -184,12 +185,12 @@ type AnswerError struct {
 	Status string
 }
 
-func (e *AnswerError) Error() string { return ProvisionPath + " answered " + e.Status }
+func (e *AnswerError) Error() string { return msp.ProvisionPath + " answered " + e.Status }
 
 // QueryOptions configures QueryProvision. The zero value asks the local
 // agent once, without waking its key latch.
 type QueryOptions struct {
-	// Addr is the agent listener, host:port. Empty means DefaultAgentAddr.
+	// Addr is the agent listener, host:port. Empty means msp.ProxyAddr.
 	Addr string
 	// Tick is the x-ms-azure-time_tick value. Empty means "0".
 	Tick string
@@ -215,7 +216,7 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 		o = *opts
 	}
 	if o.Addr == "" {
-		o.Addr = DefaultAgentAddr
+		o.Addr = msp.ProxyAddr.String()
 	}
 	if o.Tick == "" {
 		o.Tick = "0"
@@ -229,7 +230,7 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 	addr := o.Addr
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	target := "http://" + addr + ProvisionPath
+	target := "http://" + addr + msp.ProvisionPath
 	// addr becomes the Host line: a space or line break in it would let it
 	// add header lines or break the request line.
 	for i := 0; i < len(addr); i++ {
@@ -251,7 +252,7 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 	defer stop()
 
 	var b bytes.Buffer
-	b.WriteString("GET " + ProvisionPath + " HTTP/1.1\r\nHost: " + addr + "\r\n")
+	b.WriteString("GET " + msp.ProvisionPath + " HTTP/1.1\r\nHost: " + addr + "\r\n")
 	b.WriteString(HeaderMetadata + ": true\r\n")
 	b.WriteString(http.CanonicalHeaderKey(HeaderTimeTick) + ": " + o.Tick + "\r\n")
 	if o.Notify {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp"
 )
 
 // testAgent is a live in-process agent on loopback: a Provision served on
@@ -40,7 +41,7 @@ func newTestAgent(t *testing.T, l net.Listener, opts ProvisionOptions) *testAgen
 	}
 	a.prov = p
 	mux := http.NewServeMux()
-	mux.Handle(ProvisionPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle(msp.ProvisionPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.calls.Add(1)
 		p.ServeHTTP(w, r)
 	}))
@@ -131,7 +132,7 @@ func TestWaitProvisioned(t *testing.T) {
 			name: "finished with an eBPF error",
 			setup: func(t *testing.T) string {
 				a := newTestAgent(t, nil, ProvisionOptions{Timeout: 200 * time.Millisecond})
-				a.reg.Set(ModuleRedirector, StateUnknown, ebpfErr)
+				a.reg.Set(ModuleRedirector, msp.ModuleUnknown, ebpfErr)
 				_ = a.prov.SetReady(t.Context(), KeyLatchReady|ListenerReady)
 				ctx, cancel := context.WithCancel(context.Background())
 				go func() { _ = a.prov.Run(ctx) }()
@@ -238,7 +239,7 @@ func TestWaitProvisionedHeaders(t *testing.T) {
 	var got []http.Header
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got = append(got, r.Header.Clone())
-		if r.URL.Path != ProvisionPath || r.Method != http.MethodGet {
+		if r.URL.Path != msp.ProvisionPath || r.Method != http.MethodGet {
 			t.Errorf("request %s %s", r.Method, r.URL)
 		}
 		_, _ = w.Write([]byte(`{"finished":false,"errorMessage":""}`))

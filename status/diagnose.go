@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/metadatasec/gpa/msp"
 )
 
 // MaxStatusAge is how old status.json may be before readers call it stale.
@@ -115,11 +117,12 @@ func ClassifyMessage(m Module, message string) Cause {
 		}
 	case ModuleKeyLatch:
 		switch {
-		case has("customer has not enforce"):
+		case has(stem(msp.KeyLatchMsgDisabled)):
 			return CauseMSPDisabled
-		case has("failed to get key status"):
+		case has(stem(msp.KeyLatchMsgStatusFailed)):
 			return CauseKeyStatusUnreachable
-		case has("failed to acquire key", "failed to attest", "failed to check the key", "failed to save key", "rejected"):
+		case has(stem(msp.KeyLatchMsgAcquireFailed), stem(msp.KeyLatchMsgAttestFailed), stem(msp.KeyLatchMsgCheckFailed),
+			stem(msp.KeyLatchMsgSaveFailed), "rejected"):
 			return CauseKeyAcquisition
 		case has("failed", "error"):
 			return CauseOther
@@ -138,6 +141,10 @@ func ClassifyMessage(m Module, message string) Cause {
 	}
 	return CauseNone
 }
+
+// stem is the lowercase words of a key-latch message, without the
+// punctuation that leads into the detail upstream appends.
+func stem(msg string) string { return strings.ToLower(strings.TrimRight(msg, " -:.'")) }
 
 // Finding is one line of a diagnosis: what was checked, how it looks, what
 // was found and what the troubleshooting guide says to do about it.
@@ -258,7 +265,7 @@ func diagnoseModule(m Module, st ModuleStatus, windows bool) Finding {
 	f := Finding{Check: "status." + m.FieldName(), Cause: ClassifyMessage(m, st.Message)}
 	state := st.Status
 	if state == "" {
-		state = StateUnknown
+		state = msp.ModuleUnknown
 	}
 	f.Message = fmt.Sprintf("%s: %s", state, quote(st.Message))
 	if m == ModuleKeyLatch {
@@ -267,9 +274,9 @@ func diagnoseModule(m Module, st ModuleStatus, windows bool) Finding {
 		}
 	}
 	switch {
-	case f.Cause == CauseMSPDisabled && state == StateRunning:
+	case f.Cause == CauseMSPDisabled && state == msp.ModuleRunning:
 		f.Severity = SeverityWarn
-	case f.Cause == CauseNone && state == StateRunning:
+	case f.Cause == CauseNone && state == msp.ModuleRunning:
 		f.Severity = SeverityOK
 	default:
 		f.Severity = SeverityFail
@@ -278,7 +285,7 @@ func diagnoseModule(m Module, st ModuleStatus, windows bool) Finding {
 	return f
 }
 
-func action(c Cause, state ModuleState, windows bool) string {
+func action(c Cause, state msp.ModuleState, windows bool) string {
 	switch c {
 	case CauseEBPFLoad:
 		return pick(windows, actionWinEBPF, actionKernel)
@@ -295,7 +302,7 @@ func action(c Cause, state ModuleState, windows bool) string {
 	case CauseMSPDisabled:
 		return actionEnableMSP
 	case CauseNone:
-		if state == StateRunning {
+		if state == msp.ModuleRunning {
 			return ""
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -68,11 +69,11 @@ func healthy(ts time.Time) *status.AggregateStatus {
 	s := &status.AggregateStatus{Timestamp: status.Timestamp{Time: ts}}
 	a := &s.ProxyAgentStatus
 	a.Version = "1.0.38"
-	a.KeyLatchStatus = status.ModuleStatus{Status: status.StateRunning, Message: "Successfully attest the key and ready to use. - 1234",
+	a.KeyLatchStatus = status.ModuleStatus{Status: msp.ModuleRunning, Message: "Successfully attest the key and ready to use. - 1234",
 		States: map[string]string{"secureChannelState": "WireServer Enforce -  IMDS Enforce - HostGA Enforce"}}
-	a.EBPFProgramStatus = status.ModuleStatus{Status: status.StateRunning, Message: "Started Redirector with eBPF maps - 143"}
-	a.ProxyListenerStatus = status.ModuleStatus{Status: status.StateRunning, Message: "Started proxy listener, ready to accept request - 27"}
-	a.MonitorStatus = status.ModuleStatus{Status: status.StateRunning, Message: "Aggregate status written to status file: /var/log/azure-proxy-agent/status.json"}
+	a.EBPFProgramStatus = status.ModuleStatus{Status: msp.ModuleRunning, Message: "Started Redirector with eBPF maps - 143"}
+	a.ProxyListenerStatus = status.ModuleStatus{Status: msp.ModuleRunning, Message: "Started proxy listener, ready to accept request - 27"}
+	a.MonitorStatus = status.ModuleStatus{Status: msp.ModuleRunning, Message: "Aggregate status written to status file: /var/log/azure-proxy-agent/status.json"}
 	a.Status = a.Overall()
 	return s
 }
@@ -115,7 +116,7 @@ func TestDiagnose(t *testing.T) {
 	}, {
 		name: "ebpf load failure points at the kernel",
 		edit: func(s *status.AggregateStatus) {
-			s.ProxyAgentStatus.EBPFProgramStatus = status.ModuleStatus{Status: status.StateUnknown, Message: "Failed to start redirector: Failed to load program 'connect4' with error: EINVAL"}
+			s.ProxyAgentStatus.EBPFProgramStatus = status.ModuleStatus{Status: msp.ModuleUnknown, Message: "Failed to start redirector: Failed to load program 'connect4' with error: EINVAL"}
 			s.ProxyAgentStatus.Status = s.ProxyAgentStatus.Overall()
 		},
 		want:       []row{ok("status.timestamp"), {Check: "status.proxyAgentStatus", Result: "FAIL", Cause: "none"}, ok("status.keyLatchStatus"), {Check: "status.ebpfProgramStatus", Result: "FAIL", Cause: "ebpf-load"}, ok("status.proxyListenerStatus")},
@@ -123,7 +124,7 @@ func TestDiagnose(t *testing.T) {
 	}, {
 		name: "attach failure points at cgroup v2",
 		edit: func(s *status.AggregateStatus) {
-			s.ProxyAgentStatus.EBPFProgramStatus = status.ModuleStatus{Status: status.StateUnknown, Message: "Failed to start redirector: Failed to attach program 'connect4' with error: EBADF"}
+			s.ProxyAgentStatus.EBPFProgramStatus = status.ModuleStatus{Status: msp.ModuleUnknown, Message: "Failed to start redirector: Failed to attach program 'connect4' with error: EBADF"}
 			s.ProxyAgentStatus.Status = s.ProxyAgentStatus.Overall()
 		},
 		want:       []row{ok("status.timestamp"), {Check: "status.proxyAgentStatus", Result: "FAIL", Cause: "none"}, ok("status.keyLatchStatus"), {Check: "status.ebpfProgramStatus", Result: "FAIL", Cause: "cgroup-attach"}, ok("status.proxyListenerStatus")},
@@ -132,7 +133,7 @@ func TestDiagnose(t *testing.T) {
 		name:    "ebpf failure on windows points at the eBPF services",
 		windows: true,
 		edit: func(s *status.AggregateStatus) {
-			s.ProxyAgentStatus.EBPFProgramStatus = status.ModuleStatus{Status: status.StateUnknown, Message: "Failed to start redirector: Failed to load program 'connect4' with error: x"}
+			s.ProxyAgentStatus.EBPFProgramStatus = status.ModuleStatus{Status: msp.ModuleUnknown, Message: "Failed to start redirector: Failed to load program 'connect4' with error: x"}
 			s.ProxyAgentStatus.Status = s.ProxyAgentStatus.Overall()
 		},
 		want:       []row{ok("status.timestamp"), {Check: "status.proxyAgentStatus", Result: "FAIL", Cause: "none"}, ok("status.keyLatchStatus"), {Check: "status.ebpfProgramStatus", Result: "FAIL", Cause: "ebpf-load"}, ok("status.proxyListenerStatus")},
@@ -149,13 +150,13 @@ func TestDiagnose(t *testing.T) {
 	}, {
 		name: "msp disabled is a warning",
 		edit: func(s *status.AggregateStatus) {
-			s.ProxyAgentStatus.KeyLatchStatus = status.ModuleStatus{Status: status.StateRunning, Message: "Customer has not enforce the secure channel state. - 2045", States: map[string]string{"secureChannelState": "disabled"}}
+			s.ProxyAgentStatus.KeyLatchStatus = status.ModuleStatus{Status: msp.ModuleRunning, Message: "Customer has not enforce the secure channel state. - 2045", States: map[string]string{"secureChannelState": "disabled"}}
 		},
 		want: []row{ok("status.timestamp"), ok("status.proxyAgentStatus"), {Check: "status.keyLatchStatus", Result: "WARN", Cause: "msp-disabled"}, ok("status.ebpfProgramStatus"), ok("status.proxyListenerStatus")},
 	}, {
 		name: "listener stopped, bind failure; monitor write failure",
 		edit: func(s *status.AggregateStatus) {
-			s.ProxyAgentStatus.ProxyListenerStatus = status.ModuleStatus{Status: status.StateStopped, Message: "IO error: Failed to bind TcpListener '127.0.0.1:3080': address in use"}
+			s.ProxyAgentStatus.ProxyListenerStatus = status.ModuleStatus{Status: msp.ModuleStopped, Message: "IO error: Failed to bind TcpListener '127.0.0.1:3080': address in use"}
 			s.ProxyAgentStatus.MonitorStatus.Message = "Error writing aggregate status to status file: disk full"
 			s.ProxyAgentStatus.Status = s.ProxyAgentStatus.Overall()
 		},
@@ -166,7 +167,7 @@ func TestDiagnose(t *testing.T) {
 		// A module that is not RUNNING fails even with a harmless message.
 		name: "module stopped without failure text",
 		edit: func(s *status.AggregateStatus) {
-			s.ProxyAgentStatus.EBPFProgramStatus.Status = status.StateStopped
+			s.ProxyAgentStatus.EBPFProgramStatus.Status = msp.ModuleStopped
 			s.ProxyAgentStatus.Status = s.ProxyAgentStatus.Overall()
 		},
 		want:       []row{ok("status.timestamp"), {Check: "status.proxyAgentStatus", Result: "FAIL", Cause: "none"}, ok("status.keyLatchStatus"), {Check: "status.ebpfProgramStatus", Result: "FAIL", Cause: "none"}, ok("status.proxyListenerStatus")},
@@ -207,7 +208,7 @@ func TestDiagnoseNil(t *testing.T) {
 func TestFindingShortAndJSON(t *testing.T) {
 	now := time.Now()
 	s := healthy(now)
-	s.ProxyAgentStatus.ProxyListenerStatus = status.ModuleStatus{Status: status.StateStopped, Message: "listener error: " + strings.Repeat("x", 2000)}
+	s.ProxyAgentStatus.ProxyListenerStatus = status.ModuleStatus{Status: msp.ModuleStopped, Message: "listener error: " + strings.Repeat("x", 2000)}
 	f := status.Diagnose(s, status.DiagnoseOptions{Now: now})[4]
 	if len(f.Message) > 300 || !strings.HasSuffix(f.Message, `..."`) {
 		t.Errorf("message not shortened: %d chars", len(f.Message))

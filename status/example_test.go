@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -15,11 +16,11 @@ import (
 // three modules cloud-init and the FAQ care about.
 func ExampleRegistry() {
 	reg := status.NewRegistry(status.RegistryOptions{Version: "1.0.30"})
-	reg.Set(status.ModuleKeyLatch, status.StateRunning, "poll secure channel status task started.")
-	reg.Set(status.ModuleListener, status.StateRunning, "Started proxy listener, ready to accept request - 27")
+	reg.Set(status.ModuleKeyLatch, msp.ModuleRunning, "poll secure channel status task started.")
+	reg.Set(status.ModuleListener, msp.ModuleRunning, "Started proxy listener, ready to accept request - 27")
 	fmt.Println(reg.Snapshot(time.Now()).ProxyAgentStatus.Status)
 
-	reg.Set(status.ModuleRedirector, status.StateRunning, "Started Redirector with eBPF maps - 143")
+	reg.Set(status.ModuleRedirector, msp.ModuleRunning, "Started Redirector with eBPF maps - 143")
 	fmt.Println(reg.Snapshot(time.Now()).ProxyAgentStatus.Status)
 	// Output:
 	// ERROR

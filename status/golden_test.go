@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -28,26 +29,26 @@ const (
 // goldenStates builds the registry of each state an operator may find.
 func goldenStates() map[string]*Registry {
 	healthy := func(r *Registry) {
-		r.Set(ModuleKeyLatch, StateRunning, "Successfully attest the key and ready to use. - 1234")
+		r.Set(ModuleKeyLatch, msp.ModuleRunning, "Successfully attest the key and ready to use. - 1234")
 		r.SetKeyLatchStates(KeyLatchStates{
 			SecureChannelState: threeEnforce, KeyGUID: testKeyGUID,
 			WireServerRuleID: "ws-rules-1", IMDSRuleID: "imds-rules-2", HostGARuleID: "hostga-rules-3",
 			KeyIncarnationID: "1",
 		})
-		r.Set(ModuleRedirector, StateRunning, "Started Redirector with eBPF maps - 143")
-		r.Set(ModuleListener, StateRunning, "Started proxy listener, ready to accept request - 27")
+		r.Set(ModuleRedirector, msp.ModuleRunning, "Started Redirector with eBPF maps - 143")
+		r.Set(ModuleListener, msp.ModuleRunning, "Started proxy listener, ready to accept request - 27")
 		r.SetMessage(ModuleTelemetry, "Telemetry event logger thread started.")
 	}
 	out := map[string]*Registry{}
 
 	r := NewRegistry(RegistryOptions{Version: testVersion})
-	r.Set(ModuleKeyLatch, StateRunning, "poll secure channel status task started.")
+	r.Set(ModuleKeyLatch, msp.ModuleRunning, "poll secure channel status task started.")
 	r.SetMessage(ModuleRedirector, "eBPF redirector is starting")
 	out["starting"] = r
 
 	r = NewRegistry(RegistryOptions{Version: testVersion})
 	healthy(r)
-	r.Set(ModuleRedirector, StateUnknown, ebpfLoadFailed)
+	r.Set(ModuleRedirector, msp.ModuleUnknown, ebpfLoadFailed)
 	r.SetMessage(ModuleMonitor, "Aggregate status written to status file: "+LinuxStatusPath)
 	out["ebpf-failed"] = r
 
@@ -79,7 +80,7 @@ func goldenStates() map[string]*Registry {
 	r = NewRegistry(RegistryOptions{Version: testVersion})
 	healthy(r)
 	r.SetMessage(ModuleKeyLatch, "Customer has not enforce the secure channel state. - 2045")
-	r.SetKeyLatchStates(KeyLatchStates{SecureChannelState: SecureChannelDisabled})
+	r.SetKeyLatchStates(KeyLatchStates{SecureChannelState: msp.SecureChannelDisabled})
 	out["disabled"] = r
 	return out
 }

@@ -18,12 +18,6 @@ const (
 	legacyKeyWireServerRule = "WireserverRuleId"
 )
 
-// Secure-channel state strings that are not a mode triple.
-const (
-	SecureChannelUnknown  = "Unknown"
-	SecureChannelDisabled = "disabled"
-)
-
 // KeyLatchStates is the typed view of keyLatchStatus.states. It carries
 // identifiers only: the key itself never enters the status.
 type KeyLatchStates struct {
@@ -49,7 +43,7 @@ func (k KeyLatchStates) Map() map[string]string {
 		StateKeyHostGARule:     k.HostGARuleID,
 	}
 	if m[StateKeySecureChannel] == "" {
-		m[StateKeySecureChannel] = SecureChannelUnknown
+		m[StateKeySecureChannel] = msp.SecureChannelUnknown
 	}
 	if k.KeyGUID != "" {
 		m[StateKeyKeyGUID] = k.KeyGUID
@@ -103,9 +97,9 @@ func (c SecureChannel) Latched() bool { return c.Known && !c.Disabled }
 func (c SecureChannel) String() string {
 	switch {
 	case !c.Known:
-		return SecureChannelUnknown
+		return msp.SecureChannelUnknown
 	case c.Disabled:
-		return SecureChannelDisabled
+		return msp.SecureChannelDisabled
 	}
 	return msp.SecureChannelState(c.WireServer, c.IMDS, c.HostGA)
 }

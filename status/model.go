@@ -7,30 +7,9 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/metadatasec/gpa/msp"
 )
-
-// ModuleState is the state of one agent module in status.json.
-type ModuleState string
-
-// The module states upstream writes. The zero value is not valid on the
-// wire; the registry starts every module at StateUnknown.
-const (
-	StateUnknown ModuleState = "UNKNOWN"
-	StateRunning ModuleState = "RUNNING"
-	StateStopped ModuleState = "STOPPED"
-)
-
-// UnmarshalText accepts the three states in any letter case, because
-// hand-edited and older files are not consistent about it, and rejects
-// anything else with ErrInvalidStatus.
-func (s *ModuleState) UnmarshalText(b []byte) error {
-	switch v := ModuleState(strings.ToUpper(strings.TrimSpace(string(b)))); v {
-	case StateUnknown, StateRunning, StateStopped:
-		*s = v
-		return nil
-	}
-	return fmt.Errorf("%w: module state %q", ErrInvalidStatus, b)
-}
 
 // OverallState is proxyAgentStatus.status.
 type OverallState string
@@ -57,7 +36,7 @@ func (s *OverallState) UnmarshalText(b []byte) error {
 // ModuleStatus is one module's entry in proxyAgentStatus.
 type ModuleStatus struct {
 	// Status is the module's state.
-	Status ModuleState `json:"status"`
+	Status msp.ModuleState `json:"status"`
 	// Message is the module's last message, at most MaxMessageChars
 	// characters plus "...".
 	Message string `json:"message"`
@@ -95,9 +74,9 @@ type AgentStatus struct {
 // The key latch is RUNNING as soon as its loop runs, so SUCCESS does not
 // mean a key is latched.
 func (a *AgentStatus) Overall() OverallState {
-	if a.KeyLatchStatus.Status == StateRunning &&
-		a.EBPFProgramStatus.Status == StateRunning &&
-		a.ProxyListenerStatus.Status == StateRunning {
+	if a.KeyLatchStatus.Status == msp.ModuleRunning &&
+		a.EBPFProgramStatus.Status == msp.ModuleRunning &&
+		a.ProxyListenerStatus.Status == msp.ModuleRunning {
 		return OverallSuccess
 	}
 	return OverallError
@@ -249,7 +228,7 @@ func Parse(data []byte) (*AggregateStatus, error) {
 	a := &s.ProxyAgentStatus
 	for _, m := range []*ModuleStatus{&a.MonitorStatus, &a.KeyLatchStatus, &a.EBPFProgramStatus, &a.ProxyListenerStatus, &a.TelemetryLoggerStatus} {
 		if m.Status == "" {
-			m.Status = StateUnknown
+			m.Status = msp.ModuleUnknown
 		}
 		if len(m.States) == 0 {
 			m.States = nil // "states": {} and no states say the same

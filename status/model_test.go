@@ -18,7 +18,7 @@ func TestReadUpstreamFiles(t *testing.T) {
 		Derived  OverallState
 		KeyLatch KeyLatchStates
 		Channel  SecureChannel
-		Modules  [5]ModuleState
+		Modules  [5]msp.ModuleState
 		Count    uint64
 		Conns    int
 		Stamp    string
@@ -34,7 +34,7 @@ func TestReadUpstreamFiles(t *testing.T) {
 				KeyGUID:            "0d6b4a1e-77c1-4b6e-a0a8-5d1f0d2c9e44", KeyIncarnationID: "3",
 			},
 			Channel: SecureChannel{Known: true, WireServer: msp.ModeEnforce, IMDS: msp.ModeAudit, HostGA: msp.ModeEnforce},
-			Modules: [5]ModuleState{StateRunning, StateRunning, StateRunning, StateRunning, StateUnknown},
+			Modules: [5]msp.ModuleState{msp.ModuleRunning, msp.ModuleRunning, msp.ModuleRunning, msp.ModuleRunning, msp.ModuleUnknown},
 			Count:   12, Conns: 2, Stamp: "2026-07-22T08:15:42.907",
 		}},
 		{"upstream-faq-1.0.20.json", view{
@@ -45,13 +45,13 @@ func TestReadUpstreamFiles(t *testing.T) {
 				WireServerRuleID: "wireserver-rule-id", IMDSRuleID: "imds-rule-id",
 			},
 			Channel: SecureChannel{Known: true, WireServer: msp.ModeEnforce, IMDS: msp.ModeEnforce, HostGA: msp.ModeEnforce},
-			Modules: [5]ModuleState{StateRunning, StateRunning, StateRunning, StateRunning, StateRunning},
+			Modules: [5]msp.ModuleState{msp.ModuleRunning, msp.ModuleRunning, msp.ModuleRunning, msp.ModuleRunning, msp.ModuleRunning},
 			Count:   2, Stamp: "2024-05-10T17:02:11.000",
 		}},
 		{"upstream-windows.json", view{
 			Version: "1.0.38", Overall: OverallError, Derived: OverallError,
 			KeyLatch: KeyLatchStates{SecureChannelState: "Unknown"},
-			Modules:  [5]ModuleState{StateRunning, StateRunning, StateRunning, StateStopped, StateUnknown},
+			Modules:  [5]msp.ModuleState{msp.ModuleRunning, msp.ModuleRunning, msp.ModuleRunning, msp.ModuleStopped, msp.ModuleUnknown},
 			Conns:    1, Stamp: "2026-07-22T08:15:42.907",
 		}},
 	}
@@ -69,7 +69,7 @@ func TestReadUpstreamFiles(t *testing.T) {
 			got := view{
 				Version: a.Version, Overall: a.Status, Derived: a.Overall(),
 				KeyLatch: KeyLatchStatesFromMap(a.KeyLatchStatus.States), Channel: ch,
-				Modules: [5]ModuleState{a.MonitorStatus.Status, a.KeyLatchStatus.Status, a.EBPFProgramStatus.Status,
+				Modules: [5]msp.ModuleState{a.MonitorStatus.Status, a.KeyLatchStatus.Status, a.EBPFProgramStatus.Status,
 					a.ProxyListenerStatus.Status, a.TelemetryLoggerStatus.Status},
 				Count: a.ProxyConnectionsCount, Conns: len(s.ProxyConnectionSummary),
 				Stamp: s.Timestamp.UTC().Format(TimestampLayout),
@@ -118,7 +118,7 @@ func TestParseAcceptsBOMAndCase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.ProxyAgentStatus.Status != OverallSuccess || s.ProxyAgentStatus.KeyLatchStatus.Status != StateRunning {
+	if s.ProxyAgentStatus.Status != OverallSuccess || s.ProxyAgentStatus.KeyLatchStatus.Status != msp.ModuleRunning {
 		t.Errorf("got %+v", s.ProxyAgentStatus)
 	}
 }
@@ -221,7 +221,7 @@ func TestKeyLatchStatesMap(t *testing.T) {
 		}
 		want := tt.in
 		if want.SecureChannelState == "" {
-			want.SecureChannelState = SecureChannelUnknown // Map fills it in
+			want.SecureChannelState = msp.SecureChannelUnknown // Map fills it in
 		}
 		if diff := cmp.Diff(want, KeyLatchStatesFromMap(got)); diff != "" {
 			t.Errorf("round trip (-want +got):\n%s", diff)
@@ -253,8 +253,8 @@ func TestParseFillsMissingStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := s.ProxyAgentStatus
-	got := []ModuleState{a.MonitorStatus.Status, a.KeyLatchStatus.Status, a.EBPFProgramStatus.Status, a.ProxyListenerStatus.Status, a.TelemetryLoggerStatus.Status}
-	want := []ModuleState{StateUnknown, StateRunning, StateRunning, StateUnknown, StateUnknown}
+	got := []msp.ModuleState{a.MonitorStatus.Status, a.KeyLatchStatus.Status, a.EBPFProgramStatus.Status, a.ProxyListenerStatus.Status, a.TelemetryLoggerStatus.Status}
+	want := []msp.ModuleState{msp.ModuleUnknown, msp.ModuleRunning, msp.ModuleRunning, msp.ModuleUnknown, msp.ModuleUnknown}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("module states (-want +got):\n%s", diff)
 	}

@@ -57,12 +57,6 @@ const (
 	HeaderNotify   = "x-ms-azure-notify"
 )
 
-// Paths the listener answers itself.
-const (
-	ProvisionPath       = "/provision"
-	AggregateStatusPath = "/gpa-aggregated-status"
-)
-
 // StateFileMode is the mode of provisioned.tag and status.tag.
 const StateFileMode = 0o600
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp"
 )
 
 // fakeClock is a settable clock for the provisioning timer.
@@ -100,8 +101,8 @@ func TestProvisionTimeoutFailureLines(t *testing.T) {
 	keyDir := t.TempDir()
 	p, reg, clk, finishes := newTestProvision(t, keyDir)
 	ctx := t.Context()
-	reg.Set(ModuleRedirector, StateUnknown, `Failed to start redirector: Failed to load program 'connect4' with error: <EPERM> & "more"`)
-	reg.Set(ModuleKeyLatch, StateRunning, "Failed to get key status - Host connection error: refused")
+	reg.Set(ModuleRedirector, msp.ModuleUnknown, `Failed to start redirector: Failed to load program 'connect4' with error: <EPERM> & "more"`)
+	reg.Set(ModuleKeyLatch, msp.ModuleRunning, "Failed to get key status - Host connection error: refused")
 	if err := p.SetReady(ctx, ListenerReady); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestProvisionHandler(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := httptest.NewRequest("GET", ProvisionPath, nil)
+			req := httptest.NewRequest("GET", msp.ProvisionPath, nil)
 			req.Header = tt.header
 			rec := httptest.NewRecorder()
 			p.ServeHTTP(rec, req)

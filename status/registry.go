@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/metadatasec/gpa/msp"
 )
 
 // Module names one component that reports into a Registry.
@@ -98,22 +100,22 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		r.logger = slog.New(slog.DiscardHandler)
 	}
 	for i := range r.modules {
-		r.modules[i] = ModuleStatus{Status: StateUnknown, Message: MessageUnknown}
+		r.modules[i] = ModuleStatus{Status: msp.ModuleUnknown, Message: MessageUnknown}
 	}
 	// The monitor is running as long as the process is: upstream never
 	// reports it otherwise.
-	r.modules[ModuleMonitor] = ModuleStatus{Status: StateRunning, Message: MessageMonitorStarted}
+	r.modules[ModuleMonitor] = ModuleStatus{Status: msp.ModuleRunning, Message: MessageMonitorStarted}
 	r.modules[ModuleKeyLatch].States = KeyLatchStates{}.Map()
 	return r
 }
 
 // Set sets a module's state and message together.
-func (r *Registry) Set(m Module, s ModuleState, message string) {
+func (r *Registry) Set(m Module, s msp.ModuleState, message string) {
 	r.update(m, func(ms *ModuleStatus) { ms.Status, ms.Message = s, truncateMessage(message) })
 }
 
 // SetState sets a module's state and keeps its message.
-func (r *Registry) SetState(m Module, s ModuleState) {
+func (r *Registry) SetState(m Module, s msp.ModuleState) {
 	r.update(m, func(ms *ModuleStatus) { ms.Status = s })
 }
 
@@ -163,7 +165,7 @@ func (r *Registry) Changed() <-chan struct{} { return r.changed }
 // Module returns a copy of one module's status.
 func (r *Registry) Module(m Module) ModuleStatus {
 	if m >= numModules {
-		return ModuleStatus{Status: StateUnknown, Message: MessageUnknown}
+		return ModuleStatus{Status: msp.ModuleUnknown, Message: MessageUnknown}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

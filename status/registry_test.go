@@ -5,12 +5,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp"
 )
 
 func TestRegistryOverall(t *testing.T) {
-	R, U, S := StateRunning, StateUnknown, StateStopped
+	R, U, S := msp.ModuleRunning, msp.ModuleUnknown, msp.ModuleStopped
 	tests := []struct {
-		key, ebpf, listener, telemetry ModuleState
+		key, ebpf, listener, telemetry msp.ModuleState
 		want                           OverallState
 	}{
 		{R, R, R, U, OverallSuccess},
@@ -47,16 +48,16 @@ func TestRegistryChangedSignals(t *testing.T) {
 		do   func()
 		want bool
 	}{
-		{"state change", func() { r.SetState(ModuleRedirector, StateRunning) }, true},
-		{"same state again", func() { r.SetState(ModuleRedirector, StateRunning) }, false},
+		{"state change", func() { r.SetState(ModuleRedirector, msp.ModuleRunning) }, true},
+		{"same state again", func() { r.SetState(ModuleRedirector, msp.ModuleRunning) }, false},
 		{"message change", func() { r.SetMessage(ModuleRedirector, "x") }, true},
 		{"same message", func() { r.SetMessage(ModuleRedirector, "x") }, false},
 		{"monitor message", func() { r.SetMessage(ModuleMonitor, "written") }, false},
 		{"key states", func() { r.SetKeyLatchStates(KeyLatchStates{SecureChannelState: "disabled"}) }, true},
 		{"same key states", func() { r.SetKeyLatchStates(KeyLatchStates{SecureChannelState: "disabled"}) }, false},
-		{"two changes coalesce", func() { r.SetState(ModuleListener, StateRunning); r.SetState(ModuleListener, StateStopped) }, true},
+		{"two changes coalesce", func() { r.SetState(ModuleListener, msp.ModuleRunning); r.SetState(ModuleListener, msp.ModuleStopped) }, true},
 		{"nothing after coalesced read", func() {}, false},
-		{"unknown module ignored", func() { r.Set(Module(200), StateRunning, "x") }, false},
+		{"unknown module ignored", func() { r.Set(Module(200), msp.ModuleRunning, "x") }, false},
 	}
 	for _, s := range steps {
 		s.do()
@@ -82,11 +83,11 @@ func TestRegistrySnapshotIsACopy(t *testing.T) {
 func TestRegistryStartingState(t *testing.T) {
 	r := NewRegistry(RegistryOptions{Version: "v"})
 	a := r.Snapshot(time.Now()).ProxyAgentStatus
-	unknown := ModuleStatus{Status: StateUnknown, Message: MessageUnknown}
+	unknown := ModuleStatus{Status: msp.ModuleUnknown, Message: MessageUnknown}
 	want := AgentStatus{
 		Version: "v", Status: OverallError,
-		MonitorStatus:         ModuleStatus{Status: StateRunning, Message: MessageMonitorStarted},
-		KeyLatchStatus:        ModuleStatus{Status: StateUnknown, Message: MessageUnknown, States: KeyLatchStates{}.Map()},
+		MonitorStatus:         ModuleStatus{Status: msp.ModuleRunning, Message: MessageMonitorStarted},
+		KeyLatchStatus:        ModuleStatus{Status: msp.ModuleUnknown, Message: MessageUnknown, States: KeyLatchStates{}.Map()},
 		EBPFProgramStatus:     unknown,
 		ProxyListenerStatus:   unknown,
 		TelemetryLoggerStatus: unknown,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/msp"
 )
 
 func TestWriteOnceFileAndMonitorMessage(t *testing.T) {
@@ -34,7 +35,7 @@ func TestWriteOnceFileAndMonitorMessage(t *testing.T) {
 	}
 	// The first file carries the monitor's start message; the write's own
 	// result shows in the next one.
-	if diff := cmp.Diff(ModuleStatus{Status: StateRunning, Message: MessageMonitorStarted}, s.ProxyAgentStatus.MonitorStatus); diff != "" {
+	if diff := cmp.Diff(ModuleStatus{Status: msp.ModuleRunning, Message: MessageMonitorStarted}, s.ProxyAgentStatus.MonitorStatus); diff != "" {
 		t.Errorf("first monitorStatus (-want +got):\n%s", diff)
 	}
 	if err := w.WriteOnce(); err != nil {
@@ -94,7 +95,7 @@ func checkWriteFailureReported(t *testing.T, path string) {
 	go func() { done <- w.Run(ctx) }()
 	// The agent keeps going: the registry takes updates, the writer keeps
 	// retrying, and the error is served.
-	reg.Set(ModuleListener, StateRunning, "Started proxy listener, ready to accept request - 1")
+	reg.Set(ModuleListener, msp.ModuleRunning, "Started proxy listener, ready to accept request - 1")
 	time.Sleep(100 * time.Millisecond)
 	select {
 	case err := <-done:
@@ -102,16 +103,16 @@ func checkWriteFailureReported(t *testing.T, path string) {
 	default:
 	}
 	rec := httptest.NewRecorder()
-	AggregateStatusHandler(reg, nil).ServeHTTP(rec, httptest.NewRequest("GET", AggregateStatusPath, nil))
+	AggregateStatusHandler(reg, nil).ServeHTTP(rec, httptest.NewRequest("GET", msp.AggregateStatusPath, nil))
 	s, err := Parse(rec.Body.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := s.ProxyAgentStatus.MonitorStatus
-	if m.Status != StateRunning || !strings.HasPrefix(m.Message, "Error writing aggregate status to status file: ") {
+	if m.Status != msp.ModuleRunning || !strings.HasPrefix(m.Message, "Error writing aggregate status to status file: ") {
 		t.Errorf("monitorStatus = %+v", m)
 	}
-	if s.ProxyAgentStatus.ProxyListenerStatus.Status != StateRunning {
+	if s.ProxyAgentStatus.ProxyListenerStatus.Status != msp.ModuleRunning {
 		t.Errorf("listener update lost: %+v", s.ProxyAgentStatus.ProxyListenerStatus)
 	}
 	cancel()
@@ -159,7 +160,7 @@ func TestWriterConcurrentReporters(t *testing.T) {
 				reg.Connections().Record(now, Connection{UserName: fmt.Sprint("u", g%5), IP: "169.254.169.254", Port: 80, ResponseStatus: "200 OK"})
 				switch i % 3 {
 				case 0:
-					reg.Set(mod, StateRunning, fmt.Sprintf("worker %d step %d", g, i))
+					reg.Set(mod, msp.ModuleRunning, fmt.Sprintf("worker %d step %d", g, i))
 				case 1:
 					reg.SetMessage(mod, "message")
 				default:
@@ -170,7 +171,7 @@ func TestWriterConcurrentReporters(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	reg.Set(ModuleListener, StateStopped, "final")
+	reg.Set(ModuleListener, msp.ModuleStopped, "final")
 	cancel()
 	<-done
 
@@ -190,7 +191,7 @@ func TestWriterConcurrentReporters(t *testing.T) {
 		t.Errorf("summary: %d rows counting %d, want 5 rows counting %d", len(s.ProxyConnectionSummary), sum, workers*perWorker)
 	}
 	// The last write happens after the last change, so the file is current.
-	if diff := cmp.Diff(ModuleStatus{Status: StateStopped, Message: "final"}, a.ProxyListenerStatus); diff != "" {
+	if diff := cmp.Diff(ModuleStatus{Status: msp.ModuleStopped, Message: "final"}, a.ProxyListenerStatus); diff != "" {
 		t.Errorf("listener (-want +got):\n%s", diff)
 	}
 }
@@ -257,10 +258,10 @@ func TestWriterWritesSoonAfterChange(t *testing.T) {
 	// Stop the writer's final write before the temporary folder goes.
 	t.Cleanup(func() { cancel(); <-done })
 	waitFor(t, func() bool { _, err := os.Stat(path); return err == nil })
-	reg.Set(ModuleRedirector, StateRunning, "Started Redirector with eBPF maps - 9")
+	reg.Set(ModuleRedirector, msp.ModuleRunning, "Started Redirector with eBPF maps - 9")
 	waitFor(t, func() bool {
 		s, err := ReadFile(path)
-		return err == nil && s.ProxyAgentStatus.EBPFProgramStatus.Status == StateRunning
+		return err == nil && s.ProxyAgentStatus.EBPFProgramStatus.Status == msp.ModuleRunning
 	})
 }
 

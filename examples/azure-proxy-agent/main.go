@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/metadatasec/gpa/agent"
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -164,7 +165,7 @@ func loadConfigFor(path string) (*agent.ConfigFile, error) {
 // runStatus is the cloud-init contract: poll /provision until finished or
 // the wait (counted from process start) is up.
 func runStatus(ctx context.Context, c *cli, start time.Time, stdout io.Writer) int {
-	addr := status.DefaultAgentAddr
+	addr := msp.ProxyAddr.String()
 	if f, err := loadConfigFor(c.config); err == nil {
 		addr = f.ListenAddress
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -31,11 +32,11 @@ func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
 	case errors.Is(err, status.ErrInvalidOptions):
 		return row(check, fail, "give --agent-addr as host:port", "bad listener address: %v", err)
 	case errors.As(err, &answer):
-		return row(check, fail, restart, "GET %s answered %s, not 200 OK: another program may hold the port", status.ProvisionPath, answer.Status)
+		return row(check, fail, restart, "GET %s answered %s, not 200 OK: another program may hold the port", msp.ProvisionPath, answer.Status)
 	case errors.Is(err, status.ErrInvalidStatus):
-		return row(check, fail, restart, "GET %s answered something that is not the agent's provisioning state", status.ProvisionPath)
+		return row(check, fail, restart, "GET %s answered something that is not the agent's provisioning state", msp.ProvisionPath)
 	case err != nil:
-		return row(check, fail, restart, "nothing answers GET %s: %v", status.ProvisionPath, shortNetErr(err))
+		return row(check, fail, restart, "nothing answers GET %s: %v", msp.ProvisionPath, shortNetErr(err))
 	}
 	var lines []string
 	for l := range strings.Lines(st.ErrorMessage) {
@@ -45,11 +46,11 @@ func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
 	}
 	switch {
 	case !st.Finished:
-		return row(check, warn, "wait up to 120 s after the agent starts, then run again", "answers GET %s: provisioning not finished yet", status.ProvisionPath)
+		return row(check, warn, "wait up to 120 s after the agent starts, then run again", "answers GET %s: provisioning not finished yet", msp.ProvisionPath)
 	case st.ErrorMessage != "":
-		return row(check, fail, "see the status.* rows for the cause", "answers GET %s: provisioning finished with errors: %s", status.ProvisionPath, shorten(strings.Join(lines, " | "), 200))
+		return row(check, fail, "see the status.* rows for the cause", "answers GET %s: provisioning finished with errors: %s", msp.ProvisionPath, shorten(strings.Join(lines, " | "), 200))
 	}
-	return row(check, ok, "", "answers GET %s: provisioning finished without error", status.ProvisionPath)
+	return row(check, ok, "", "answers GET %s: provisioning finished without error", msp.ProvisionPath)
 }
 
 // shortNetErr drops the URL from a client error: the address is the same

@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -65,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) i
 	root := fs.String("root", defaultRoot, "read every file under this folder instead of the live system (fixture trees, mounted disks)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	goos := fs.String("os", hostOS(), "which checks to run: linux or windows")
-	addr := fs.String("agent-addr", status.DefaultAgentAddr, "the agent's listener (a loopback host:port); empty skips the check")
+	addr := fs.String("agent-addr", msp.ProxyAddr.String(), "the agent's listener (a loopback host:port); empty skips the check")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: msp-validate [--json] [--root DIR] [--os linux|windows] [--agent-addr 127.0.0.1:3080]")
 		fs.PrintDefaults()

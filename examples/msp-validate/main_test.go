@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metadatasec/gpa/internal/testenv"
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -90,7 +91,7 @@ func listener(t *testing.T, state *status.ProvisionState) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case r.URL.Path != status.ProvisionPath || r.Method != http.MethodGet:
+		case r.URL.Path != msp.ProvisionPath || r.Method != http.MethodGet:
 			t.Errorf("validator sent %s %s", r.Method, r.URL)
 		case r.Header.Get(status.HeaderNotify) != "":
 			t.Errorf("validator sent %s: it must not wake the key latch", status.HeaderNotify)
@@ -525,7 +526,7 @@ func BenchmarkValidateLive(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("live Linux checks")
 	}
-	e := &Env{OS: "linux", Root: os.DirFS("/"), Now: time.Now(), AgentAddr: status.DefaultAgentAddr, Runner: execRunner{}}
+	e := &Env{OS: "linux", Root: os.DirFS("/"), Now: time.Now(), AgentAddr: msp.ProxyAddr.String(), Runner: execRunner{}}
 	for b.Loop() {
 		if rows := Validate(context.Background(), e); len(rows) == 0 {
 			b.Fatal("no rows")

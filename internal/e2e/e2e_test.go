@@ -60,7 +60,7 @@ func TestFirstBootToSuccess(t *testing.T) {
 	})
 	p := s.ProxyAgentStatus
 	for name, m := range map[string]status.ModuleStatus{"keyLatch": p.KeyLatchStatus, "ebpf": p.EBPFProgramStatus, "listener": p.ProxyListenerStatus} {
-		if m.Status != status.StateRunning {
+		if m.Status != msp.ModuleRunning {
 			t.Errorf("%s: %s %q", name, m.Status, m.Message)
 		}
 	}

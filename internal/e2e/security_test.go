@@ -891,9 +891,9 @@ func TestSecuritySuite(t *testing.T) {
 		os.Remove(env.StatusPath())
 		a = env.StartAgent(t)
 		st := env.WaitStatus(t, 10*time.Second, "the save failure", func(s *status.AggregateStatus) bool {
-			return strings.HasPrefix(s.ProxyAgentStatus.KeyLatchStatus.Message, keylatch.MsgSaveFailed)
+			return strings.HasPrefix(s.ProxyAgentStatus.KeyLatchStatus.Message, msp.KeyLatchMsgSaveFailed)
 		})
-		finding(t, "E3", st != nil && strings.HasPrefix(st.ProxyAgentStatus.KeyLatchStatus.Message, keylatch.MsgSaveFailed),
+		finding(t, "E3", st != nil && strings.HasPrefix(st.ProxyAgentStatus.KeyLatchStatus.Message, msp.KeyLatchMsgSaveFailed),
 			"status.json says the key could not be saved")
 		code, out := env.StatusCLI(t, 2)
 		finding(t, "E3", code != 0, "--status --wait 2 exits %d: %s", code, strings.TrimSpace(out))
