@@ -44,7 +44,7 @@ type Options struct {
 	AuditLog io.Writer
 	// OnAudit is called with every audit record, on the request path. It
 	// must be quick, safe for concurrent use, and must not keep rec.
-	OnAudit func(rec *proxy.Record)
+	OnAudit func(rec *msp.AuditRecord)
 	// Metrics receives the proxy's Prometheus series; none are recorded
 	// when nil, unless Config.MetricsAddr asks for them to be served (then
 	// the agent makes a registry of its own). When both are set, Metrics

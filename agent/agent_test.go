@@ -23,7 +23,6 @@ import (
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
-	"github.com/metadatasec/gpa/proxy"
 	"github.com/metadatasec/gpa/status"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -105,7 +104,7 @@ func TestRunWithoutRedirect(t *testing.T) {
 	}, &agent.Options{
 		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
 		AuditLog: &auditLines,
-		OnAudit: func(r *proxy.Record) {
+		OnAudit: func(r *msp.AuditRecord) {
 			mu.Lock()
 			audited = append(audited, r.URL)
 			mu.Unlock()

@@ -18,7 +18,6 @@ import (
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
-	"github.com/metadatasec/gpa/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -37,7 +36,7 @@ func Example_customAgent() {
 		CgroupPath:   os.Getenv("MY_AGENT_CGROUP"),
 	}, &agent.Options{
 		Metrics: reg,
-		OnAudit: func(r *proxy.Record) {
+		OnAudit: func(r *msp.AuditRecord) {
 			fmt.Printf("audit: uid %d %s %s: %s %d\n", r.UserID, r.Method, r.URL, r.Decision, r.StatusCode)
 		},
 		Logger: slog.New(slog.DiscardHandler),

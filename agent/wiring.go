@@ -131,7 +131,7 @@ func keyLatchStates(s *keylatch.Snapshot) status.KeyLatchStates {
 // the status package keeps.
 type registrySummaries struct{ reg *status.Registry }
 
-func (s registrySummaries) Add(r *proxy.Record) {
+func (s registrySummaries) Add(r *msp.AuditRecord) {
 	s.reg.CountRequest()
 	c := status.Connection{UserName: r.UserName, UserGroups: r.UserGroups, ClientIP: r.ClientIP, IP: r.IP, Port: r.Port,
 		ProcessFullPath: r.ProcessFullPath, ProcessCmdLine: r.ProcessCmdLine, ResponseStatus: r.ResponseStatus}
@@ -147,10 +147,10 @@ func (s registrySummaries) Add(r *proxy.Record) {
 // auditSinks is status.json's sink and the embedder's callback in one.
 type auditSinks struct {
 	summaries registrySummaries
-	onAudit   func(*proxy.Record)
+	onAudit   func(*msp.AuditRecord)
 }
 
-func (s auditSinks) Add(r *proxy.Record) {
+func (s auditSinks) Add(r *msp.AuditRecord) {
 	s.summaries.Add(r)
 	if s.onAudit != nil {
 		s.onAudit(r)

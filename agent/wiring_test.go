@@ -10,7 +10,6 @@ import (
 
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
-	"github.com/metadatasec/gpa/proxy"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -117,11 +116,11 @@ func TestStatusFeed(t *testing.T) {
 func TestAuditSinks(t *testing.T) {
 	reg := status.NewRegistry(status.RegistryOptions{})
 	var hooked []string
-	sink := auditSinks{registrySummaries{reg}, func(r *proxy.Record) { hooked = append(hooked, r.URL) }}
+	sink := auditSinks{registrySummaries{reg}, func(r *msp.AuditRecord) { hooked = append(hooked, r.URL) }}
 	at := time.Date(2025, 4, 23, 12, 0, 0, 0, time.UTC)
-	deny := &proxy.Record{Time: at, URL: "/machine", UserName: "nobody", IP: "168.63.129.16", Port: 80,
+	deny := &msp.AuditRecord{Time: at, URL: "/machine", UserName: "nobody", IP: "168.63.129.16", Port: 80,
 		ResponseStatus: "403 Forbidden", StatusCode: 403, Decision: "deny"}
-	unknown := &proxy.Record{Time: at, URL: "/x", ResponseStatus: "421 Misdirected Request", StatusCode: 421}
+	unknown := &msp.AuditRecord{Time: at, URL: "/x", ResponseStatus: "421 Misdirected Request", StatusCode: 421}
 	sink.Add(deny)
 	sink.Add(deny)
 	sink.Add(unknown)

@@ -14,10 +14,10 @@ import (
 // recordingSink keeps a copy of every record its Add sees.
 type recordingSink struct {
 	mu   sync.Mutex
-	recs []Record
+	recs []msp.AuditRecord
 }
 
-func (s *recordingSink) Add(r *Record) {
+func (s *recordingSink) Add(r *msp.AuditRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := *r

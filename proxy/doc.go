@@ -18,7 +18,7 @@
 //   - Provision and AggregateStatus serve the agent's own endpoints
 //     /provision and /gpa-aggregated-status, which the proxy answers before
 //     it looks at the destination, as upstream does.
-//   - AuditLog and Summaries receive one [Record] per request.
+//   - AuditLog and Summaries receive one [msp.AuditRecord] per request.
 //   - [Metrics] receives the measurements; package agent/metrics records
 //     them as Prometheus series, so proxy links no metrics library.
 //     [Server.ServeMetrics] serves a handler of the caller's (the agent's

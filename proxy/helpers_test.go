@@ -239,13 +239,13 @@ func (m *memLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (m *memLog) records(t testing.TB) []Record {
+func (m *memLog) records(t testing.TB) []msp.AuditRecord {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []Record
+	var out []msp.AuditRecord
 	for _, l := range m.lines {
-		var r Record
+		var r msp.AuditRecord
 		if err := jsonUnmarshal(l, &r); err != nil {
 			t.Fatalf("audit line %q: %v", l, err)
 		}
@@ -397,7 +397,7 @@ func rawStatus(resp string) int {
 
 // waitRecords waits for n audit records: a record is written once the
 // response is complete, which can be just after the client read it.
-func (tp *testProxy) waitRecords(t testing.TB, n int) []Record {
+func (tp *testProxy) waitRecords(t testing.TB, n int) []msp.AuditRecord {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {

@@ -110,7 +110,7 @@ func TestMatrix(t *testing.T) {
 									t.Errorf("403 did not close the connection")
 								}
 							}
-							wantRec := Record{Method: "GET", URL: path, IP: ep.AddrPort().Addr().String(), Port: ep.AddrPort().Port(),
+							wantRec := msp.AuditRecord{Method: "GET", URL: path, IP: ep.AddrPort().Addr().String(), Port: ep.AddrPort().Port(),
 								UserID: caller.Claims.UserID, UserName: caller.Claims.UserName, UserGroups: caller.Claims.UserGroups,
 								ProcessFullPath: caller.Claims.ProcessFullPath, ProcessCmdLine: caller.Claims.ProcessCmdLine,
 								RunAsElevated: root, StatusCode: want.Status, ResponseStatus: fmt.Sprintf("%d %s", want.Status, http.StatusText(want.Status)),

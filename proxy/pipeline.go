@@ -127,7 +127,7 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 
 // decide evaluates r under snap's rules and puts the decision, and the
 // snapshot's epoch, in rec.
-func (cc *clientConn) decide(snap *keylatch.Snapshot, ep msp.Endpoint, r *request, rec *Record) msp.Decision {
+func (cc *clientConn) decide(snap *keylatch.Snapshot, ep msp.Endpoint, r *request, rec *msp.AuditRecord) msp.Decision {
 	d := snap.Policy.Evaluate(ep, &msp.Request{Method: r.method, RawURI: r.uri, Claims: &cc.caller.Claims})
 	rec.Epoch = snap.Epoch
 	rec.Decision, rec.Rule, rec.Reason = d.Verdict.String(), d.RuleSetID, d.Reason.String()
@@ -188,9 +188,9 @@ func hostOf(ap netip.AddrPort) string {
 
 // newRecord starts the audit record of a request; r may be nil for a
 // request that could not be parsed.
-func (cc *clientConn) newRecord(r *request, start time.Time) *Record {
+func (cc *clientConn) newRecord(r *request, start time.Time) *msp.AuditRecord {
 	rec := &cc.rec
-	*rec = Record{Time: start, IP: "None"}
+	*rec = msp.AuditRecord{Time: start, IP: "None"}
 	if r != nil {
 		rec.Method, rec.URL = r.method, r.uri
 	}
@@ -215,7 +215,7 @@ func (cc *clientConn) newRecord(r *request, start time.Time) *Record {
 }
 
 // finish completes and emits the audit record.
-func (cc *clientConn) finish(rec *Record, status int) {
+func (cc *clientConn) finish(rec *msp.AuditRecord, status int) {
 	s := cc.srv
 	el := time.Since(rec.Time)
 	rec.ElapsedTime, rec.ElapsedMicros = el.Milliseconds(), el.Microseconds()
@@ -440,7 +440,7 @@ func (cc *clientConn) readBody(r *request, limit int64) ([]byte, error) {
 // headers and, unless it is a skip-sig request, the signature, and relays
 // the response. It returns the status the client got and whether the client
 // connection stays open.
-func (cc *clientConn) forward(ctx context.Context, r *request, rec *Record, snap *keylatch.Snapshot, dst netip.AddrPort, ep msp.Endpoint, skipSig bool) (int, bool) {
+func (cc *clientConn) forward(ctx context.Context, r *request, rec *msp.AuditRecord, snap *keylatch.Snapshot, dst netip.AddrPort, ep msp.Endpoint, skipSig bool) (int, bool) {
 	s := cc.srv
 	limit := s.cfg.MaxBodyBytes
 	if skipSig {

@@ -371,7 +371,7 @@ type clientConn struct {
 	// rec is the audit record of the request in progress, reused by the
 	// next one: a SummarySink must not keep it, so it need not be
 	// allocated per request.
-	rec Record
+	rec msp.AuditRecord
 	// idle is true while waiting for the next request, so Shutdown can
 	// close the connection without cutting a request short.
 	idle atomic.Bool

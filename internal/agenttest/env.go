@@ -19,7 +19,6 @@ import (
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
-	"github.com/metadatasec/gpa/proxy"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -247,18 +246,18 @@ func (e *Env) WaitStatus(t *testing.T, timeout time.Duration, what string, ok fu
 }
 
 // ConnectionLog returns the audit records written so far.
-func (e *Env) ConnectionLog(t *testing.T) []proxy.Record {
+func (e *Env) ConnectionLog(t *testing.T) []msp.AuditRecord {
 	t.Helper()
 	b, err := os.ReadFile(e.ConnectionLogPath())
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
-	var recs []proxy.Record
+	var recs []msp.AuditRecord
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var r proxy.Record
+		var r msp.AuditRecord
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatalf("connection log line %q: %v", line, err)
 		}

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/metadatasec/gpa/internal/agenttest"
+	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
-	"github.com/metadatasec/gpa/proxy"
 )
 
 // seen is what a call left behind: the requests the host received for it
@@ -47,14 +47,14 @@ func lastDecision(t *testing.T, env *agenttest.Env, m seen, url string) string {
 			target = rest[i:]
 		}
 	}
-	r, _ := waitRecord(t, env, m, func(r proxy.Record) bool { return r.URL == target || r.URL == url })
+	r, _ := waitRecord(t, env, m, func(r msp.AuditRecord) bool { return r.URL == target || r.URL == url })
 	return r.Decision
 }
 
 // waitRecord waits up to 2 s (the agent writes its connection log in
 // batches) for an audit record made after m that match accepts, and returns
 // the newest.
-func waitRecord(t *testing.T, env *agenttest.Env, m seen, match func(proxy.Record) bool) (proxy.Record, bool) {
+func waitRecord(t *testing.T, env *agenttest.Env, m seen, match func(msp.AuditRecord) bool) (msp.AuditRecord, bool) {
 	t.Helper()
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		recs := env.ConnectionLog(t)
@@ -64,7 +64,7 @@ func waitRecord(t *testing.T, env *agenttest.Env, m seen, match func(proxy.Recor
 			}
 		}
 		if time.Now().After(deadline) {
-			return proxy.Record{}, false
+			return msp.AuditRecord{}, false
 		}
 	}
 }

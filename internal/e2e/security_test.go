@@ -496,7 +496,7 @@ func TestSecuritySuite(t *testing.T) {
 		finding(t, "F2", err == nil && string(out) == "200", "the caller with a forged command line is served: %q %v", out, err)
 		lastDecision(t, env, m, imdsInstance)
 		recs := env.ConnectionLog(t) // fails the test on a line that is not one JSON record
-		var mine []proxy.Record
+		var mine []msp.AuditRecord
 		for _, r := range recs[m.audit:] {
 			if strings.Contains(r.ProcessCmdLine, marker) {
 				mine = append(mine, r)
@@ -1190,7 +1190,7 @@ func eachPinned(t *testing.T, pinDir, name string, fn func(k, v []byte)) int {
 // since m, or "".
 func auditUser(t *testing.T, env *agenttest.Env, m seen) string {
 	t.Helper()
-	r, _ := waitRecord(t, env, m, func(r proxy.Record) bool { return r.StatusCode == 200 })
+	r, _ := waitRecord(t, env, m, func(r msp.AuditRecord) bool { return r.StatusCode == 200 })
 	return r.UserName
 }
 

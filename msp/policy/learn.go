@@ -60,8 +60,8 @@ type LearnOptions struct {
 
 // Skipped is a record Learn could not turn into a privilege.
 type Skipped struct {
-	Record AuditRecord `json:"record"`
-	Reason string      `json:"reason"`
+	Record msp.AuditRecord `json:"record"`
+	Reason string          `json:"reason"`
 }
 
 // LearnResult is a learned rule set and what was left out.
@@ -94,7 +94,7 @@ func (t tuple) key() string {
 // identity per caller, privileges collapsed segment-wise to the longest
 // common path of what the same callers use, one role per set of callers
 // that use the same privileges, default access Deny.
-func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
+func Learn(records []msp.AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 	o := LearnOptions{}
 	if opts != nil {
 		o = *opts
@@ -123,11 +123,11 @@ func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 	tuples := map[string]tuple{}
 	users := map[string]map[caller]bool{} // tuple key → callers
 	for _, rec := range records {
-		if rec.Endpoint() != o.Endpoint {
+		if rec.Destination() != o.Endpoint {
 			continue
 		}
 		skip := func(reason string) { res.Skipped = append(res.Skipped, Skipped{Record: rec, Reason: reason}) }
-		if rec.ActualVerdict() == msp.VerdictDeny {
+		if rec.Verdict() == msp.VerdictDeny {
 			// What the agent refused (in Enforce, or before authorization:
 			// malformed, traversal) is not evidence of need.
 			skip("denied by the agent")
@@ -264,7 +264,7 @@ func Learn(records []AuditRecord, opts *LearnOptions) (*LearnResult, error) {
 	return res, nil
 }
 
-func callerOf(r *AuditRecord, g GroupBy) caller {
+func callerOf(r *msp.AuditRecord, g GroupBy) caller {
 	switch g {
 	case GroupByUser:
 		return caller{user: r.UserName}

@@ -13,13 +13,13 @@ import (
 
 const imdsIP = "169.254.169.254"
 
-func rec(exe, user, url string) AuditRecord {
-	return AuditRecord{Method: "GET", URL: url, IP: imdsIP, Port: 80, UserName: user, ProcessFullPath: exe,
-		UserGroups: []string{user}, RunAsElevated: user == "root", Decision: "allow", ResponseStatus: 200}
+func rec(exe, user, url string) msp.AuditRecord {
+	return msp.AuditRecord{Method: "GET", URL: url, IP: imdsIP, Port: 80, UserName: user, ProcessFullPath: exe,
+		UserGroups: []string{user}, RunAsElevated: user == "root", Decision: "allow", StatusCode: 200}
 }
 
 // genLog makes n records from callers × paths with a fixed seed.
-func genLog(seed uint64, n, callers, paths int) []AuditRecord {
+func genLog(seed uint64, n, callers, paths int) []msp.AuditRecord {
 	r := rand.New(rand.NewPCG(seed, 1))
 	var cs [][2]string
 	for i := range callers {
@@ -52,7 +52,7 @@ func genLog(seed uint64, n, callers, paths int) []AuditRecord {
 			use[i] = []int{i % paths}
 		}
 	}
-	var out []AuditRecord
+	var out []msp.AuditRecord
 	for range n {
 		ci := r.IntN(callers)
 		p := ps[use[ci][r.IntN(len(use[ci]))]]
@@ -61,7 +61,7 @@ func genLog(seed uint64, n, callers, paths int) []AuditRecord {
 	return out
 }
 
-func learnAndReplay(t *testing.T, log []AuditRecord, g GroupBy) (*LearnResult, *Report) {
+func learnAndReplay(t *testing.T, log []msp.AuditRecord, g GroupBy) (*LearnResult, *Report) {
 	t.Helper()
 	res, err := Learn(log, &LearnOptions{GroupBy: g})
 	if err != nil {
@@ -91,7 +91,7 @@ func TestLearnTenThousand(t *testing.T) {
 	}
 	sim, _ := NewSimulator(map[msp.Endpoint]*msp.AuthorizationItem{msp.EndpointIMDS: res.Item})
 	known := log[0]
-	outside := []AuditRecord{
+	outside := []msp.AuditRecord{
 		rec("/usr/bin/evil", known.UserName, known.URL),                  // other exe, known path
 		rec(known.ProcessFullPath, known.UserName, "/metadata/versions"), // known exe, other path
 		rec(known.ProcessFullPath, known.UserName, "/metadata/identity/oauth2/token?resource=https%3A%2F%2Fvault.azure.net%2F"),
@@ -121,7 +121,7 @@ func TestLearnReplayProperty(t *testing.T) {
 }
 
 func TestLearnCollapsesSegmentWise(t *testing.T) {
-	log := []AuditRecord{
+	log := []msp.AuditRecord{
 		rec("/usr/bin/a", "root", "/metadata/instance/compute/vmId?api-version=1"),
 		rec("/usr/bin/a", "root", "/metadata/instance/compute/location?api-version=1"),
 		rec("/usr/bin/a", "root", "/metadata/identity/oauth2/token?resource=https://management.azure.com/"),
@@ -129,7 +129,7 @@ func TestLearnCollapsesSegmentWise(t *testing.T) {
 		rec("/usr/bin/b", "alice", "/metadata/versions"),
 		{Method: "GET", URL: "/x%3Fy", IP: imdsIP, Port: 80, ProcessFullPath: "/usr/bin/c", UserName: "c"},
 		{Method: "GET", URL: "/machine?comp=goalstate", IP: "168.63.129.16", Port: 80, ProcessFullPath: "/usr/bin/a"},
-		{Method: "GET", URL: "/metadata/%2e%2e/identity/oauth2/token", IP: imdsIP, Port: 80, ProcessFullPath: "/usr/bin/a", UserName: "root", ResponseStatus: 403},
+		{Method: "GET", URL: "/metadata/%2e%2e/identity/oauth2/token", IP: imdsIP, Port: 80, ProcessFullPath: "/usr/bin/a", UserName: "root", StatusCode: 403},
 		{Method: "GET", URL: "/metadata/versions/x", IP: imdsIP, Port: 80, ProcessFullPath: "/usr/bin/b", UserName: "alice", Decision: "deny"},
 	}
 	res, err := Learn(log, nil)
@@ -166,7 +166,7 @@ func TestLearnCollapsesSegmentWise(t *testing.T) {
 }
 
 func TestLearnWireServerSkipsNonRoot(t *testing.T) {
-	log := []AuditRecord{
+	log := []msp.AuditRecord{
 		{Method: "GET", URL: "/machine?comp=goalstate", IP: "168.63.129.16", Port: 80, ProcessFullPath: "/usr/sbin/waagent", UserName: "root", RunAsElevated: true},
 		{Method: "GET", URL: "/machine?comp=goalstate", IP: "168.63.129.16", Port: 80, ProcessFullPath: "/usr/bin/curl", UserName: "bob"},
 	}
@@ -194,7 +194,7 @@ func TestReadAuditLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 2 || recs[1].ActualVerdict() != msp.VerdictDeny || recs[1].Request().RawURI != "/metadata/versions" {
+	if len(recs) != 2 || recs[1].Verdict() != msp.VerdictDeny || recs[1].Request().RawURI != "/metadata/versions" {
 		t.Errorf("records = %+v", recs)
 	}
 	for _, bad := range []string{"{", `{"url":"/x"}`, "[1]", `{"method":"GET","url":"/","responseStatus":"OK"}`} {
@@ -205,7 +205,7 @@ func TestReadAuditLog(t *testing.T) {
 }
 
 func TestReplayReportsChanges(t *testing.T) {
-	log := []AuditRecord{
+	log := []msp.AuditRecord{
 		rec("/usr/bin/curl", "root", "/metadata/instance?api-version=1"),
 		rec("/usr/bin/curl", "root", "/metadata/instance?api-version=2"),
 		rec("/usr/bin/python3", "bob", "/metadata/instance/compute"),
@@ -213,7 +213,7 @@ func TestReplayReportsChanges(t *testing.T) {
 		{Method: "GET", URL: "/", IP: "10.0.0.1", Port: 80},
 	}
 	log[3].Decision = "deny"
-	log = append(log, AuditRecord{Method: "GET", URL: "/machine", IP: "168.63.129.16", Port: 80, Decision: "deny"})
+	log = append(log, msp.AuditRecord{Method: "GET", URL: "/machine", IP: "168.63.129.16", Port: 80, Decision: "deny"})
 	item := &msp.AuthorizationItem{Mode: msp.ModeEnforce, DefaultAccess: msp.AccessDeny, ID: "cand", Rules: &msp.AccessControlRules{
 		Privileges:      []msp.Privilege{{Name: "inst", Path: "/metadata/instance"}, {Name: "tok", Path: "/metadata/identity"}},
 		Roles:           []msp.Role{{Name: "r", Privileges: []string{"inst", "tok"}}},

@@ -86,12 +86,12 @@ func (r *Report) WouldDeny() bool { return r.NewlyDenied > 0 }
 
 // Replay decides every record under the candidate with the canonical
 // matcher and compares with what the agent recorded.
-func (s *Simulator) Replay(records []AuditRecord) *Report {
+func (s *Simulator) Replay(records []msp.AuditRecord) *Report {
 	rep := &Report{}
 	groups := map[Change]*Change{}
 	for i := range records {
 		rec := &records[i]
-		ep := rec.Endpoint()
+		ep := rec.Destination()
 		if ep == msp.EndpointNone {
 			rep.NotProtected++
 			continue
@@ -115,7 +115,7 @@ func (s *Simulator) Replay(records []AuditRecord) *Report {
 		if (out.Legacy.Verdict == msp.VerdictAllow) != (now == msp.VerdictAllow) {
 			rep.Divergent++
 		}
-		was := rec.ActualVerdict()
+		was := rec.Verdict()
 		if was.Forwarded() && now == msp.VerdictDeny {
 			rep.NewlyDenied++
 		}
