@@ -191,15 +191,15 @@ func (c *Client) call(ctx context.Context, api, method, path, apiVersion string,
 // begin starts an LRO or resumes it from a token.
 func begin[T any](ctx context.Context, c *Client, api, resumeToken string, start func(ctx context.Context) (*http.Response, error)) (*runtime.Poller[T], error) {
 	if resumeToken != "" {
-		return runtime.NewPollerFromResumeToken[T](resumeToken, c.internal.Pipeline(),
-			&runtime.NewPollerFromResumeTokenOptions[T]{Tracer: c.internal.Tracer()})
+		p, _, err := resumePoller[T](c, resumeToken)
+		return p, err
 	}
 	ctx = context.WithValue(ctx, runtime.CtxAPINameKey{}, api)
 	resp, err := start(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return runtime.NewPoller[T](resp, c.internal.Pipeline(), &runtime.NewPollerOptions[T]{Tracer: c.internal.Tracer()})
+	return newPoller[T](c, resp, nil)
 }
 
 // startLRO sends the initial request of an LRO.
@@ -209,20 +209,6 @@ func (c *Client) startLRO(ctx context.Context, api, method, path, apiVersion str
 		return nil, err
 	}
 	return c.send(ctx, api, req, codes...)
-}
-
-// BeginOptions are the options of the gallery LROs.
-type BeginOptions struct {
-	// ResumeToken resumes a poller from Poller.ResumeToken; the other
-	// arguments are then ignored.
-	ResumeToken string
-}
-
-func resumeToken(o *BeginOptions) string {
-	if o == nil {
-		return ""
-	}
-	return o.ResumeToken
 }
 
 // isNotFound reports a 404 from the service.

@@ -99,7 +99,7 @@ func ExampleClient_BeginUpdateVirtualMachineSettings_linkProfile() {
 	version := "/subscriptions/" + sub + "/resourceGroups/rg1/providers/Microsoft.Compute/galleries/gal/inVMAccessControlProfiles/wsLinux/versions/1.0.0"
 	poller, err := client.BeginUpdateVirtualMachineSettings(ctx, "rg1", "vm1", arm.ProxyAgentSettings{
 		WireServer: arm.LinkedProfile(version),
-	}, &arm.UpdateOptions{CheckProfiles: true})
+	}, &arm.ClientBeginUpdateVirtualMachineSettingsOptions{CheckProfiles: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func ExampleClient_BeginUpdateVirtualMachineSettings_linkProfile() {
 	// The same profile cannot serve IMDS; the client says so before calling ARM.
 	_, err = client.BeginUpdateVirtualMachineSettings(ctx, "rg1", "vm1", arm.ProxyAgentSettings{
 		IMDS: arm.LinkedProfile(version),
-	}, &arm.UpdateOptions{CheckProfiles: true})
+	}, &arm.ClientBeginUpdateVirtualMachineSettingsOptions{CheckProfiles: true})
 	var e *arm.Error
 	if errors.As(err, &e) {
 		fmt.Println(e.Code)

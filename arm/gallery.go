@@ -46,7 +46,7 @@ func (c *Client) profilePath(rg, gallery string, profile ...string) (string, err
 }
 
 // GetProfile reads a gallery inVMAccessControlProfile.
-func (c *Client) GetProfile(ctx context.Context, resourceGroup, gallery, profile string, _ *GetOptions) (ProfileResponse, error) {
+func (c *Client) GetProfile(ctx context.Context, resourceGroup, gallery, profile string, _ *ClientGetProfileOptions) (ProfileResponse, error) {
 	var out ProfileResponse
 	path, err := c.profilePath(resourceGroup, gallery, profile)
 	if err != nil {
@@ -85,9 +85,9 @@ func (p Profile) writable() Profile {
 }
 
 // BeginCreateOrUpdateProfile PUTs a gallery inVMAccessControlProfile.
-func (c *Client) BeginCreateOrUpdateProfile(ctx context.Context, resourceGroup, gallery, name string, profile Profile, options *BeginOptions) (*runtime.Poller[ProfileResponse], error) {
+func (c *Client) BeginCreateOrUpdateProfile(ctx context.Context, resourceGroup, gallery, name string, profile Profile, options *ClientBeginCreateOrUpdateProfileOptions) (*runtime.Poller[ProfileResponse], error) {
 	const api = "Client.BeginCreateOrUpdateProfile"
-	return begin[ProfileResponse](ctx, c, api, resumeToken(options), func(ctx context.Context) (*http.Response, error) {
+	return begin[ProfileResponse](ctx, c, api, optional(options).ResumeToken, func(ctx context.Context) (*http.Response, error) {
 		path, err := c.profilePath(resourceGroup, gallery, name)
 		if err != nil {
 			return nil, err
@@ -100,9 +100,9 @@ func (c *Client) BeginCreateOrUpdateProfile(ctx context.Context, resourceGroup, 
 }
 
 // BeginDeleteProfile deletes a gallery inVMAccessControlProfile.
-func (c *Client) BeginDeleteProfile(ctx context.Context, resourceGroup, gallery, name string, options *BeginOptions) (*runtime.Poller[DeleteResponse], error) {
+func (c *Client) BeginDeleteProfile(ctx context.Context, resourceGroup, gallery, name string, options *ClientBeginDeleteProfileOptions) (*runtime.Poller[DeleteResponse], error) {
 	const api = "Client.BeginDeleteProfile"
-	return begin[DeleteResponse](ctx, c, api, resumeToken(options), func(ctx context.Context) (*http.Response, error) {
+	return begin[DeleteResponse](ctx, c, api, optional(options).ResumeToken, func(ctx context.Context) (*http.Response, error) {
 		path, err := c.profilePath(resourceGroup, gallery, name)
 		if err != nil {
 			return nil, err
@@ -112,7 +112,7 @@ func (c *Client) BeginDeleteProfile(ctx context.Context, resourceGroup, gallery,
 }
 
 // NewListProfilesPager lists the profiles of a gallery.
-func (c *Client) NewListProfilesPager(resourceGroup, gallery string, _ *GetOptions) *runtime.Pager[ProfileListResponse] {
+func (c *Client) NewListProfilesPager(resourceGroup, gallery string, _ *ClientListProfilesOptions) *runtime.Pager[ProfileListResponse] {
 	return newPager[ProfileListResponse](c, "Client.NewListProfilesPager", c.galleryAPI, func() (string, error) {
 		p, err := c.profilePath(resourceGroup, gallery)
 		return p + "/inVMAccessControlProfiles", err
@@ -120,7 +120,7 @@ func (c *Client) NewListProfilesPager(resourceGroup, gallery string, _ *GetOptio
 }
 
 // GetProfileVersion reads a profile version.
-func (c *Client) GetProfileVersion(ctx context.Context, resourceGroup, gallery, profile, version string, _ *GetOptions) (ProfileVersionResponse, error) {
+func (c *Client) GetProfileVersion(ctx context.Context, resourceGroup, gallery, profile, version string, _ *ClientGetProfileVersionOptions) (ProfileVersionResponse, error) {
 	var out ProfileVersionResponse
 	path, err := c.profilePath(resourceGroup, gallery, profile, version)
 	if err != nil {
@@ -167,9 +167,9 @@ func (v ProfileVersion) writable() ProfileVersion {
 // BeginCreateOrUpdateProfileVersion PUTs a profile version. Replication to
 // TargetLocations continues after the poller finishes; a VM can link the
 // version only once it reached the VM's region.
-func (c *Client) BeginCreateOrUpdateProfileVersion(ctx context.Context, resourceGroup, gallery, profile, version string, v ProfileVersion, options *BeginOptions) (*runtime.Poller[ProfileVersionResponse], error) {
+func (c *Client) BeginCreateOrUpdateProfileVersion(ctx context.Context, resourceGroup, gallery, profile, version string, v ProfileVersion, options *ClientBeginCreateOrUpdateProfileVersionOptions) (*runtime.Poller[ProfileVersionResponse], error) {
 	const api = "Client.BeginCreateOrUpdateProfileVersion"
-	return begin[ProfileVersionResponse](ctx, c, api, resumeToken(options), func(ctx context.Context) (*http.Response, error) {
+	return begin[ProfileVersionResponse](ctx, c, api, optional(options).ResumeToken, func(ctx context.Context) (*http.Response, error) {
 		path, err := c.profilePath(resourceGroup, gallery, profile, version)
 		if err != nil {
 			return nil, err
@@ -182,9 +182,9 @@ func (c *Client) BeginCreateOrUpdateProfileVersion(ctx context.Context, resource
 }
 
 // BeginDeleteProfileVersion deletes a profile version.
-func (c *Client) BeginDeleteProfileVersion(ctx context.Context, resourceGroup, gallery, profile, version string, options *BeginOptions) (*runtime.Poller[DeleteResponse], error) {
+func (c *Client) BeginDeleteProfileVersion(ctx context.Context, resourceGroup, gallery, profile, version string, options *ClientBeginDeleteProfileVersionOptions) (*runtime.Poller[DeleteResponse], error) {
 	const api = "Client.BeginDeleteProfileVersion"
-	return begin[DeleteResponse](ctx, c, api, resumeToken(options), func(ctx context.Context) (*http.Response, error) {
+	return begin[DeleteResponse](ctx, c, api, optional(options).ResumeToken, func(ctx context.Context) (*http.Response, error) {
 		path, err := c.profilePath(resourceGroup, gallery, profile, version)
 		if err != nil {
 			return nil, err
@@ -194,7 +194,7 @@ func (c *Client) BeginDeleteProfileVersion(ctx context.Context, resourceGroup, g
 }
 
 // NewListProfileVersionsPager lists the versions of a profile.
-func (c *Client) NewListProfileVersionsPager(resourceGroup, gallery, profile string, _ *GetOptions) *runtime.Pager[ProfileVersionListResponse] {
+func (c *Client) NewListProfileVersionsPager(resourceGroup, gallery, profile string, _ *ClientListProfileVersionsOptions) *runtime.Pager[ProfileVersionListResponse] {
 	return newPager[ProfileVersionListResponse](c, "Client.NewListProfileVersionsPager", c.galleryAPI, func() (string, error) {
 		p, err := c.profilePath(resourceGroup, gallery, profile)
 		return p + "/versions", err

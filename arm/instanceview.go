@@ -46,7 +46,7 @@ type GuestStateResponse struct {
 // GetVirtualMachineGuestState reads the VM's instance view and returns what
 // the guest agent last reported. It fails with ErrGuestStateUnavailable when
 // there is no report.
-func (c *Client) GetVirtualMachineGuestState(ctx context.Context, resourceGroup, name string, _ *GetOptions) (GuestStateResponse, error) {
+func (c *Client) GetVirtualMachineGuestState(ctx context.Context, resourceGroup, name string, _ *ClientGetVirtualMachineGuestStateOptions) (GuestStateResponse, error) {
 	path, err := c.resourcePath(resourceGroup, "virtualMachines", name)
 	if err != nil {
 		return GuestStateResponse{}, err
@@ -55,7 +55,7 @@ func (c *Client) GetVirtualMachineGuestState(ctx context.Context, resourceGroup,
 }
 
 // GetScaleSetInstanceGuestState does the same for a scale-set instance.
-func (c *Client) GetScaleSetInstanceGuestState(ctx context.Context, resourceGroup, scaleSet, instanceID string, _ *GetOptions) (GuestStateResponse, error) {
+func (c *Client) GetScaleSetInstanceGuestState(ctx context.Context, resourceGroup, scaleSet, instanceID string, _ *ClientGetScaleSetInstanceGuestStateOptions) (GuestStateResponse, error) {
 	path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet, "virtualMachines", instanceID)
 	if err != nil {
 		return GuestStateResponse{}, err

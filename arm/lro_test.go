@@ -102,7 +102,7 @@ func TestLROResume(t *testing.T) {
 	// ignored.
 	srv.ResetRequests()
 	c2 := newClient(t, srv, nil)
-	p2, err := c2.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{}, &arm.UpdateOptions{ResumeToken: tok})
+	p2, err := c2.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{}, &arm.ClientBeginUpdateVirtualMachineSettingsOptions{ResumeToken: tok})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,19 +14,10 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
 
-// ResetKeyOptions are the options of the key resets; nil is fine.
-type ResetKeyOptions struct {
-	// MaxAttempts bounds the read-raise-write rounds when other writers
-	// change the resource in between (412). Default 10.
-	MaxAttempts int
-	// RetryDelay is the upper bound of the random pause before another
-	// round. Default 200ms.
-	RetryDelay time.Duration
-}
-
 // KeyReset is a key reset the service accepted.
 type KeyReset[T any] struct {
-	// Previous is the keyIncarnationId the reset was based on.
+	// Previous is the keyIncarnationId the reset was based on. A reset
+	// resumed from a token carries the values of the original call.
 	Previous int32
 	// KeyIncarnationID is the value this call wrote; no other call
 	// succeeding against the same resource wrote the same value.
@@ -42,13 +33,15 @@ type KeyReset[T any] struct {
 // two concurrent resets only one can win a round; the loser reads again and
 // raises further. Every successful call therefore returns a distinct, strictly
 // larger value.
-func (c *Client) BeginResetVirtualMachineKey(ctx context.Context, resourceGroup, name string, options *ResetKeyOptions) (KeyReset[VirtualMachineResponse], error) {
+func (c *Client) BeginResetVirtualMachineKey(ctx context.Context, resourceGroup, name string, options *ClientBeginResetVirtualMachineKeyOptions) (KeyReset[VirtualMachineResponse], error) {
+	o := optional(options)
+	ro := resetOptions{resumeToken: o.ResumeToken, maxAttempts: o.MaxAttempts, retryDelay: o.RetryDelay}
 	path, err := c.resourcePath(resourceGroup, "virtualMachines", name)
 	if err != nil {
 		return KeyReset[VirtualMachineResponse]{}, err
 	}
 	const api = "Client.BeginResetVirtualMachineKey"
-	return resetLoop[VirtualMachineResponse](ctx, c, api, options, func(ctx context.Context) (int32, int32, *http.Response, error) {
+	return resetLoop[VirtualMachineResponse](ctx, c, api, ro, func(ctx context.Context) (int32, int32, *http.Response, error) {
 		vm, err := c.GetVirtualMachine(ctx, resourceGroup, name, nil)
 		if err != nil {
 			return 0, 0, nil, err
@@ -71,13 +64,15 @@ func (c *Client) BeginResetVirtualMachineKey(ctx context.Context, resourceGroup,
 // scale-set instance, as BeginResetVirtualMachineKey does for a VM. The
 // instance resource only takes PUT, so the client writes back the body it
 // read (every field, known to this package or not) with just the key raised.
-func (c *Client) BeginResetScaleSetInstanceKey(ctx context.Context, resourceGroup, scaleSet, instanceID string, options *ResetKeyOptions) (KeyReset[ScaleSetInstanceResponse], error) {
+func (c *Client) BeginResetScaleSetInstanceKey(ctx context.Context, resourceGroup, scaleSet, instanceID string, options *ClientBeginResetScaleSetInstanceKeyOptions) (KeyReset[ScaleSetInstanceResponse], error) {
+	o := optional(options)
+	ro := resetOptions{resumeToken: o.ResumeToken, maxAttempts: o.MaxAttempts, retryDelay: o.RetryDelay}
 	path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet, "virtualMachines", instanceID)
 	if err != nil {
 		return KeyReset[ScaleSetInstanceResponse]{}, err
 	}
 	const api = "Client.BeginResetScaleSetInstanceKey"
-	return resetLoop[ScaleSetInstanceResponse](ctx, c, api, options, func(ctx context.Context) (int32, int32, *http.Response, error) {
+	return resetLoop[ScaleSetInstanceResponse](ctx, c, api, ro, func(ctx context.Context) (int32, int32, *http.Response, error) {
 		var raw json.RawMessage
 		if _, err := c.call(ctx, "Client.GetScaleSetInstance", http.MethodGet, path, c.computeAPI, nil, nil, &raw, http.StatusOK); err != nil {
 			return 0, 0, nil, err
@@ -113,16 +108,26 @@ func raise(s *ProxyAgentSettings) (cur, next int32, err error) {
 	return cur, cur + 1, nil
 }
 
-// resetLoop repeats round until it is not refused by a 412.
-func resetLoop[T any](ctx context.Context, c *Client, api string, options *ResetKeyOptions, round func(context.Context) (int32, int32, *http.Response, error)) (KeyReset[T], error) {
+// resetLoop repeats round until it is not refused by a 412, or resumes a
+// reset from its token.
+func resetLoop[T any](ctx context.Context, c *Client, api string, o resetOptions, round func(context.Context) (int32, int32, *http.Response, error)) (KeyReset[T], error) {
+	if o.resumeToken != "" {
+		p, rt, err := resumePoller[T](c, o.resumeToken)
+		if err != nil {
+			return KeyReset[T]{}, err
+		}
+		r := KeyReset[T]{Poller: p}
+		if rt != nil {
+			r.Previous, r.KeyIncarnationID = rt.Previous, rt.KeyIncarnationID
+		}
+		return r, nil
+	}
 	attempts, delay := 10, 200*time.Millisecond
-	if options != nil {
-		if options.MaxAttempts > 0 {
-			attempts = options.MaxAttempts
-		}
-		if options.RetryDelay > 0 {
-			delay = options.RetryDelay
-		}
+	if o.maxAttempts > 0 {
+		attempts = o.maxAttempts
+	}
+	if o.retryDelay > 0 {
+		delay = o.retryDelay
 	}
 	ctx = context.WithValue(ctx, runtime.CtxAPINameKey{}, api)
 	var lastErr error
@@ -147,7 +152,7 @@ func resetLoop[T any](ctx context.Context, c *Client, api string, options *Reset
 		if err != nil {
 			return KeyReset[T]{}, err
 		}
-		p, err := runtime.NewPoller[T](resp, c.internal.Pipeline(), &runtime.NewPollerOptions[T]{Tracer: c.internal.Tracer()})
+		p, err := newPoller[T](c, resp, &resetToken{Previous: cur, KeyIncarnationID: next})
 		if err != nil {
 			return KeyReset[T]{}, err
 		}

@@ -29,7 +29,7 @@ func TestResetVirtualMachineKeyConcurrent(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			r, err := c.BeginResetVirtualMachineKey(ctx(t), rg, "vm1", &arm.ResetKeyOptions{MaxAttempts: 4 * n, RetryDelay: 5 * time.Millisecond})
+			r, err := c.BeginResetVirtualMachineKey(ctx(t), rg, "vm1", &arm.ClientBeginResetVirtualMachineKeyOptions{MaxAttempts: 4 * n, RetryDelay: 5 * time.Millisecond})
 			if err != nil {
 				errs[i] = err
 				return
@@ -87,7 +87,7 @@ func TestResetKeyRetriesOn412(t *testing.T) {
 
 	t.Run("gives up after MaxAttempts", func(t *testing.T) {
 		srv.FailNextRequest(lost)
-		_, err := c.BeginResetVirtualMachineKey(ctx(t), rg, "vm1", &arm.ResetKeyOptions{MaxAttempts: 1})
+		_, err := c.BeginResetVirtualMachineKey(ctx(t), rg, "vm1", &arm.ClientBeginResetVirtualMachineKeyOptions{MaxAttempts: 1})
 		if !errors.Is(err, arm.ErrPreconditionFailed) {
 			t.Fatalf("err = %v, want ErrPreconditionFailed", err)
 		}
@@ -102,7 +102,7 @@ func TestResetKeyRetriesOn412(t *testing.T) {
 	t.Run("reads again and wins", func(t *testing.T) {
 		srv.ResetRequests()
 		srv.FailNextRequest(lost)
-		r, err := c.BeginResetVirtualMachineKey(ctx(t), rg, "vm1", &arm.ResetKeyOptions{MaxAttempts: 2, RetryDelay: time.Millisecond})
+		r, err := c.BeginResetVirtualMachineKey(ctx(t), rg, "vm1", &arm.ClientBeginResetVirtualMachineKeyOptions{MaxAttempts: 2, RetryDelay: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

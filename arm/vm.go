@@ -13,29 +13,8 @@ type VirtualMachineResponse struct {
 	VirtualMachine
 }
 
-// GetOptions are the options of the Get operations; nil is fine.
-type GetOptions struct{}
-
-// UpdateOptions are the options of the settings updates; nil is fine.
-type UpdateOptions struct {
-	// ResumeToken resumes a poller from Poller.ResumeToken; the other
-	// arguments are then ignored.
-	ResumeToken string
-	// IfMatch applies the change only if the resource still has this etag.
-	// When the client reads the resource anyway (KeyIncarnationID set, or
-	// CheckProfiles), it uses the etag it read unless IfMatch is set.
-	IfMatch *azcore.ETag
-	// CheckProfiles reads the VM and every linked profile version first and
-	// refuses a version that is missing in the VM's region or whose osType
-	// or applicableHostEndpoint does not fit, as the service would.
-	CheckProfiles bool
-	// DisableClientValidation sends the change unchecked, so the service
-	// decides. Meant for tests of service-side behaviour.
-	DisableClientValidation bool
-}
-
 // GetVirtualMachine reads a VM.
-func (c *Client) GetVirtualMachine(ctx context.Context, resourceGroup, name string, _ *GetOptions) (VirtualMachineResponse, error) {
+func (c *Client) GetVirtualMachine(ctx context.Context, resourceGroup, name string, _ *ClientGetVirtualMachineOptions) (VirtualMachineResponse, error) {
 	var out VirtualMachineResponse
 	path, err := c.resourcePath(resourceGroup, "virtualMachines", name)
 	if err != nil {
@@ -56,12 +35,10 @@ type vmPatch struct {
 // untouched. Switching an endpoint between inline mode and a linked profile
 // is done by sending only the new one (InlineMode, LinkedProfile): the
 // service drops the other, and the client never sends both.
-func (c *Client) BeginUpdateVirtualMachineSettings(ctx context.Context, resourceGroup, name string, change ProxyAgentSettings, options *UpdateOptions) (*runtime.Poller[VirtualMachineResponse], error) {
-	var o UpdateOptions
-	if options != nil {
-		o = *options
-	}
-	return begin[VirtualMachineResponse](ctx, c, "Client.BeginUpdateVirtualMachineSettings", o.ResumeToken, func(ctx context.Context) (*http.Response, error) {
+func (c *Client) BeginUpdateVirtualMachineSettings(ctx context.Context, resourceGroup, name string, change ProxyAgentSettings, options *ClientBeginUpdateVirtualMachineSettingsOptions) (*runtime.Poller[VirtualMachineResponse], error) {
+	oo := optional(options)
+	o := updateOptions{resumeToken: oo.ResumeToken, ifMatch: oo.IfMatch, checkProfiles: oo.CheckProfiles, disableClientValidation: oo.DisableClientValidation}
+	return begin[VirtualMachineResponse](ctx, c, "Client.BeginUpdateVirtualMachineSettings", o.resumeToken, func(ctx context.Context) (*http.Response, error) {
 		path, err := c.resourcePath(resourceGroup, "virtualMachines", name)
 		if err != nil {
 			return nil, err
@@ -99,32 +76,32 @@ type resourceState struct {
 // CheckProfiles, also needs the current resource, which read returns; its
 // etag then makes the update conditional unless the caller set IfMatch.
 // It returns the etag to send in If-Match, empty for none.
-func (c *Client) checkUpdate(ctx context.Context, target string, change *ProxyAgentSettings, o *UpdateOptions, read func(context.Context) (resourceState, error)) (azcore.ETag, error) {
+func (c *Client) checkUpdate(ctx context.Context, target string, change *ProxyAgentSettings, o *updateOptions, read func(context.Context) (resourceState, error)) (azcore.ETag, error) {
 	var ifMatch azcore.ETag
-	if o.IfMatch != nil {
-		ifMatch = *o.IfMatch
+	if o.ifMatch != nil {
+		ifMatch = *o.ifMatch
 	}
-	if o.DisableClientValidation {
+	if o.disableClientValidation {
 		return ifMatch, nil
 	}
 	if err := change.validate(target, c.computeAPI); err != nil {
 		return "", err
 	}
-	if change.KeyIncarnationID == nil && !o.CheckProfiles {
+	if change.KeyIncarnationID == nil && !o.checkProfiles {
 		return ifMatch, nil
 	}
 	cur, err := read(ctx)
 	if err != nil {
 		return "", err
 	}
-	facts, err := c.profileFacts(ctx, change, o.CheckProfiles)
+	facts, err := c.profileFacts(ctx, change, o.checkProfiles)
 	if err != nil {
 		return "", err
 	}
 	if err := checkAgainst(target, change, cur.settings, cur.osType, cur.location, facts); err != nil {
 		return "", err
 	}
-	if o.IfMatch == nil {
+	if o.ifMatch == nil {
 		ifMatch = cur.etag
 	}
 	return ifMatch, nil
@@ -192,7 +169,7 @@ func (s *ScaleSet) NeedsManualUpgrade() bool {
 }
 
 // GetScaleSet reads a scale set.
-func (c *Client) GetScaleSet(ctx context.Context, resourceGroup, name string, _ *GetOptions) (ScaleSetResponse, error) {
+func (c *Client) GetScaleSet(ctx context.Context, resourceGroup, name string, _ *ClientGetScaleSetOptions) (ScaleSetResponse, error) {
 	var out ScaleSetResponse
 	path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", name)
 	if err != nil {
@@ -214,12 +191,10 @@ type vmssPatch struct {
 // BeginUpdateVirtualMachineSettings. The model reaches instances according to
 // the upgrade policy; with Manual, call BeginManualUpgrade afterwards. Key
 // resets are per instance: use BeginResetScaleSetInstanceKey.
-func (c *Client) BeginUpdateScaleSetSettings(ctx context.Context, resourceGroup, name string, change ProxyAgentSettings, options *UpdateOptions) (*runtime.Poller[ScaleSetResponse], error) {
-	var o UpdateOptions
-	if options != nil {
-		o = *options
-	}
-	return begin[ScaleSetResponse](ctx, c, "Client.BeginUpdateScaleSetSettings", o.ResumeToken, func(ctx context.Context) (*http.Response, error) {
+func (c *Client) BeginUpdateScaleSetSettings(ctx context.Context, resourceGroup, name string, change ProxyAgentSettings, options *ClientBeginUpdateScaleSetSettingsOptions) (*runtime.Poller[ScaleSetResponse], error) {
+	oo := optional(options)
+	o := updateOptions{resumeToken: oo.ResumeToken, ifMatch: oo.IfMatch, checkProfiles: oo.CheckProfiles, disableClientValidation: oo.DisableClientValidation}
+	return begin[ScaleSetResponse](ctx, c, "Client.BeginUpdateScaleSetSettings", o.resumeToken, func(ctx context.Context) (*http.Response, error) {
 		path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", name)
 		if err != nil {
 			return nil, err
@@ -250,8 +225,8 @@ type ManualUpgradeResponse struct{}
 
 // BeginManualUpgrade brings the given instances to the latest scale-set
 // model; needed after a model change when the upgrade policy is Manual.
-func (c *Client) BeginManualUpgrade(ctx context.Context, resourceGroup, name string, instanceIDs []string, options *BeginOptions) (*runtime.Poller[ManualUpgradeResponse], error) {
-	return begin[ManualUpgradeResponse](ctx, c, "Client.BeginManualUpgrade", resumeToken(options), func(ctx context.Context) (*http.Response, error) {
+func (c *Client) BeginManualUpgrade(ctx context.Context, resourceGroup, name string, instanceIDs []string, options *ClientBeginManualUpgradeOptions) (*runtime.Poller[ManualUpgradeResponse], error) {
+	return begin[ManualUpgradeResponse](ctx, c, "Client.BeginManualUpgrade", optional(options).ResumeToken, func(ctx context.Context) (*http.Response, error) {
 		if len(instanceIDs) == 0 {
 			return nil, clientError(CodeBadRequest, ErrInvalidRequest, "instanceIds", "no instances", "name at least one instance id")
 		}
@@ -273,7 +248,7 @@ type ScaleSetInstanceResponse struct {
 }
 
 // GetScaleSetInstance reads one instance of a Uniform scale set.
-func (c *Client) GetScaleSetInstance(ctx context.Context, resourceGroup, scaleSet, instanceID string, _ *GetOptions) (ScaleSetInstanceResponse, error) {
+func (c *Client) GetScaleSetInstance(ctx context.Context, resourceGroup, scaleSet, instanceID string, _ *ClientGetScaleSetInstanceOptions) (ScaleSetInstanceResponse, error) {
 	var out ScaleSetInstanceResponse
 	path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet, "virtualMachines", instanceID)
 	if err != nil {
@@ -291,7 +266,7 @@ type ScaleSetInstanceListResponse struct {
 
 // NewListScaleSetInstancesPager lists the instances of a Uniform scale set,
 // for example to reset the key of each: key resets are per instance.
-func (c *Client) NewListScaleSetInstancesPager(resourceGroup, scaleSet string, _ *GetOptions) *runtime.Pager[ScaleSetInstanceListResponse] {
+func (c *Client) NewListScaleSetInstancesPager(resourceGroup, scaleSet string, _ *ClientListScaleSetInstancesOptions) *runtime.Pager[ScaleSetInstanceListResponse] {
 	return newPager[ScaleSetInstanceListResponse](c, "Client.NewListScaleSetInstancesPager", c.computeAPI, func() (string, error) {
 		p, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet)
 		return p + "/virtualMachines", err

@@ -23,7 +23,7 @@ func TestUpdateVirtualMachineSettings(t *testing.T) {
 		name     string
 		initial  string
 		change   arm.ProxyAgentSettings
-		opts     *arm.UpdateOptions
+		opts     *arm.ClientBeginUpdateVirtualMachineSettingsOptions
 		wantBody string
 		ifMatch  bool
 		// wantStored is the settings the server holds afterwards.
@@ -46,7 +46,7 @@ func TestUpdateVirtualMachineSettings(t *testing.T) {
 			name:       "mode to profile sends only the reference",
 			initial:    `{"enabled":true,"wireServer":{"mode":"Enforce"},"imds":{"mode":"Audit"}}`,
 			change:     arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(ws)},
-			opts:       &arm.UpdateOptions{CheckProfiles: true},
+			opts:       &arm.ClientBeginUpdateVirtualMachineSettingsOptions{CheckProfiles: true},
 			wantBody:   `{"properties":{"securityProfile":{"proxyAgentSettings":{"wireServer":{"inVMAccessControlProfileReferenceId":"` + ws + `"}}}}}`,
 			ifMatch:    true,
 			wantStored: `{"enabled":true,"wireServer":{"inVMAccessControlProfileReferenceId":"` + ws + `"},"imds":{"mode":"Audit"}}`,
@@ -200,7 +200,7 @@ func TestErrorTable(t *testing.T) {
 				before, _ := srv.Resource(vmID("vm1"))
 				c := newClient(t, srv, nil)
 				_, err := c.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", tt.change,
-					&arm.UpdateOptions{CheckProfiles: true, DisableClientValidation: skip})
+					&arm.ClientBeginUpdateVirtualMachineSettingsOptions{CheckProfiles: true, DisableClientValidation: skip})
 				if !errors.Is(err, tt.kind) {
 					t.Fatalf("err = %v, want %v", err, tt.kind)
 				}
@@ -382,7 +382,7 @@ func TestUpdateIfMatch(t *testing.T) {
 	if _, err := p.PollUntilDone(ctx(t), fast); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{Enabled: ptr(false)}, &arm.UpdateOptions{IfMatch: &vm.ETag})
+	_, err = c.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{Enabled: ptr(false)}, &arm.ClientBeginUpdateVirtualMachineSettingsOptions{IfMatch: &vm.ETag})
 	if !errors.Is(err, arm.ErrPreconditionFailed) {
 		t.Fatalf("err = %v, want ErrPreconditionFailed", err)
 	}
@@ -398,11 +398,11 @@ func TestUpdateScaleSetCheckProfiles(t *testing.T) {
 	seedProfiles(srv)
 	srv.AddScaleSet(vmssID("ss1"), armtest.ScaleSet{Location: region, OSType: "Windows", UpgradeMode: "Automatic"})
 	c := newClient(t, srv, nil)
-	_, err := c.BeginUpdateScaleSetSettings(ctx(t), rg, "ss1", arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(versionID("wsLinux", "1.0.0"))}, &arm.UpdateOptions{CheckProfiles: true})
+	_, err := c.BeginUpdateScaleSetSettings(ctx(t), rg, "ss1", arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(versionID("wsLinux", "1.0.0"))}, &arm.ClientBeginUpdateScaleSetSettingsOptions{CheckProfiles: true})
 	if !errors.Is(err, arm.ErrProfileOSMismatch) {
 		t.Fatalf("err = %v", err)
 	}
-	p, err := c.BeginUpdateScaleSetSettings(ctx(t), rg, "ss1", arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(versionID("wsWindows", "1.0.0"))}, &arm.UpdateOptions{CheckProfiles: true})
+	p, err := c.BeginUpdateScaleSetSettings(ctx(t), rg, "ss1", arm.ProxyAgentSettings{WireServer: arm.LinkedProfile(versionID("wsWindows", "1.0.0"))}, &arm.ClientBeginUpdateScaleSetSettingsOptions{CheckProfiles: true})
 	if err != nil {
 		t.Fatal(err)
 	}
