@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	goruntime "runtime"
+	"slices"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -72,7 +74,7 @@ func NewClient(subscriptionID string, cred azcore.TokenCredential, options *Clie
 	if o.ClientOptions.APIVersion != "" {
 		return nil, fmt.Errorf("arm: %w: set ComputeAPIVersion or GalleryAPIVersion, not ClientOptions.APIVersion", ErrInvalidRequest)
 	}
-	internal, err := azarm.NewClient(moduleName, moduleVersion, cred, &o.ClientOptions)
+	internal, err := azarm.NewClient(moduleName, moduleVersion, cred, withUserAgent(o.ClientOptions))
 	if err != nil {
 		return nil, fmt.Errorf("arm: new client: %w", err)
 	}
@@ -93,6 +95,41 @@ func NewClient(subscriptionID string, cred azcore.TokenCredential, options *Clie
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	return c, nil
+}
+
+// userAgent names this module and its version, where azcore's telemetry
+// policy would name only the last path element ("azsdk-go-arm"), which
+// reads as azcore's own arm package.
+var userAgent = fmt.Sprintf("gpa-arm/%s (%s; %s; %s)", moduleVersion, goruntime.Version(), goruntime.GOOS, moduleName)
+
+// withUserAgent replaces azcore's telemetry policy with one that sends
+// userAgent, after Telemetry.ApplicationID when set, and nothing when the
+// caller disabled telemetry. The caller's options are not modified.
+func withUserAgent(o azarm.ClientOptions) *azarm.ClientOptions {
+	if o.Telemetry.Disabled {
+		return &o
+	}
+	ua := userAgent
+	if id := o.Telemetry.ApplicationID; id != "" {
+		ua = id + " " + ua
+	}
+	o.Telemetry.Disabled = true
+	o.PerCallPolicies = append(slices.Clip(o.PerCallPolicies), userAgentPolicy(ua))
+	return &o
+}
+
+// userAgentPolicy sets the User-Agent header, keeping one set by an earlier
+// policy after it, as azcore's telemetry policy does.
+type userAgentPolicy string
+
+func (p userAgentPolicy) Do(req *policy.Request) (*http.Response, error) {
+	h := req.Raw().Header
+	ua := string(p)
+	if prev := h.Get("User-Agent"); prev != "" {
+		ua += " " + prev
+	}
+	h.Set("User-Agent", ua)
+	return req.Next()
 }
 
 // SubscriptionID returns the subscription the client manages.

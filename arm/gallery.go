@@ -78,7 +78,7 @@ func (p Profile) writable() Profile {
 	out := Profile{Location: p.Location, Tags: p.Tags}
 	if p.Properties != nil {
 		props := *p.Properties
-		props.ProvisioningState = ""
+		props.ProvisioningState = nil
 		out.Properties = &props
 	}
 	return out
@@ -95,7 +95,11 @@ func (c *Client) BeginCreateOrUpdateProfile(ctx context.Context, resourceGroup, 
 		if err := profile.Validate(); err != nil {
 			return nil, err
 		}
-		return c.startLRO(ctx, api, http.MethodPut, path, c.galleryAPI, profile.writable(), nil, http.StatusOK, http.StatusCreated, http.StatusAccepted)
+		body, err := putBody(profile.raw, profile.writable())
+		if err != nil {
+			return nil, err
+		}
+		return c.startLRO(ctx, api, http.MethodPut, path, c.galleryAPI, body, nil, http.StatusOK, http.StatusCreated, http.StatusAccepted)
 	})
 }
 
@@ -158,7 +162,7 @@ func (v ProfileVersion) writable() ProfileVersion {
 	out := ProfileVersion{Location: v.Location, Tags: v.Tags}
 	if v.Properties != nil {
 		props := *v.Properties
-		props.PublishedDate, props.ProvisioningState, props.ReplicationStatus = nil, "", nil
+		props.PublishedDate, props.ProvisioningState, props.ReplicationStatus = nil, nil, nil
 		out.Properties = &props
 	}
 	return out
@@ -177,7 +181,11 @@ func (c *Client) BeginCreateOrUpdateProfileVersion(ctx context.Context, resource
 		if err := v.Validate(); err != nil {
 			return nil, err
 		}
-		return c.startLRO(ctx, api, http.MethodPut, path, c.galleryAPI, v.writable(), nil, http.StatusOK, http.StatusCreated, http.StatusAccepted)
+		body, err := putBody(v.raw, v.writable())
+		if err != nil {
+			return nil, err
+		}
+		return c.startLRO(ctx, api, http.MethodPut, path, c.galleryAPI, body, nil, http.StatusOK, http.StatusCreated, http.StatusAccepted)
 	})
 }
 

@@ -33,7 +33,7 @@ func TestGalleryProfileLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Name != p.name || got.Properties.ProvisioningState != "Succeeded" || got.Properties.ApplicableHostEndpoint != p.ep {
+		if got.Name != p.name || val(got.Properties.ProvisioningState) != "Succeeded" || got.Properties.ApplicableHostEndpoint != p.ep {
 			t.Errorf("profile = %+v %+v", got.Profile, got.Properties)
 		}
 	}
@@ -217,4 +217,81 @@ func TestGalleryValidation(t *testing.T) {
 	if p != nil || !errors.As(err, &re) || re.ErrorCode != "ParentResourceNotFound" {
 		t.Errorf("version without profile = %v", err)
 	}
+}
+
+// TestProfileVersionPutKeepsUnknownFields: a version read from ARM and
+// written back with one change keeps every field this package does not
+// model (TargetRegion encryption and additionalReplicaSets, fields of later
+// API versions), at every depth; only the caller's changes differ.
+func TestProfileVersionPutKeepsUnknownFields(t *testing.T) {
+	srv := newServer(t, nil)
+	seedProfiles(srv)
+	id := versionID("wsLinux", "2.0.0")
+	must(srv.SetResource(id, []byte(`{"location":"westus","futureTopLevel":{"a":1},
+		"systemData":{"createdBy":"someone"},
+		"properties":{"mode":"Audit","defaultAccess":"Deny","futureProperty":"kept",
+		"publishedDate":"2026-01-02T03:04:05Z","provisioningState":"Succeeded",
+		"targetLocations":[
+			{"name":"West US","regionalReplicaCount":1,"encryption":{"osDiskImage":{"diskEncryptionSetId":"des1"}},"additionalReplicaSets":[{"storageAccountType":"Premium_LRS","regionalReplicaCount":2}]},
+			{"name":"East US 2 EUAP","excludeFromLatest":false,"futureRegionField":7}]}}`)))
+	c := newClient(t, srv, nil)
+	got, err := c.GetProfileVersion(ctx(t), rg, gallery, "wsLinux", "2.0.0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := got.ProfileVersion
+	v.Properties.Mode = arm.ModeEnforce
+	v.Properties.TargetLocations = append(v.Properties.TargetLocations, arm.TargetRegion{Name: "North Europe"})
+	v.Properties.TargetLocations[1].RegionalReplicaCount = ptr[int32](3)
+	srv.ResetRequests()
+	p, err := c.BeginCreateOrUpdateProfileVersion(ctx(t), rg, gallery, "wsLinux", "2.0.0", v, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PollUntilDone(ctx(t), fast); err != nil {
+		t.Fatal(err)
+	}
+	w := writes(srv)
+	if len(w) != 1 {
+		t.Fatalf("%d writes", len(w))
+	}
+	jsonEqual(t, "PUT body", w[0].Body, `{"location":"westus","futureTopLevel":{"a":1},
+		"properties":{"mode":"Enforce","defaultAccess":"Deny","futureProperty":"kept",
+		"targetLocations":[
+			{"name":"West US","regionalReplicaCount":1,"encryption":{"osDiskImage":{"diskEncryptionSetId":"des1"}},"additionalReplicaSets":[{"storageAccountType":"Premium_LRS","regionalReplicaCount":2}]},
+			{"name":"East US 2 EUAP","excludeFromLatest":false,"futureRegionField":7,"regionalReplicaCount":3},
+			{"name":"North Europe"}]}}`)
+
+	// Removing a region removes it, and only it.
+	v.Properties.TargetLocations = v.Properties.TargetLocations[:1]
+	srv.ResetRequests()
+	if _, err := c.BeginCreateOrUpdateProfileVersion(ctx(t), rg, gallery, "wsLinux", "2.0.0", v, nil); err != nil {
+		t.Fatal(err)
+	}
+	w = writes(srv)
+	jsonEqual(t, "PUT body after removing regions", w[0].Body, `{"location":"westus","futureTopLevel":{"a":1},
+		"properties":{"mode":"Enforce","defaultAccess":"Deny","futureProperty":"kept",
+		"targetLocations":[
+			{"name":"West US","regionalReplicaCount":1,"encryption":{"osDiskImage":{"diskEncryptionSetId":"des1"}},"additionalReplicaSets":[{"storageAccountType":"Premium_LRS","regionalReplicaCount":2}]}]}}`)
+}
+
+// TestProfilePutKeepsUnknownFields does the same for a profile: a new
+// description, and nothing else, changes.
+func TestProfilePutKeepsUnknownFields(t *testing.T) {
+	srv := newServer(t, nil)
+	must(srv.SetResource(profileID("ws"), []byte(`{"location":"westus","tags":{"team":"a"},
+		"properties":{"osType":"Linux","applicableHostEndpoint":"WireServer","provisioningState":"Succeeded","futureProperty":{"x":[1,2]}}}`)))
+	c := newClient(t, srv, nil)
+	got, err := c.GetProfile(ctx(t), rg, gallery, "ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := got.Profile
+	pr.Properties.Description = ptr("rules for the web tier")
+	srv.ResetRequests()
+	if _, err := c.BeginCreateOrUpdateProfile(ctx(t), rg, gallery, "ws", pr, nil); err != nil {
+		t.Fatal(err)
+	}
+	jsonEqual(t, "PUT body", writes(srv)[0].Body, `{"location":"westus","tags":{"team":"a"},
+		"properties":{"osType":"Linux","applicableHostEndpoint":"WireServer","futureProperty":{"x":[1,2]},"description":"rules for the web tier"}}`)
 }

@@ -102,3 +102,14 @@ func must(err error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// val returns *p, or the zero value when p is nil.
+func val[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
+
+func fakeCred() *fake.TokenCredential { return &fake.TokenCredential{} }

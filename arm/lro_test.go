@@ -42,7 +42,7 @@ func TestLROSeveralPolls(t *testing.T) {
 	if n := opPolls(srv); n != 5 {
 		t.Errorf("%d operation polls, want 5", n)
 	}
-	if res.Properties.ProvisioningState != "Succeeded" || res.ProxyAgentSettings() == nil || !*res.ProxyAgentSettings().Enabled {
+	if val(res.Properties.ProvisioningState) != "Succeeded" || res.ProxyAgentSettings() == nil || !*res.ProxyAgentSettings().Enabled {
 		t.Errorf("result = %+v", res.Properties)
 	}
 	// The final result is fetched from the resource itself.
@@ -66,20 +66,16 @@ func TestLROFailed(t *testing.T) {
 	if !errors.As(err, &re) || re.ErrorCode != "SubscriptionNotEnabledForProxyAgentFeature" {
 		t.Fatalf("err = %v, want the operation's ARM error", err)
 	}
-	mapped := arm.MapError(err)
 	var ae *arm.Error
-	if !errors.Is(mapped, arm.ErrFeatureNotRegistered) || !errors.As(mapped, &ae) || !strings.Contains(ae.Action, "az feature register") {
-		t.Errorf("MapError = %v", mapped)
-	}
-	if !errors.As(mapped, &re) {
-		t.Error("mapped error lost the ResponseError")
+	if !errors.Is(err, arm.ErrFeatureNotRegistered) || !errors.As(err, &ae) || !strings.Contains(ae.Action, "az feature register") {
+		t.Errorf("PollUntilDone = %v, want the typed error", err)
 	}
 	vm, err := c.GetVirtualMachine(ctx(t), rg, "vm1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if vm.Properties.ProvisioningState != "Failed" {
-		t.Errorf("provisioningState = %q", vm.Properties.ProvisioningState)
+	if val(vm.Properties.ProvisioningState) != "Failed" {
+		t.Errorf("provisioningState = %q", val(vm.Properties.ProvisioningState))
 	}
 }
 
@@ -110,8 +106,8 @@ func TestLROResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Properties.ProvisioningState != "Succeeded" {
-		t.Errorf("provisioningState = %q", res.Properties.ProvisioningState)
+	if val(res.Properties.ProvisioningState) != "Succeeded" {
+		t.Errorf("provisioningState = %q", val(res.Properties.ProvisioningState))
 	}
 	if len(writes(srv)) != 0 {
 		t.Error("resuming sent a write")
@@ -227,5 +223,73 @@ func TestListScaleSetInstances(t *testing.T) {
 	want := []string{"GET " + ss + "/virtualMachines " + arm.DefaultComputeAPIVersion, "GET " + ss + "/virtualMachines " + arm.DefaultComputeAPIVersion}
 	if d := cmp.Diff(want, paths); d != "" {
 		t.Errorf("requests (-want +got):\n%s", d)
+	}
+}
+
+// TestPollUntilDoneTypedError: an operation that fails after it was
+// accepted fails PollUntilDone with the same typed error Begin* would
+// return, also from a resumed poller, and leaves errors outside the guide
+// as azcore made them.
+func TestPollUntilDoneTypedError(t *testing.T) {
+	tests := []struct {
+		name, code, message string
+		kind                error
+	}{
+		{"BadRequest profile is for host endpoint WireServer while referred by IMDS", "BadRequest",
+			"Current Gallery InVMAccessControlProfile Version " + versionID("wsLinux", "1.0.0") + " is for host endpoint WireServer, while current referred by IMDS.",
+			arm.ErrProfileEndpointMismatch},
+		{"InVMAccessControlProfileNotFound failed to prepare the metadata", "InVMAccessControlProfileNotFound",
+			"Failed to prepare the InVMAccessControlProfile 'p' metadata for one or more resources due to an error: 'x'.",
+			arm.ErrProfileNotFound},
+		{"unknown code passes through", "AllocationFailed", "Allocation failed.", nil},
+	}
+	for _, tt := range tests {
+		for _, resume := range []bool{false, true} {
+			name := tt.name
+			if resume {
+				name += "/resumed"
+			}
+			t.Run(name, func(t *testing.T) {
+				srv := newServer(t, &armtest.Options{LROPolls: 2})
+				srv.AddVirtualMachine(vmID("vm1"), armtest.VM{Location: region, OSType: "Linux"})
+				srv.FailNextOperation(tt.code, tt.message)
+				c := newClient(t, srv, nil)
+				p, err := c.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{Enabled: ptr(true)}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resume {
+					tok, err := p.ResumeToken()
+					if err != nil {
+						t.Fatal(err)
+					}
+					p, err = c.BeginUpdateVirtualMachineSettings(ctx(t), rg, "vm1", arm.ProxyAgentSettings{},
+						&arm.ClientBeginUpdateVirtualMachineSettingsOptions{ResumeToken: tok})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				_, err = p.PollUntilDone(ctx(t), fast)
+				var re *azcore.ResponseError
+				if !errors.As(err, &re) || re.ErrorCode != tt.code {
+					t.Fatalf("err = %v, want the operation's error with code %s", err, tt.code)
+				}
+				var ae *arm.Error
+				isTyped := errors.As(err, &ae)
+				if tt.kind == nil {
+					if isTyped || !strings.Contains(err.Error(), tt.message) {
+						t.Errorf("err = %v, want azcore's error with the message intact", err)
+					}
+					return
+				}
+				if !errors.Is(err, tt.kind) || !isTyped || ae.Action == "" {
+					t.Errorf("err = %v, want %v with an action", err, tt.kind)
+				}
+				// A second read of the result gives the same error.
+				if _, err2 := p.Result(ctx(t)); !errors.Is(err2, tt.kind) {
+					t.Errorf("Result = %v", err2)
+				}
+			})
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package arm
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -132,7 +134,7 @@ type StorageProfile struct {
 
 // OSDisk is the part of osDisk this package reads.
 type OSDisk struct {
-	OSType OSType `json:"osType,omitempty"`
+	OSType *OSType `json:"osType,omitempty"`
 }
 
 // VirtualMachine is the subset of Microsoft.Compute/virtualMachines this
@@ -141,14 +143,14 @@ type VirtualMachine struct {
 	ID         string                    `json:"id,omitempty"`
 	Name       string                    `json:"name,omitempty"`
 	Location   string                    `json:"location,omitempty"`
-	ETag       azcore.ETag               `json:"etag,omitempty"`
+	ETag       *azcore.ETag              `json:"etag,omitempty"`
 	Properties *VirtualMachineProperties `json:"properties,omitempty"`
 }
 
 // VirtualMachineProperties is the subset of a VM's properties this package
 // reads.
 type VirtualMachineProperties struct {
-	ProvisioningState string           `json:"provisioningState,omitempty"`
+	ProvisioningState *string          `json:"provisioningState,omitempty"`
 	SecurityProfile   *SecurityProfile `json:"securityProfile,omitempty"`
 	StorageProfile    *StorageProfile  `json:"storageProfile,omitempty"`
 }
@@ -167,14 +169,14 @@ type ScaleSet struct {
 	ID         string              `json:"id,omitempty"`
 	Name       string              `json:"name,omitempty"`
 	Location   string              `json:"location,omitempty"`
-	ETag       azcore.ETag         `json:"etag,omitempty"`
+	ETag       *azcore.ETag        `json:"etag,omitempty"`
 	Properties *ScaleSetProperties `json:"properties,omitempty"`
 }
 
 // ScaleSetProperties is the subset of a scale set's properties this package
 // reads.
 type ScaleSetProperties struct {
-	ProvisioningState     string                  `json:"provisioningState,omitempty"`
+	ProvisioningState     *string                 `json:"provisioningState,omitempty"`
 	UpgradePolicy         *UpgradePolicy          `json:"upgradePolicy,omitempty"`
 	VirtualMachineProfile *ScaleSetMachineProfile `json:"virtualMachineProfile,omitempty"`
 }
@@ -183,7 +185,7 @@ type ScaleSetProperties struct {
 type UpgradePolicy struct {
 	// Mode is Automatic, Manual or Rolling. With Manual, call
 	// BeginManualUpgrade for the instances.
-	Mode string `json:"mode,omitempty"`
+	Mode *string `json:"mode,omitempty"`
 }
 
 // ScaleSetMachineProfile is the scale-set model's virtualMachineProfile.
@@ -208,14 +210,14 @@ type ScaleSetInstance struct {
 	Name       string                      `json:"name,omitempty"`
 	InstanceID string                      `json:"instanceId,omitempty"`
 	Location   string                      `json:"location,omitempty"`
-	ETag       azcore.ETag                 `json:"etag,omitempty"`
+	ETag       *azcore.ETag                `json:"etag,omitempty"`
 	Properties *ScaleSetInstanceProperties `json:"properties,omitempty"`
 }
 
 // ScaleSetInstanceProperties is the subset of an instance's properties this
 // package reads.
 type ScaleSetInstanceProperties struct {
-	ProvisioningState  string           `json:"provisioningState,omitempty"`
+	ProvisioningState  *string          `json:"provisioningState,omitempty"`
 	LatestModelApplied *bool            `json:"latestModelApplied,omitempty"`
 	SecurityProfile    *SecurityProfile `json:"securityProfile,omitempty"`
 	StorageProfile     *StorageProfile  `json:"storageProfile,omitempty"`
@@ -237,15 +239,31 @@ type Profile struct {
 	Location   string             `json:"location"`
 	Tags       map[string]string  `json:"tags,omitempty"`
 	Properties *ProfileProperties `json:"properties,omitempty"`
+
+	// raw is the JSON the profile was read from, so that a write keeps
+	// the fields this package does not model.
+	raw []byte
+}
+
+// UnmarshalJSON decodes the profile and keeps the JSON for a later write.
+func (p *Profile) UnmarshalJSON(b []byte) error {
+	type plain Profile
+	var v plain
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = Profile(v)
+	p.raw = bytes.Clone(b)
+	return nil
 }
 
 // ProfileProperties are a profile's properties.
 type ProfileProperties struct {
 	OSType                 OSType       `json:"osType"`
 	ApplicableHostEndpoint HostEndpoint `json:"applicableHostEndpoint"`
-	Description            string       `json:"description,omitempty"`
+	Description            *string      `json:"description,omitempty"`
 	// ProvisioningState is read-only.
-	ProvisioningState string `json:"provisioningState,omitempty"`
+	ProvisioningState *string `json:"provisioningState,omitempty"`
 }
 
 // ProfileVersion is a version of a gallery inVMAccessControlProfile: the
@@ -257,6 +275,23 @@ type ProfileVersion struct {
 	Location   string                    `json:"location"`
 	Tags       map[string]string         `json:"tags,omitempty"`
 	Properties *ProfileVersionProperties `json:"properties,omitempty"`
+
+	// raw is the JSON the version was read from, so that a write keeps
+	// the fields this package does not model (TargetRegion.encryption,
+	// additionalReplicaSets, ...).
+	raw []byte
+}
+
+// UnmarshalJSON decodes the version and keeps the JSON for a later write.
+func (v *ProfileVersion) UnmarshalJSON(b []byte) error {
+	type plain ProfileVersion
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*v = ProfileVersion(p)
+	v.raw = bytes.Clone(b)
+	return nil
 }
 
 // ProfileVersionProperties are a version's properties.
@@ -270,30 +305,30 @@ type ProfileVersionProperties struct {
 	ExcludeFromLatest *bool                   `json:"excludeFromLatest,omitempty"`
 	// PublishedDate, ProvisioningState and ReplicationStatus are read-only.
 	PublishedDate     *time.Time         `json:"publishedDate,omitempty"`
-	ProvisioningState string             `json:"provisioningState,omitempty"`
+	ProvisioningState *string            `json:"provisioningState,omitempty"`
 	ReplicationStatus *ReplicationStatus `json:"replicationStatus,omitempty"`
 }
 
 // TargetRegion is a region a version replicates to.
 type TargetRegion struct {
-	Name                 string `json:"name"`
-	RegionalReplicaCount *int32 `json:"regionalReplicaCount,omitempty"`
-	StorageAccountType   string `json:"storageAccountType,omitempty"`
-	ExcludeFromLatest    *bool  `json:"excludeFromLatest,omitempty"`
+	Name                 string  `json:"name"`
+	RegionalReplicaCount *int32  `json:"regionalReplicaCount,omitempty"`
+	StorageAccountType   *string `json:"storageAccountType,omitempty"`
+	ExcludeFromLatest    *bool   `json:"excludeFromLatest,omitempty"`
 }
 
 // ReplicationStatus reports replication of a version.
 type ReplicationStatus struct {
-	AggregatedState string                      `json:"aggregatedState,omitempty"`
+	AggregatedState *string                     `json:"aggregatedState,omitempty"`
 	Summary         []RegionalReplicationStatus `json:"summary,omitempty"`
 }
 
 // RegionalReplicationStatus is replication in one region.
 type RegionalReplicationStatus struct {
-	Region   string `json:"region,omitempty"`
-	State    string `json:"state,omitempty"`
-	Details  string `json:"details,omitempty"`
-	Progress *int32 `json:"progress,omitempty"`
+	Region   *string `json:"region,omitempty"`
+	State    *string `json:"state,omitempty"`
+	Details  *string `json:"details,omitempty"`
+	Progress *int32  `json:"progress,omitempty"`
 }
 
 // sameRegion compares ARM region names the way ARM does: case- and

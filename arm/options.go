@@ -187,3 +187,6 @@ func optional[O any](o *O) O {
 	}
 	return *o
 }
+
+// deref returns *p, or the zero value when p is nil.
+func deref[T any](p *T) T { return optional(p) }

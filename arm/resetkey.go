@@ -50,12 +50,12 @@ func (c *Client) BeginResetVirtualMachineKey(ctx context.Context, resourceGroup,
 		if err != nil {
 			return 0, 0, nil, err
 		}
-		if vm.ETag == "" {
+		if deref(vm.ETag) == "" {
 			return 0, 0, nil, fmt.Errorf("arm: %w: VM %s has no etag, refusing an unconditional reset", ErrInvalidRequest, name)
 		}
 		var body vmPatch
 		body.Properties.SecurityProfile.ProxyAgentSettings = &ProxyAgentSettings{KeyIncarnationID: &next}
-		resp, err := c.startLRO(ctx, api, http.MethodPatch, path, c.computeAPI, body, &requestOptions{ifMatch: vm.ETag}, http.StatusOK, http.StatusAccepted)
+		resp, err := c.startLRO(ctx, api, http.MethodPatch, path, c.computeAPI, body, &requestOptions{ifMatch: *vm.ETag}, http.StatusOK, http.StatusAccepted)
 		return cur, next, resp, err
 	})
 }
@@ -85,14 +85,14 @@ func (c *Client) BeginResetScaleSetInstanceKey(ctx context.Context, resourceGrou
 		if err != nil {
 			return 0, 0, nil, err
 		}
-		if inst.ETag == "" {
+		if deref(inst.ETag) == "" {
 			return 0, 0, nil, fmt.Errorf("arm: %w: instance %s has no etag, refusing an unconditional reset", ErrInvalidRequest, instanceID)
 		}
 		body, err := setKeyIncarnation(raw, next)
 		if err != nil {
 			return 0, 0, nil, err
 		}
-		resp, err := c.startLRO(ctx, api, http.MethodPut, path, c.computeAPI, json.RawMessage(body), &requestOptions{ifMatch: inst.ETag}, http.StatusOK, http.StatusAccepted)
+		resp, err := c.startLRO(ctx, api, http.MethodPut, path, c.computeAPI, json.RawMessage(body), &requestOptions{ifMatch: *inst.ETag}, http.StatusOK, http.StatusAccepted)
 		return cur, next, resp, err
 	})
 }

@@ -124,8 +124,8 @@ type profileFacts struct {
 	version *ProfileVersion // nil when the version does not exist
 }
 
-// checkAgainst checks the change against the current resource: the key may
-// not go down, and linked profiles must fit the OS, the endpoint slot and the
+// checkAgainst checks the change against the current resource: the key
+// must go up, and linked profiles must fit the OS, the endpoint slot and the
 // region. facts is keyed by endpoint JSON name and may be nil.
 func checkAgainst(path string, change, current *ProxyAgentSettings, osType OSType, location string, facts map[string]profileFacts) error {
 	if change.KeyIncarnationID != nil {
@@ -133,9 +133,16 @@ func checkAgainst(path string, change, current *ProxyAgentSettings, osType OSTyp
 		if current != nil && current.KeyIncarnationID != nil {
 			cur = *current.KeyIncarnationID
 		}
-		if *change.KeyIncarnationID < cur {
+		// An equal value is refused too: it would not reset the key, and
+		// a caller who sends it believes it does.
+		if n := *change.KeyIncarnationID; n <= cur {
+			rel := "is below"
+			if n == cur {
+				rel = "equals"
+			}
 			return clientError(CodeBadRequest, ErrKeyIncarnationNotIncreasing, path+".keyIncarnationId",
-				fmt.Sprintf("%d is below the current %d", *change.KeyIncarnationID, cur), actionKeyIncarnation)
+				fmt.Sprintf("%d %s the current %d, so the key would not be reset", n, rel, cur),
+				actionKeyIncarnation+"; leave keyIncarnationId out to keep the current key")
 		}
 	}
 	for _, slot := range []string{"wireServer", "imds"} {

@@ -3,6 +3,7 @@ package arm
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
@@ -48,9 +49,9 @@ func (c *Client) BeginUpdateVirtualMachineSettings(ctx context.Context, resource
 			if err != nil {
 				return resourceState{}, err
 			}
-			st := resourceState{settings: vm.ProxyAgentSettings(), location: vm.Location, etag: vm.ETag}
+			st := resourceState{settings: vm.ProxyAgentSettings(), location: vm.Location, etag: deref(vm.ETag)}
 			if p := vm.Properties; p != nil && p.StorageProfile != nil && p.StorageProfile.OSDisk != nil {
-				st.osType = p.StorageProfile.OSDisk.OSType
+				st.osType = deref(p.StorageProfile.OSDisk.OSType)
 			}
 			return st, nil
 		})
@@ -165,7 +166,7 @@ type ScaleSetResponse struct {
 // NeedsManualUpgrade reports whether model changes reach instances only
 // through BeginManualUpgrade.
 func (s *ScaleSet) NeedsManualUpgrade() bool {
-	return s.Properties != nil && s.Properties.UpgradePolicy != nil && s.Properties.UpgradePolicy.Mode == "Manual"
+	return s.Properties != nil && s.Properties.UpgradePolicy != nil && strings.EqualFold(deref(s.Properties.UpgradePolicy.Mode), "Manual")
 }
 
 // GetScaleSet reads a scale set.
@@ -204,10 +205,10 @@ func (c *Client) BeginUpdateScaleSetSettings(ctx context.Context, resourceGroup,
 			if err != nil {
 				return resourceState{}, err
 			}
-			st := resourceState{settings: ss.ProxyAgentSettings(), location: ss.Location, etag: ss.ETag}
+			st := resourceState{settings: ss.ProxyAgentSettings(), location: ss.Location, etag: deref(ss.ETag)}
 			if p := ss.Properties; p != nil && p.VirtualMachineProfile != nil && p.VirtualMachineProfile.StorageProfile != nil &&
 				p.VirtualMachineProfile.StorageProfile.OSDisk != nil {
-				st.osType = p.VirtualMachineProfile.StorageProfile.OSDisk.OSType
+				st.osType = deref(p.VirtualMachineProfile.StorageProfile.OSDisk.OSType)
 			}
 			return st, nil
 		})

@@ -57,11 +57,11 @@ func (s *Server) validateSettings(sub string, res *resource, target string, curr
 	if en, _ := result["enabled"].(bool); en {
 		if s.unregistered[strings.ToLower(sub)] {
 			return &ServiceError{Status: http.StatusBadRequest, Code: "SubscriptionNotEnabledForProxyAgentFeature",
-				Message: "The subscription is not registered for the ProxyAgent feature."}
+				Message: "The subscription is not registered for the private preview of ProxyAgent feature."}
 		}
 		if s.unsupportedRegions[normRegion(location)] {
 			return &ServiceError{Status: http.StatusBadRequest, Code: "ProxyAgentNotSupportedInRegion",
-				Message: fmt.Sprintf("ProxyAgent is not supported in region '%s'.", location)}
+				Message: "Creation of VMs or Virtual Machine Scale Sets with ProxyAgent feature isn't supported in this region."}
 		}
 	}
 	if v, ok := patch["keyIncarnationId"]; ok && v != nil {
@@ -71,11 +71,11 @@ func (s *Server) validateSettings(sub string, res *resource, target string, curr
 		}
 		if cur := int64(keyOf(current)); n < cur {
 			return badRequest("BadRequest", target+".keyIncarnationId",
-				"The property %s.keyIncarnationId can only be incremented (current %d, requested %d).", target, cur, n)
+				"The value %s.keyIncarnationId can only be incremented.", target)
 		}
 	}
 	if m, ok := patch["mode"].(string); ok && m != "Audit" && m != "Enforce" {
-		return badRequest("BadRequest", target+".mode", "Invalid value '%s' for %s.mode.", m, target)
+		return badRequest("BadRequest", target+".mode", "The value of parameter %s.mode is invalid.", target)
 	}
 	osType, _ := path(res.body, "properties", "storageProfile", "osDisk")["osType"].(string)
 	if res.kind == kindScaleSet {
@@ -89,11 +89,11 @@ func (s *Server) validateSettings(sub string, res *resource, target string, curr
 		t := target + "." + ep
 		if pe["mode"] != nil && pe["inVMAccessControlProfileReferenceId"] != nil {
 			return badRequest("BadRequest", t,
-				"%s.inVMAccessControlProfileReferenceId cannot be specified together with %s.mode.", t, t)
+				"The property %s.inVMAccessControlProfileReferenceId can't be used together with property %s.mode.", t, t)
 		}
 		if m, ok := pe["mode"]; ok && m != nil {
 			if ms, _ := m.(string); ms != "Audit" && ms != "Enforce" && ms != "Disabled" {
-				return badRequest("BadRequest", t+".mode", "Invalid value '%v' for %s.mode. Allowed values are Audit, Enforce, Disabled.", m, t)
+				return badRequest("BadRequest", t+".mode", "The value of parameter %s.mode is invalid.", t)
 			}
 		}
 		ref, ok := pe["inVMAccessControlProfileReferenceId"]
@@ -103,14 +103,15 @@ func (s *Server) validateSettings(sub string, res *resource, target string, curr
 		refs, _ := ref.(string)
 		vkey, valid := versionKey(refs)
 		if !valid {
-			return badRequest("InvalidParameter", t+".inVMAccessControlProfileReferenceId",
-				"%s.inVMAccessControlProfileReferenceId '%s' is not a valid gallery inVMAccessControlProfile version id.", t, refs)
+			// The service names no target here (troubleshooting guide).
+			return badRequest("InvalidParameter", "",
+				"The resource id '%s' isn't a valid gallery inVMAccessControlProfile reference. A gallery inVMAccessControlProfile reference should be a valid resource identifier, of the format: '/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/galleries/{galleryName}/inVMAccessControlProfiles/{profileName}/versions/{version}'.", refs)
 		}
 		ver, okV := s.res[vkey]
 		prof, okP := s.res[vkey[:strings.LastIndex(vkey, "/versions/")]]
 		if !okV || !okP || !replicated(ver, location) {
 			return &ServiceError{Status: http.StatusNotFound, Code: "InVMAccessControlProfileNotFound", Target: t,
-				Message: fmt.Sprintf("The inVMAccessControlProfile version '%s' was not found in region '%s'.", refs, location)}
+				Message: fmt.Sprintf("The gallery InVMAccessControlProfile '%s' isn't available. Verify that the InVMAccessControlProfileReferenceId passed in is correct.", refs)}
 		}
 		wantEP := "WireServer"
 		if ep == "imds" {
@@ -118,12 +119,15 @@ func (s *Server) validateSettings(sub string, res *resource, target string, curr
 		}
 		pp := path(prof.body, "properties")
 		if got, _ := pp["applicableHostEndpoint"].(string); !strings.EqualFold(got, wantEP) {
-			return badRequest("GalleryInVMAccessControlProfileNotMatchHostEndpointType", t,
-				"The profile applies to %s and cannot be used for %s.", got, ep)
+			// The guide lists this row under BadRequest as well as under its
+			// own code; the fake answers with the generic one, so that
+			// clients must recognise the message.
+			return badRequest("BadRequest", "",
+				"Current Gallery InVMAccessControlProfile Version %s is for host endpoint %s, while current referred by %s.", refs, got, wantEP)
 		}
 		if got, _ := pp["osType"].(string); osType != "" && !strings.EqualFold(got, osType) {
 			return badRequest("GalleryInVMAccessControlProfileNotMatchOSDisk", t,
-				"The profile is for %s but the OS disk is %s.", got, osType)
+				"Current Gallery InVMAccessControlProfile Version %s supports OS %s, while current OSDisk's OS is %s.", refs, got, osType)
 		}
 	}
 	return nil
