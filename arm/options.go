@@ -158,6 +158,11 @@ type ClientBeginResetVirtualMachineKeyOptions struct {
 	// RetryDelay is the upper bound of the random pause before another
 	// round. Default 200ms.
 	RetryDelay time.Duration
+	// KeyIncarnationID, when set, is the value to write instead of the
+	// current one plus one. It must be above the current value: an equal
+	// or lower one is refused with ErrKeyIncarnationNotIncreasing, before
+	// any write. When another writer raced past it, the reset fails.
+	KeyIncarnationID *int32
 }
 
 // ClientBeginResetScaleSetInstanceKeyOptions are the options of
@@ -170,6 +175,9 @@ type ClientBeginResetScaleSetInstanceKeyOptions struct {
 	MaxAttempts int
 	// RetryDelay bounds the random pause between rounds. Default 200ms.
 	RetryDelay time.Duration
+	// KeyIncarnationID, when set, is the value to write; it must be above
+	// the current one.
+	KeyIncarnationID *int32
 }
 
 // resetOptions is what both key resets take from their options.
@@ -177,6 +185,7 @@ type resetOptions struct {
 	resumeToken string
 	maxAttempts int
 	retryDelay  time.Duration
+	key         *int32
 }
 
 // optional returns *o, or the zero options when o is nil.

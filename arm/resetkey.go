@@ -35,7 +35,7 @@ type KeyReset[T any] struct {
 // larger value.
 func (c *Client) BeginResetVirtualMachineKey(ctx context.Context, resourceGroup, name string, options *ClientBeginResetVirtualMachineKeyOptions) (KeyReset[VirtualMachineResponse], error) {
 	o := optional(options)
-	ro := resetOptions{resumeToken: o.ResumeToken, maxAttempts: o.MaxAttempts, retryDelay: o.RetryDelay}
+	ro := resetOptions{resumeToken: o.ResumeToken, maxAttempts: o.MaxAttempts, retryDelay: o.RetryDelay, key: o.KeyIncarnationID}
 	path, err := c.resourcePath(resourceGroup, "virtualMachines", name)
 	if err != nil {
 		return KeyReset[VirtualMachineResponse]{}, err
@@ -46,7 +46,7 @@ func (c *Client) BeginResetVirtualMachineKey(ctx context.Context, resourceGroup,
 		if err != nil {
 			return 0, 0, nil, err
 		}
-		cur, next, err := raise(vm.ProxyAgentSettings())
+		cur, next, err := raise("securityProfile.proxyAgentSettings", vm.ProxyAgentSettings(), ro.key)
 		if err != nil {
 			return 0, 0, nil, err
 		}
@@ -66,7 +66,7 @@ func (c *Client) BeginResetVirtualMachineKey(ctx context.Context, resourceGroup,
 // read (every field, known to this package or not) with just the key raised.
 func (c *Client) BeginResetScaleSetInstanceKey(ctx context.Context, resourceGroup, scaleSet, instanceID string, options *ClientBeginResetScaleSetInstanceKeyOptions) (KeyReset[ScaleSetInstanceResponse], error) {
 	o := optional(options)
-	ro := resetOptions{resumeToken: o.ResumeToken, maxAttempts: o.MaxAttempts, retryDelay: o.RetryDelay}
+	ro := resetOptions{resumeToken: o.ResumeToken, maxAttempts: o.MaxAttempts, retryDelay: o.RetryDelay, key: o.KeyIncarnationID}
 	path, err := c.resourcePath(resourceGroup, "virtualMachineScaleSets", scaleSet, "virtualMachines", instanceID)
 	if err != nil {
 		return KeyReset[ScaleSetInstanceResponse]{}, err
@@ -81,7 +81,7 @@ func (c *Client) BeginResetScaleSetInstanceKey(ctx context.Context, resourceGrou
 		if err := json.Unmarshal(raw, &inst); err != nil {
 			return 0, 0, nil, fmt.Errorf("arm: decode instance: %w", err)
 		}
-		cur, next, err := raise(inst.ProxyAgentSettings())
+		cur, next, err := raise("securityProfile.proxyAgentSettings", inst.ProxyAgentSettings(), ro.key)
 		if err != nil {
 			return 0, 0, nil, err
 		}
@@ -97,12 +97,20 @@ func (c *Client) BeginResetScaleSetInstanceKey(ctx context.Context, resourceGrou
 	})
 }
 
-func raise(s *ProxyAgentSettings) (cur, next int32, err error) {
+// raise returns the current keyIncarnationId and the one to write: want
+// when set, else the current one plus one.
+func raise(path string, s *ProxyAgentSettings, want *int32) (cur, next int32, err error) {
 	if s != nil && s.KeyIncarnationID != nil {
 		cur = *s.KeyIncarnationID
 	}
+	if want != nil {
+		if err := checkKeyAbove(path, *want, cur); err != nil {
+			return 0, 0, err
+		}
+		return cur, *want, nil
+	}
 	if cur == math.MaxInt32 {
-		return 0, 0, clientError(CodeBadRequest, ErrKeyIncarnationNotIncreasing, "securityProfile.proxyAgentSettings.keyIncarnationId",
+		return 0, 0, clientError(CodeBadRequest, ErrKeyIncarnationNotIncreasing, path+".keyIncarnationId",
 			"already at the int32 maximum", "the key can no longer be reset on this resource; recreate it")
 	}
 	return cur, cur + 1, nil

@@ -179,3 +179,48 @@ func mustUnmarshal(t testing.TB, b []byte, v any) {
 		t.Fatalf("unmarshal %q: %v", b, err)
 	}
 }
+
+// TestResetKeyExplicitValue: the guide's "keyIncarnationId can only be
+// incremented", for a reset that names its value: equal to the current one
+// is refused like lower, before any write; higher is written as given.
+func TestResetKeyExplicitValue(t *testing.T) {
+	tests := []struct {
+		name string
+		want int32
+		err  error
+	}{
+		{"lower than the current one", 3, arm.ErrKeyIncarnationNotIncreasing},
+		{"equal to the current one", 5, arm.ErrKeyIncarnationNotIncreasing},
+		{"higher", 9, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, nil)
+			srv.AddVirtualMachine(vmID("vm1"), armtest.VM{Location: region, OSType: "Linux", ProxyAgentSettings: `{"enabled":true,"keyIncarnationId":5}`})
+			ss := vmssID("ss1")
+			srv.AddScaleSet(ss, armtest.ScaleSet{Location: region, OSType: "Linux", UpgradeMode: "Manual"})
+			srv.AddScaleSetInstance(ss, "0", armtest.VM{Location: region, OSType: "Linux", ProxyAgentSettings: `{"enabled":true,"keyIncarnationId":5}`})
+			c := newClient(t, srv, nil)
+			r, err := c.BeginResetVirtualMachineKey(ctx(t), rg, "vm1", &arm.ClientBeginResetVirtualMachineKeyOptions{KeyIncarnationID: &tt.want})
+			r2, err2 := c.BeginResetScaleSetInstanceKey(ctx(t), rg, "ss1", "0", &arm.ClientBeginResetScaleSetInstanceKeyOptions{KeyIncarnationID: &tt.want})
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) || !errors.Is(err2, tt.err) {
+					t.Fatalf("errors = %v, %v; want %v", err, err2, tt.err)
+				}
+				if w := writes(srv); len(w) != 0 {
+					t.Errorf("refused reset wrote %d times", len(w))
+				}
+				return
+			}
+			if err != nil || err2 != nil {
+				t.Fatal(err, err2)
+			}
+			if r.KeyIncarnationID != tt.want || r2.KeyIncarnationID != tt.want || r.Previous != 5 {
+				t.Errorf("resets wrote %d and %d, want %d", r.KeyIncarnationID, r2.KeyIncarnationID, tt.want)
+			}
+			if got := srv.KeyIncarnationID(vmID("vm1")); got != tt.want {
+				t.Errorf("stored %d", got)
+			}
+		})
+	}
+}

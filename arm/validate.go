@@ -133,16 +133,8 @@ func checkAgainst(path string, change, current *ProxyAgentSettings, osType OSTyp
 		if current != nil && current.KeyIncarnationID != nil {
 			cur = *current.KeyIncarnationID
 		}
-		// An equal value is refused too: it would not reset the key, and
-		// a caller who sends it believes it does.
-		if n := *change.KeyIncarnationID; n <= cur {
-			rel := "is below"
-			if n == cur {
-				rel = "equals"
-			}
-			return clientError(CodeBadRequest, ErrKeyIncarnationNotIncreasing, path+".keyIncarnationId",
-				fmt.Sprintf("%d %s the current %d, so the key would not be reset", n, rel, cur),
-				actionKeyIncarnation+"; leave keyIncarnationId out to keep the current key")
+		if err := checkKeyAbove(path, *change.KeyIncarnationID, cur); err != nil {
+			return err
 		}
 	}
 	for _, slot := range []string{"wireServer", "imds"} {
@@ -172,6 +164,22 @@ func checkAgainst(path string, change, current *ProxyAgentSettings, osType OSTyp
 		}
 	}
 	return nil
+}
+
+// checkKeyAbove refuses a keyIncarnationId n that is not above the current
+// cur. An equal value is refused too: it would not reset the key, and a
+// caller who sends it believes it does.
+func checkKeyAbove(path string, n, cur int32) error {
+	if n > cur {
+		return nil
+	}
+	rel := "is below"
+	if n == cur {
+		rel = "equals"
+	}
+	return clientError(CodeBadRequest, ErrKeyIncarnationNotIncreasing, path+".keyIncarnationId",
+		fmt.Sprintf("%d %s the current %d, so the key would not be reset", n, rel, cur),
+		actionKeyIncarnation+"; leave keyIncarnationId out to keep the current key")
 }
 
 // replicatedTo reports whether v is published in location. A version without
