@@ -2,11 +2,17 @@
 // instances by raising keyIncarnationId through Azure Resource Manager, and
 // optionally waits until the guest agent reports the new key latched.
 //
-//	msp-keyreset --vm /subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/NAME [--wait-guest] [--dry-run]
-//	msp-keyreset --vmss /subscriptions/S/.../virtualMachineScaleSets/NAME (--instance ID | --all-instances) [--wait-guest] [--dry-run]
+//	msp-keyreset --vm ID [--key-incarnation-id N] [--wait-guest] [--dry-run] [--cloud NAME]
+//	msp-keyreset --vmss ID (--instance N | --all-instances) [same flags]
+//	msp-keyreset -h
 //
-// Credentials come from azidentity's DefaultAzureCredential (environment,
-// workload identity, managed identity, Azure CLI).
+// Every flag is checked before the first request. Credentials come from
+// azidentity's DefaultAzureCredential (AZURE_* environment variables,
+// workload identity, managed identity, az login); without one the command
+// says how to provide it and changes nothing. --cloud picks AzurePublic,
+// AzureChina or AzureUSGovernment; --arm-endpoint (or
+// MSP_KEYRESET_ARM_ENDPOINT) points it at another ARM endpoint, for tests
+// against a fake.
 package main
 
 import (
@@ -15,14 +21,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	azarm "github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
@@ -35,75 +47,213 @@ const (
 	exitUsage = 2
 )
 
+// endpointEnv overrides the ARM endpoint, like --arm-endpoint.
+const endpointEnv = "MSP_KEYRESET_ARM_ENDPOINT"
+
+const usage = `usage: msp-keyreset --vm ID [flags]
+       msp-keyreset --vmss ID (--instance N | --all-instances) [flags]
+
+Resets the latched MSP key of a VM or of scale-set instances by raising
+keyIncarnationId (with If-Match, so concurrent resets all take effect),
+waits for the update and, with --wait-guest, for the guest to latch it.
+
+Examples:
+  msp-keyreset --vm /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/NAME --wait-guest
+  msp-keyreset --vmss /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/NAME --all-instances
+  msp-keyreset --vm ID --key-incarnation-id 42 --dry-run
+  msp-keyreset --vm ID --cloud AzureChina
+
+Credentials: az login, or AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_SECRET
+(or AZURE_CLIENT_CERTIFICATE_PATH), or a managed identity on the machine.
+For tests: --arm-endpoint URL or ` + endpointEnv + `=URL (https, or http on loopback).
+
+Flags:
+`
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, defaultClient))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, deps{
+		newCredential: defaultCredential,
+		getenv:        os.Getenv,
+		minPoll:       time.Second,
+	}))
 }
 
-// newClientFunc builds the ARM client for a subscription; tests point it at
-// armtest.
-type newClientFunc func(subscriptionID string) (*arm.Client, error)
+// deps are what tests replace: the credential, the environment, the
+// transport and azcore's minimum poll interval (which it lifts under go
+// test only).
+type deps struct {
+	newCredential func(cloud.Configuration) (azcore.TokenCredential, error)
+	getenv        func(string) string
+	// transport, when set, carries every ARM request.
+	transport policy.Transporter
+	minPoll   time.Duration
+}
 
-func defaultClient(subscriptionID string) (*arm.Client, error) {
-	cred, err := azidentity.NewDefaultAzureCredential(nil)
-	if err != nil {
-		return nil, fmt.Errorf("no Azure credential (az login, or set AZURE_CLIENT_ID and friends): %w", err)
-	}
-	return arm.NewClient(subscriptionID, cred, nil)
+func defaultCredential(c cloud.Configuration) (azcore.TokenCredential, error) {
+	return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
+		ClientOptions: azcore.ClientOptions{Cloud: c},
+	})
 }
 
 type options struct {
 	vm, vmss, instance string
 	all, waitGuest     bool
 	dryRun             bool
+	key                *int32
+	cloudName          string
+	endpoint           string
 	timeout            time.Duration
 	guestInterval      time.Duration
 	pollInterval       time.Duration
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, newClient newClientFunc) int {
+var clouds = map[string]cloud.Configuration{
+	"azurepublic":       cloud.AzurePublic,
+	"azurechina":        cloud.AzureChina,
+	"azureusgovernment": cloud.AzureGovernment,
+}
+
+var instanceIDRE = regexp.MustCompile(`^[0-9]+$`)
+
+// parse reads and checks every flag; nothing is sent before it succeeds.
+// It returns the options, the resource id and the cloud to use.
+func parse(args []string, stdout, stderr io.Writer, d deps) (options, *azarm.ResourceID, cloud.Configuration, int) {
+	var o options
 	fs := flag.NewFlagSet("msp-keyreset", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var o options
+	// flag calls Usage on every parse error; the synopsis is printed only
+	// when asked for, on stdout.
+	fs.Usage = func() {}
+	help := func() (options, *azarm.ResourceID, cloud.Configuration, int) {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return o, nil, cloud.Configuration{}, exitOK
+	}
 	fs.StringVar(&o.vm, "vm", "", "resource id of the virtual machine")
 	fs.StringVar(&o.vmss, "vmss", "", "resource id of the (Uniform) scale set")
 	fs.StringVar(&o.instance, "instance", "", "instance id in the scale set")
 	fs.BoolVar(&o.all, "all-instances", false, "reset every instance of the scale set")
+	fs.Func("key-incarnation-id", "write this keyIncarnationId instead of the current one plus one; must be above the current one", func(s string) error {
+		n, err := strconv.ParseInt(s, 10, 32)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a non-negative 32-bit integer")
+		}
+		n32 := int32(n)
+		o.key = &n32
+		return nil
+	})
 	fs.BoolVar(&o.waitGuest, "wait-guest", false, "wait until the guest agent reports the new key latched")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "read the current value and print the request, change nothing")
+	fs.StringVar(&o.cloudName, "cloud", "AzurePublic", "Azure cloud: AzurePublic, AzureChina or AzureUSGovernment")
+	fs.StringVar(&o.endpoint, "arm-endpoint", "", "ARM endpoint URL overriding the cloud's, for tests (default $"+endpointEnv+")")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up after this long")
 	fs.DurationVar(&o.guestInterval, "guest-interval", 30*time.Second, "how often to read the instance view with --wait-guest")
-	fs.DurationVar(&o.pollInterval, "poll-interval", 5*time.Second, "how often to poll the update operation")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	fs.DurationVar(&o.pollInterval, "poll-interval", 5*time.Second, "how often to poll the update operation (at least 1s)")
+	fail := func(format string, a ...any) (options, *azarm.ResourceID, cloud.Configuration, int) {
+		fmt.Fprintf(stderr, "msp-keyreset: "+format+"\n", a...)
+		fmt.Fprintln(stderr, "run msp-keyreset -h for the synopsis")
+		return o, nil, cloud.Configuration{}, exitUsage
 	}
-	if (o.vm == "") == (o.vmss == "") || (o.vmss != "" && (o.instance == "") == !o.all) || (o.vm != "" && (o.instance != "" || o.all)) {
-		fmt.Fprintln(stderr, "msp-keyreset: give --vm ID, or --vmss ID with exactly one of --instance N or --all-instances")
-		return exitUsage
+	if len(args) > 0 && args[0] == "help" {
+		return help()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return help()
+		}
+		fmt.Fprintln(stderr, "run msp-keyreset -h for the synopsis")
+		return o, nil, cloud.Configuration{}, exitUsage
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fail("unexpected argument %q", fs.Arg(0))
+	case (o.vm == "") == (o.vmss == "") || (o.vmss != "" && (o.instance == "") == !o.all) || (o.vm != "" && (o.instance != "" || o.all)):
+		return fail("give --vm ID, or --vmss ID with exactly one of --instance N or --all-instances")
+	case o.instance != "" && !instanceIDRE.MatchString(o.instance):
+		return fail("--instance %q is not a scale-set instance id (a number)", o.instance)
+	case o.timeout <= 0:
+		return fail("--timeout must be positive")
+	case o.pollInterval < d.minPoll:
+		return fail("--poll-interval %v is below the minimum %v", o.pollInterval, d.minPoll)
+	case o.guestInterval <= 0:
+		return fail("--guest-interval must be positive")
 	}
 	id := o.vm + o.vmss
 	rid, err := azarm.ParseResourceID(id)
 	if err != nil {
-		fmt.Fprintf(stderr, "msp-keyreset: %q is not a resource id: %v\n", id, err)
-		return exitUsage
+		return fail("%q is not a resource id: %v", id, err)
 	}
 	wantType := "Microsoft.Compute/virtualMachines"
 	if o.vmss != "" {
 		wantType = "Microsoft.Compute/virtualMachineScaleSets"
 	}
 	if !strings.EqualFold(rid.ResourceType.String(), wantType) {
-		fmt.Fprintf(stderr, "msp-keyreset: %s is a %s, want a %s\n", id, rid.ResourceType, wantType)
-		return exitUsage
+		return fail("%s is a %s, want a %s", id, rid.ResourceType, wantType)
+	}
+	c, ok := clouds[strings.ToLower(o.cloudName)]
+	if !ok {
+		return fail("--cloud %q: want AzurePublic, AzureChina or AzureUSGovernment", o.cloudName)
+	}
+	if o.endpoint == "" {
+		o.endpoint = d.getenv(endpointEnv)
+	}
+	if o.endpoint != "" {
+		if c, err = withEndpoint(c, o.endpoint); err != nil {
+			return fail("ARM endpoint: %v", err)
+		}
+	}
+	return o, rid, c, exitOK
+}
+
+// withEndpoint returns a copy of c whose ARM endpoint is endpoint. Bearer
+// tokens travel in clear over http, so http is accepted on loopback only.
+func withEndpoint(c cloud.Configuration, endpoint string) (cloud.Configuration, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return c, fmt.Errorf("%q is not an absolute URL", endpoint)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	default:
+		return c, fmt.Errorf("%q: want https, or http on a loopback address", endpoint)
+	}
+	rm := c.Services[cloud.ResourceManager]
+	services := make(map[cloud.ServiceName]cloud.ServiceConfiguration, len(c.Services))
+	for k, v := range c.Services {
+		services[k] = v
+	}
+	rm.Endpoint = strings.TrimSuffix(endpoint, "/")
+	services[cloud.ResourceManager] = rm
+	c.Services = services
+	return c, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) int {
+	o, rid, c, code := parse(args, stdout, stderr, d)
+	if rid == nil {
+		return code
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	client, err := newClient(rid.SubscriptionID)
+	client, err := newClient(ctx, rid.SubscriptionID, o, c, d)
 	if err != nil {
-		fmt.Fprintln(stderr, "msp-keyreset:", err)
+		report(stderr, err)
 		return exitError
 	}
 	r := &resetter{c: client, o: o, rg: rid.ResourceGroupName, name: rid.Name, out: stdout}
+	id := o.vm + o.vmss
 	if o.vm != "" {
 		err = r.vm(ctx, id)
 	} else {
@@ -125,11 +275,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, newClient
 	return exitOK
 }
 
-// report prints the error and, for MSP settings errors, the guide's action.
+// errNoCredential is reported as one line saying how to sign in, followed
+// by azidentity's detail.
+type errNoCredential struct{ err error }
+
+func (e errNoCredential) Error() string {
+	return "no Azure credential: sign in with 'az login', set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH), or run where a managed identity is assigned\n" + e.err.Error()
+}
+
+func (e errNoCredential) Unwrap() error { return e.err }
+
+// newClient builds the ARM client after getting a token once, so that a
+// missing credential is reported before anything is read or written.
+func newClient(ctx context.Context, subscriptionID string, o options, c cloud.Configuration, d deps) (*arm.Client, error) {
+	cred, err := d.newCredential(c)
+	if err != nil {
+		return nil, errNoCredential{err}
+	}
+	audience := c.Services[cloud.ResourceManager].Audience
+	if _, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{strings.TrimSuffix(audience, "/") + "/.default"}}); err != nil {
+		return nil, errNoCredential{err}
+	}
+	opts := azarm.ClientOptions{ClientOptions: policy.ClientOptions{Cloud: c, Transport: d.transport}}
+	if u, err := url.Parse(c.Services[cloud.ResourceManager].Endpoint); err == nil && u.Scheme == "http" {
+		// Only reachable through withEndpoint, which keeps http on loopback.
+		opts.InsecureAllowCredentialWithHTTP = true
+	}
+	return arm.NewClient(subscriptionID, cred, &arm.ClientOptions{ClientOptions: opts})
+}
+
+// report prints the error once and, for MSP settings errors, the guide's
+// action on a line of its own.
 func report(w io.Writer, err error) {
-	fmt.Fprintln(w, "msp-keyreset:", err)
+	msg := err.Error()
 	var e *arm.Error
 	if errors.As(err, &e) && e.Action != "" {
+		msg = strings.Replace(msg, "; action: "+e.Action, "", 1)
+	}
+	fmt.Fprintln(w, "msp-keyreset:", msg)
+	if e != nil && e.Action != "" {
 		fmt.Fprintln(w, "action:", e.Action)
 	}
 	var re *azcore.ResponseError
@@ -170,10 +354,24 @@ func current(s *arm.ProxyAgentSettings) int32 {
 	return *s.KeyIncarnationID
 }
 
-func (r *resetter) dryRun(id, verb string, cur int32, etag azcore.ETag) {
+// dryRun prints what a reset would send, after the same check of the value.
+func (r *resetter) dryRun(id, verb string, s *arm.ProxyAgentSettings, etag *azcore.ETag) error {
+	cur := current(s)
+	next := cur + 1
+	if r.o.key != nil {
+		next = *r.o.key
+	}
+	if next <= cur {
+		return fmt.Errorf("keyIncarnationId %d is not above the current %d: %w", next, cur, arm.ErrKeyIncarnationNotIncreasing)
+	}
+	var tag azcore.ETag
+	if etag != nil {
+		tag = *etag
+	}
 	fmt.Fprintf(r.out, "dry run: %s: keyIncarnationId is %d\n", id, cur)
 	fmt.Fprintf(r.out, "would send: %s %s?api-version=%s\n  If-Match: %s\n  {\"properties\":{\"securityProfile\":{\"proxyAgentSettings\":{\"keyIncarnationId\":%d}}}}\n",
-		verb, id, arm.DefaultComputeAPIVersion, etag, cur+1)
+		verb, id, arm.DefaultComputeAPIVersion, tag, next)
+	return nil
 }
 
 func (r *resetter) vm(ctx context.Context, id string) error {
@@ -182,10 +380,9 @@ func (r *resetter) vm(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		r.dryRun(id, "PATCH", current(vm.ProxyAgentSettings()), vm.ETag)
-		return nil
+		return r.dryRun(id, "PATCH", vm.ProxyAgentSettings(), vm.ETag)
 	}
-	reset, err := r.c.BeginResetVirtualMachineKey(ctx, r.rg, r.name, nil)
+	reset, err := r.c.BeginResetVirtualMachineKey(ctx, r.rg, r.name, &arm.ClientBeginResetVirtualMachineKeyOptions{KeyIncarnationID: r.o.key})
 	if err != nil {
 		return err
 	}
@@ -201,10 +398,9 @@ func (r *resetter) instance(ctx context.Context, id, inst string) error {
 		if err != nil {
 			return err
 		}
-		r.dryRun(id, "PUT (the body read, with only this field raised)", current(vm.ProxyAgentSettings()), vm.ETag)
-		return nil
+		return r.dryRun(id, "PUT (the body read, with only this field raised)", vm.ProxyAgentSettings(), vm.ETag)
 	}
-	reset, err := r.c.BeginResetScaleSetInstanceKey(ctx, r.rg, r.name, inst, nil)
+	reset, err := r.c.BeginResetScaleSetInstanceKey(ctx, r.rg, r.name, inst, &arm.ClientBeginResetScaleSetInstanceKeyOptions{KeyIncarnationID: r.o.key})
 	if err != nil {
 		return err
 	}
@@ -220,7 +416,7 @@ func (r *resetter) instance(ctx context.Context, id, inst string) error {
 func follow[T any](ctx context.Context, r *resetter, label string, reset arm.KeyReset[T], read func(context.Context) (arm.GuestState, error)) error {
 	fmt.Fprintf(r.out, "%s: keyIncarnationId %d -> %d, waiting for the update\n", label, reset.Previous, reset.KeyIncarnationID)
 	if _, err := reset.Poller.PollUntilDone(ctx, &runtime.PollUntilDoneOptions{Frequency: r.o.pollInterval}); err != nil {
-		return arm.MapError(err)
+		return err
 	}
 	fmt.Fprintf(r.out, "%s: update done\n", label)
 	if !r.o.waitGuest {
