@@ -63,7 +63,7 @@ func ExampleClient_BeginUpdateVirtualMachineSettings() {
 	}
 	vm, err := poller.PollUntilDone(ctx, examplePoll)
 	if err != nil {
-		log.Fatal(arm.MapError(err))
+		log.Fatal(err) // already the typed *arm.Error for the guide's errors
 	}
 	fmt.Println(describe(vm.ProxyAgentSettings()))
 	// Output: enabled=true wireServer=Audit imds=Audit
@@ -83,7 +83,7 @@ func ExampleClient_BeginUpdateVirtualMachineSettings_enforce() {
 	}
 	vm, err := poller.PollUntilDone(ctx, examplePoll)
 	if err != nil {
-		log.Fatal(arm.MapError(err))
+		log.Fatal(err)
 	}
 	fmt.Println(describe(vm.ProxyAgentSettings()))
 	// Output: enabled=true wireServer=Enforce imds=Audit
@@ -105,7 +105,7 @@ func ExampleClient_BeginUpdateVirtualMachineSettings_linkProfile() {
 	}
 	vm, err := poller.PollUntilDone(ctx, examplePoll)
 	if err != nil {
-		log.Fatal(arm.MapError(err))
+		log.Fatal(err)
 	}
 	fmt.Println(describe(vm.ProxyAgentSettings()))
 
@@ -134,7 +134,7 @@ func ExampleClient_BeginResetVirtualMachineKey() {
 		log.Fatal(err)
 	}
 	if _, err := reset.Poller.PollUntilDone(ctx, examplePoll); err != nil {
-		log.Fatal(arm.MapError(err))
+		log.Fatal(err)
 	}
 	fmt.Printf("keyIncarnationId %d -> %d\n", reset.Previous, reset.KeyIncarnationID)
 
