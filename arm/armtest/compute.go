@@ -6,15 +6,25 @@ import (
 	"strings"
 )
 
-func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, rt route, body []byte) *ServiceError {
+// updateTarget finds the resource an update names, checks If-Match and
+// decodes the body.
+func (s *Server) updateTarget(r *http.Request, rt route, body []byte) (*resource, map[string]any, *ServiceError) {
 	res, ok := s.res[rt.key]
 	if !ok {
-		return notFound(r.URL.Path)
+		return nil, nil, notFound(r.URL.Path)
 	}
 	if e := checkIfMatch(r, res); e != nil {
-		return e
+		return nil, nil, e
 	}
 	in, e := decodeObject(body)
+	if e != nil {
+		return nil, nil, e
+	}
+	return res, in, nil
+}
+
+func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, rt route, body []byte) *ServiceError {
+	res, in, e := s.updateTarget(r, rt, body)
 	if e != nil {
 		return e
 	}
@@ -109,14 +119,7 @@ func (s *Server) serveManualUpgrade(w http.ResponseWriter, _ *http.Request, rt r
 }
 
 func (s *Server) serveInstancePut(w http.ResponseWriter, r *http.Request, rt route, body []byte) *ServiceError {
-	res, ok := s.res[rt.key]
-	if !ok {
-		return notFound(r.URL.Path)
-	}
-	if e := checkIfMatch(r, res); e != nil {
-		return e
-	}
-	in, e := decodeObject(body)
+	res, in, e := s.updateTarget(r, rt, body)
 	if e != nil {
 		return e
 	}
