@@ -231,7 +231,12 @@ func (i *ScaleSetInstance) ProxyAgentSettings() *ProxyAgentSettings {
 	return i.Properties.SecurityProfile.ProxyAgentSettings
 }
 
-// Profile is a gallery inVMAccessControlProfile.
+// Profile is a gallery inVMAccessControlProfile. A Profile decoded from the
+// service (GetProfile, the list pager, a poller's result) remembers the JSON
+// it came from: writing it back with BeginCreateOrUpdateProfile keeps the
+// fields this package does not model and changes only what the caller
+// changed. Compare Profiles with their exported fields (go-cmp needs
+// cmpopts.IgnoreUnexported).
 type Profile struct {
 	ID         string             `json:"id,omitempty"`
 	Name       string             `json:"name,omitempty"`
@@ -267,7 +272,10 @@ type ProfileProperties struct {
 }
 
 // ProfileVersion is a version of a gallery inVMAccessControlProfile: the
-// rule set a VM endpoint can link.
+// rule set a VM endpoint can link. Like Profile, a version decoded from the
+// service remembers its JSON, so a read-modify-write keeps fields this
+// package does not model (TargetRegion encryption, additionalReplicaSets,
+// fields of later API versions).
 type ProfileVersion struct {
 	ID         string                    `json:"id,omitempty"`
 	Name       string                    `json:"name,omitempty"`
