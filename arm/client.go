@@ -36,7 +36,9 @@ const (
 // ClientOptions configures a Client. The zero value talks to public Azure.
 type ClientOptions struct {
 	// ClientOptions are azcore's ARM options: Cloud selects a sovereign
-	// cloud, Transport, Retry and Logging work as in every Azure SDK client.
+	// cloud, Transport, Retry and Logging work as in every Azure SDK client;
+	// Telemetry.ApplicationID is sent before this module's User-Agent, and
+	// Telemetry.Disabled sends none.
 	// Leave ClientOptions.APIVersion empty: the client talks to two resource
 	// providers with different versions; use the fields below.
 	azarm.ClientOptions

@@ -13,7 +13,9 @@
 // The fake validates writes as the service documents it (mode XOR profile
 // reference per endpoint, mode values, profile version ids, keyIncarnationId
 // only growing, profile OS, endpoint and region, feature registration) and
-// answers with ARM error bodies. Writes are LROs with absolute
+// answers with ARM error bodies worded as the MSP troubleshooting guide
+// words them (the host-endpoint mismatch under BadRequest, an invalid
+// profile reference without a target). Writes are LROs with absolute
 // Azure-AsyncOperation URLs; VMs, scale sets and instances carry etags and
 // honour If-Match. Faults can be injected: throttling with Retry-After,
 // failed operations, slow operations.
