@@ -116,6 +116,25 @@ func LoadConfigFile(path string) (*ConfigFile, error) {
 	return c, nil
 }
 
+// FindConfigFile reads the configuration where upstream looks for it: path
+// when given, else DefaultConfigPath, else proxy-agent.json beside the
+// running binary.
+func FindConfigFile(path string) (*ConfigFile, error) {
+	if path != "" {
+		return LoadConfigFile(path)
+	}
+	if _, err := os.Stat(DefaultConfigPath); err == nil {
+		return LoadConfigFile(DefaultConfigPath)
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "proxy-agent.json")
+		if _, err := os.Stat(p); err == nil {
+			return LoadConfigFile(p)
+		}
+	}
+	return LoadConfigFile(DefaultConfigPath)
+}
+
 // ParseConfigFile parses config JSON: a UTF-8 BOM is tolerated, unknown keys are
 // ignored, upstream's required keys must be present.
 func ParseConfigFile(data []byte) (*ConfigFile, error) {

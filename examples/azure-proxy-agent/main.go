@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -111,7 +110,7 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 		fmt.Fprintln(stderr, "The demo moved to its own program: sudo go run ./examples/msp-demo")
 		return 2
 	}
-	file, err := loadConfigFor(c.config)
+	file, err := agent.FindConfigFile(c.config)
 	if err != nil {
 		fmt.Fprintln(stderr, "azure-proxy-agent:", err)
 		return 1
@@ -144,29 +143,11 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 	return 0
 }
 
-// loadConfigFor finds the configuration as upstream does: the given path,
-// else /etc/azure/proxy-agent.json, else proxy-agent.json beside the binary.
-func loadConfigFor(path string) (*agent.ConfigFile, error) {
-	if path != "" {
-		return agent.LoadConfigFile(path)
-	}
-	if _, err := os.Stat(agent.DefaultConfigPath); err == nil {
-		return agent.LoadConfigFile(agent.DefaultConfigPath)
-	}
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), "proxy-agent.json")
-		if _, err := os.Stat(p); err == nil {
-			return agent.LoadConfigFile(p)
-		}
-	}
-	return agent.LoadConfigFile(agent.DefaultConfigPath)
-}
-
 // runStatus is the cloud-init contract: poll /provision until finished or
 // the wait (counted from process start) is up.
 func runStatus(ctx context.Context, c *cli, start time.Time, stdout io.Writer) int {
 	addr := msp.ProxyAddr.String()
-	if f, err := loadConfigFor(c.config); err == nil {
+	if f, err := agent.FindConfigFile(c.config); err == nil {
 		addr = f.ListenAddress
 	}
 	res, _ := status.WaitProvisioned(ctx, &status.WaitOptions{Addr: addr, Wait: c.wait, Start: start})
