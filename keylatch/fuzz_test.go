@@ -78,7 +78,7 @@ func FuzzParseLocalRules(f *testing.F) {
 	f.Add([]byte(localAllowInstance))
 	f.Add([]byte(`{"defaultAccess":"deny"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		lr, err := ParseLocalRules(data)
+		lr, err := msp.ParseLocalRules(data)
 		if err != nil {
 			return
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"strings"
 
 	"github.com/metadatasec/gpa/msp"
 )
@@ -73,55 +72,9 @@ func DisplayID(id string) string {
 	return fmt.Sprintf("%s-useLocalFileRules-%t", d.LogicalID, d.UseLocalFileRules)
 }
 
-// LocalRules is the content of a local rules file. A "mode" in the file is
-// ignored: the remote mode always applies.
-type LocalRules struct {
-	DefaultAccess *string                 `json:"defaultAccess"`
-	ID            *string                 `json:"id"`
-	Rules         *msp.AccessControlRules `json:"rules"`
-}
-
-// ParseLocalRules decodes and validates a local rules file: an optional
-// UTF-8 BOM is tolerated, duplicate keys resolve last-wins, and every §4.8
-// validation rule applies. Errors wrap ErrLocalRules.
-func ParseLocalRules(data []byte) (*LocalRules, error) {
-	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
-	var lr LocalRules
-	if err := msp.DecodeStrictJSON(data, &lr); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLocalRules, err)
-	}
-	if lr.DefaultAccess != nil {
-		if _, err := msp.ParseDefaultAccess(*lr.DefaultAccess); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrLocalRules, err)
-		}
-	}
-	if lr.ID != nil && strings.TrimSpace(*lr.ID) == "" {
-		return nil, fmt.Errorf("%w: id is blank", ErrLocalRules)
-	}
-	if lr.Rules != nil {
-		var ve *msp.ValidationError
-		if err := lr.Rules.Validate(); errors.As(err, &ve) {
-			// Completeness matters for the merged document, not for the
-			// file: the file's lists are added to the host's.
-			var kept []msp.Problem
-			for _, p := range ve.Problems {
-				if p.Kind != msp.ProblemIncompleteRules {
-					kept = append(kept, p)
-				}
-			}
-			if len(kept) > 0 {
-				return nil, fmt.Errorf("%w: %w", ErrLocalRules, &msp.ValidationError{Problems: kept})
-			}
-		} else if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrLocalRules, err)
-		}
-	}
-	return &lr, nil
-}
-
 // MergeLocalRules combines a remote item with a valid local file as §4.8
 // says. remote may be nil. The result is a new item.
-func MergeLocalRules(remote *msp.AuthorizationItem, displayID string, local *LocalRules) *msp.AuthorizationItem {
+func MergeLocalRules(remote *msp.AuthorizationItem, displayID string, local *msp.LocalRules) *msp.AuthorizationItem {
 	out := &msp.AuthorizationItem{DefaultAccess: msp.AccessDeny, Mode: msp.ModeDisabled}
 	if remote != nil {
 		out.DefaultAccess, out.Mode = remote.DefaultAccess, remote.Mode
@@ -228,9 +181,9 @@ func ApplyLocalRules(remote *msp.AuthorizationItem, fileName string, read func(p
 		return LocalRulesResult{Item: &normalised}
 	}
 	if err != nil {
-		return LocalRulesResult{Item: FailClosed(remote, display), Err: fmt.Errorf("%w: %s: %w", ErrLocalRules, filepath.Base(fileName), err)}
+		return LocalRulesResult{Item: FailClosed(remote, display), Err: fmt.Errorf("%w: %s: %w", msp.ErrInvalidLocalRules, filepath.Base(fileName), err)}
 	}
-	lr, err := ParseLocalRules(data)
+	lr, err := msp.ParseLocalRules(data)
 	if err != nil {
 		return LocalRulesResult{Item: FailClosed(remote, display), Err: fmt.Errorf("%s: %w", filepath.Base(fileName), err)}
 	}

@@ -30,9 +30,6 @@ var (
 	// ErrKeyMismatch means the key read back after saving differs from the
 	// key that was saved.
 	ErrKeyMismatch = errors.New("keylatch: stored key does not match")
-	// ErrLocalRules means a local rules file could not be read, parsed or
-	// validated; the endpoint then fails closed.
-	ErrLocalRules = errors.New("keylatch: invalid local rules file")
 )
 
 // KeyStatus is the answer of GET /secure-channel/status (gpa-protocol

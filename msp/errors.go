@@ -15,4 +15,5 @@ var (
 	ErrSignatureMismatch    = errors.New("msp: signature mismatch")
 	ErrUnknownKey           = errors.New("msp: signature names an unknown key")
 	ErrInvalidModuleState   = errors.New("msp: invalid module state")
+	ErrInvalidLocalRules    = errors.New("msp: invalid local rules file")
 )

@@ -54,13 +54,6 @@ func ParseFormat(s string) (Format, error) {
 // ErrBadRules marks a rules document that cannot be read.
 var ErrBadRules = errors.New("policy: bad rules document")
 
-type localFile struct {
-	DefaultAccess *msp.DefaultAccess      `json:"defaultAccess,omitempty"`
-	ID            string                  `json:"id,omitempty"`
-	Rules         *msp.AccessControlRules `json:"rules,omitempty"`
-	Mode          json.RawMessage         `json:"mode,omitempty"` // ignored, as upstream
-}
-
 type galleryBody struct {
 	Location   string            `json:"location,omitempty"`
 	Tags       map[string]string `json:"tags,omitempty"`
@@ -106,16 +99,23 @@ func ReadRules(data []byte, localMode msp.Mode) (*msp.AuthorizationItem, Format,
 		}
 		return item, FormatItem, nil
 	}
-	var l localFile
-	if err := json.Unmarshal(data, &l); err != nil {
-		return nil, FormatLocal, fmt.Errorf("%w: local rules file: %v", ErrBadRules, err)
+	l, err := msp.ParseLocalRules(data)
+	var ve *msp.ValidationError
+	if errors.As(err, &ve) {
+		// The agent reads a file whose rules do not hold together as
+		// deny-all and keeps the host's mode (it fails closed), so that is
+		// what a simulation of it must decide.
+		return &msp.AuthorizationItem{Mode: localMode, DefaultAccess: msp.AccessDeny, ID: "local-rules-invalid"}, FormatLocal, nil
 	}
-	item := &msp.AuthorizationItem{Mode: localMode, DefaultAccess: msp.AccessDeny, ID: l.ID, Rules: l.Rules}
+	if err != nil {
+		return nil, FormatLocal, fmt.Errorf("%w: %w", ErrBadRules, err)
+	}
+	item := &msp.AuthorizationItem{Mode: localMode, DefaultAccess: msp.AccessDeny, ID: "local", Rules: l.Rules}
 	if l.DefaultAccess != nil {
-		item.DefaultAccess = *l.DefaultAccess
+		item.DefaultAccess, _ = msp.ParseDefaultAccess(*l.DefaultAccess) // ParseLocalRules checked it
 	}
-	if item.ID == "" {
-		item.ID = "local"
+	if l.ID != nil {
+		item.ID = strings.TrimSpace(*l.ID)
 	}
 	return item, FormatLocal, nil
 }
@@ -126,8 +126,12 @@ func WriteRules(item *msp.AuthorizationItem, f Format, loc string) ([]byte, erro
 	var v any
 	switch f {
 	case FormatLocal:
-		def := item.DefaultAccess
-		v = localFile{DefaultAccess: &def, ID: item.ID, Rules: item.Rules}
+		def := item.DefaultAccess.String()
+		lr := &msp.LocalRules{DefaultAccess: &def, Rules: item.Rules}
+		if id := strings.TrimSpace(item.ID); id != "" {
+			lr.ID = &id
+		}
+		return lr.MarshalIndent()
 	case FormatGallery:
 		v = galleryBody{Location: loc, Properties: galleryProps{Mode: item.Mode.DisplayName(),
 			DefaultAccess: item.DefaultAccess.DisplayName(), Rules: item.Rules}}
