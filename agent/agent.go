@@ -209,13 +209,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	srv, err := proxy.New(proxy.Config{
-		Resolver:   resolver,
-		Snapshots:  latcher.Current,
-		Refresh:    latcher.WaitNewKey,
-		AwaitKnown: latcher.WaitKnown,
-		Dial:       overrideDialer(cfg, o.Dial),
-		Now:        latcher.HostNow,
-		Provision:  prov,
+		Resolver:  resolver,
+		Latch:     latcher,
+		Dial:      overrideDialer(cfg, o.Dial),
+		Now:       latcher.HostNow,
+		Provision: prov,
 		AggregateStatus: func(context.Context) ([]byte, error) {
 			return reg.Snapshot(time.Now()).MarshalCompact()
 		},

@@ -36,8 +36,8 @@ const (
 	DefaultStartupWait         = 5 * time.Second
 )
 
-// Config configures a Server. Resolver and Snapshots are required; every
-// other zero field takes its default.
+// Config configures a Server. Resolver and Latch are required; every other
+// zero field takes its default.
 type Config struct {
 	// Addr is where ListenAndServe listens; msp.ProxyAddr when empty. Serve
 	// uses the listener it is given instead.
@@ -45,26 +45,25 @@ type Config struct {
 
 	// Resolver identifies the process behind each client connection.
 	Resolver CallerResolver
-	// Snapshots returns the current latch snapshot. It is called once per
-	// request, and that one snapshot decides, dates and signs the request.
-	// A nil snapshot means nothing is latched: no rules, no key.
-	Snapshots func() *keylatch.Snapshot
-	// AwaitKnown, if set, is called for a request that arrives while the
-	// snapshot's state is still Unknown (keylatch.Latcher.WaitKnown): after
-	// a restart with pinned programs the redirect is live before the first
-	// status poll, and without the wait those requests would go out
-	// unsigned. StartupWait bounds it; after that the request proceeds as
-	// upstream would, unsigned.
-	AwaitKnown  func(ctx context.Context) *keylatch.Snapshot
-	StartupWait time.Duration
-	// Refresh, if set, is called when the host answers 401 to a request
-	// signed with stale's key: after a key reset at the host that is the
-	// first sign the latched key is stale. It returns a snapshot with another
-	// key once the latch has one (keylatch.Latcher.WaitNewKey), or nil; the
-	// proxy then decides, dates and signs the request again under it and
+	// Latch is where the latched state comes from; a *keylatch.Latcher in
+	// the agent. Each request reads exactly one snapshot (Latch.Current),
+	// which decides, dates and signs it; a nil snapshot means nothing is
+	// latched: no rules, no key.
+	//
+	// A request that arrives while the state is still Unknown waits up to
+	// StartupWait for Latch.WaitKnown: after a restart with pinned programs
+	// the redirect is live before the first status poll, and without the
+	// wait those requests would go out unsigned. After StartupWait the
+	// request proceeds as upstream would, unsigned.
+	//
+	// When the host answers 401 to a request signed with a snapshot's key
+	// (the first sign of a key reset at the host), the proxy waits up to
+	// RefreshTimeout for Latch.WaitNewKey to offer a snapshot with another
+	// key, then decides, dates and signs the request again under it and
 	// retries once, so the reset costs the client no failed request.
-	Refresh func(ctx context.Context, stale *keylatch.Snapshot) *keylatch.Snapshot
-	// RefreshTimeout bounds the wait for Refresh; 3 s when zero.
+	Latch       Latch
+	StartupWait time.Duration
+	// RefreshTimeout bounds the wait for Latch.WaitNewKey; 3 s when zero.
 	RefreshTimeout time.Duration
 	// Dial opens upstream connections; a net.Dialer when nil. Tests map the
 	// metadata addresses to loopback servers here.
@@ -131,8 +130,8 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.Resolver == nil {
 		return out, errors.Join(ErrConfig, errors.New("a CallerResolver is required"))
 	}
-	if out.Snapshots == nil {
-		return out, errors.Join(ErrConfig, errors.New("a Snapshots source is required"))
+	if out.Latch == nil {
+		return out, errors.Join(ErrConfig, errors.New("a Latch is required"))
 	}
 	setDefault(&out.Addr, msp.ProxyAddr.String())
 	setDefault(&out.MaxHeaderBytes, DefaultMaxHeaderBytes)
@@ -176,3 +175,30 @@ func setDefault[T comparable](p *T, v T) {
 		*p = v
 	}
 }
+
+// Latch is the proxy's source of latched state. *keylatch.Latcher
+// implements it.
+type Latch interface {
+	// Current returns the current snapshot; nil when nothing is latched.
+	Current() *keylatch.Snapshot
+	// WaitKnown returns the first snapshot whose state is not Unknown, or
+	// nil when ctx ends first.
+	WaitKnown(ctx context.Context) *keylatch.Snapshot
+	// WaitNewKey returns a snapshot whose key differs from stale's once
+	// there is one, or nil when ctx ends first.
+	WaitNewKey(ctx context.Context, stale *keylatch.Snapshot) *keylatch.Snapshot
+}
+
+// SnapshotFunc is a Latch whose state is what the function returns: it
+// never waits for a known state and never offers a newer key. It suits
+// tests and embedders with a fixed key.
+type SnapshotFunc func() *keylatch.Snapshot
+
+// Current implements Latch.
+func (f SnapshotFunc) Current() *keylatch.Snapshot { return f() }
+
+// WaitKnown implements Latch: the current snapshot, at once.
+func (f SnapshotFunc) WaitKnown(context.Context) *keylatch.Snapshot { return f() }
+
+// WaitNewKey implements Latch: never a newer key.
+func (f SnapshotFunc) WaitNewKey(context.Context, *keylatch.Snapshot) *keylatch.Snapshot { return nil }

@@ -11,7 +11,7 @@
 //   - a [CallerResolver] identifies the process behind a connection. The
 //     production one is [ProcResolver], fed by the eBPF audit map through
 //     the small [AuditLookup] interface; [StaticResolver] serves tests.
-//   - Snapshots returns the current keylatch.Snapshot. Each request reads
+//   - [Latch] supplies the current keylatch.Snapshot. Each request reads
 //     exactly one snapshot, which decides it, dates it and signs it, so a
 //     key rotation can never produce a request signed with a half-updated
 //     key or decided under other rules than it was signed for.

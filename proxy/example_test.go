@@ -33,7 +33,7 @@ func ExampleServer() {
 			OriginalDst: msp.IMDSAddr,
 			Claims:      msp.Claims{UserName: "alice", UserID: 1000},
 		}},
-		Snapshots: func() *keylatch.Snapshot { return snap },
+		Latch: proxy.SnapshotFunc(func() *keylatch.Snapshot { return snap }),
 		// Send what would go to IMDS to the stand-in on loopback.
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			var d net.Dialer

@@ -303,9 +303,9 @@ func newTestProxy(t testing.TB, host *fakeHost, o proxyOpts) *testProxy {
 	}
 	tp.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	cfg := Config{
-		Resolver:  res,
-		Snapshots: tp.snap.Load,
-		Metrics:   pm,
+		Resolver: res,
+		Latch:    SnapshotFunc(tp.snap.Load),
+		Metrics:  pm,
 		// Never dial a metadata address: map each to its loopback fake.
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			tp.hostsMu.Lock()

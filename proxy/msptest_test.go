@@ -59,14 +59,10 @@ func TestAgainstMSPTest(t *testing.T) {
 	audit := &memLog{}
 	res := &StaticResolver{ByClientPort: func(uint16) *Caller { return <-next }}
 	srv, err := New(Config{
-		Resolver:  res,
-		Snapshots: latcher.Current,
-		Now:       latcher.HostNow,
+		Resolver: res,
 		// The latch is not Run here, so a refresh polls it directly.
-		Refresh: func(ctx context.Context, stale *keylatch.Snapshot) *keylatch.Snapshot {
-			latcher.Poll(ctx)
-			return latcher.Current()
-		},
+		Latch: pollingLatch{latcher},
+		Now:   latcher.HostNow,
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			ep := msp.Classify(dst)
 			if ep == msp.EndpointNone {
@@ -174,4 +170,13 @@ func TestAgainstMSPTest(t *testing.T) {
 	if r := host.Requests()[0]; !r.SignatureValid || r.KeyGUID != second.Key.GUID {
 		t.Errorf("after rotation: valid %v, key %q want %q", r.SignatureValid, r.KeyGUID, second.Key.GUID)
 	}
+}
+
+// pollingLatch is a Latch that is not Run: asked for a newer key, it
+// polls the host itself.
+type pollingLatch struct{ *keylatch.Latcher }
+
+func (l pollingLatch) WaitNewKey(ctx context.Context, _ *keylatch.Snapshot) *keylatch.Snapshot {
+	l.Poll(ctx)
+	return l.Current()
 }

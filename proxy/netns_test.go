@@ -66,10 +66,10 @@ func TestNetnsProduction(t *testing.T) {
 
 	lookup := &mapLookup{m: map[uint16]ConnectRecord{}}
 	srv, err := New(Config{
-		Resolver:  NewProcResolver(lookup, nil),
-		Snapshots: latcher.Current,
-		Now:       latcher.HostNow,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Resolver: NewProcResolver(lookup, nil),
+		Latch:    latcher,
+		Now:      latcher.HostNow,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -96,10 +96,10 @@ func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	}
 
 	// 6. Authorization under one snapshot, which also dates and signs.
-	snap := s.cfg.Snapshots()
-	if (snap == nil || snap.State == msp.SecureChannelUnknown) && s.cfg.AwaitKnown != nil {
+	snap := s.cfg.Latch.Current()
+	if snap == nil || snap.State == msp.SecureChannelUnknown {
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.StartupWait)
-		if known := s.cfg.AwaitKnown(wctx); known != nil {
+		if known := s.cfg.Latch.WaitKnown(wctx); known != nil {
 			snap = known
 		}
 		cancel()
@@ -162,7 +162,7 @@ func (cc *clientConn) writeDeny(ep msp.Endpoint, d msp.Decision) {
 func (cc *clientConn) refreshed(ctx context.Context, stale *keylatch.Snapshot) *keylatch.Snapshot {
 	ctx, cancel := context.WithTimeout(ctx, cc.srv.cfg.RefreshTimeout)
 	defer cancel()
-	fresh := cc.srv.cfg.Refresh(ctx, stale)
+	fresh := cc.srv.cfg.Latch.WaitNewKey(ctx, stale)
 	if fresh == nil || fresh.Signer == nil || fresh.Key.GUID == stale.Key.GUID {
 		cc.logger().Warn("proxy: the host refused a signature and no newer key came", "key", stale.Key.GUID, "err", ctx.Err())
 		return nil
@@ -496,7 +496,7 @@ func (cc *clientConn) forward(ctx context.Context, r *request, rec *msp.AuditRec
 	}
 
 	resp, uc, kind, err := cc.roundTrip(ctx, r, hdr, body, dst, skipSig, limit)
-	if err == nil && resp.code == http.StatusUnauthorized && rec.Signed && s.cfg.Refresh != nil {
+	if err == nil && resp.code == http.StatusUnauthorized && rec.Signed {
 		if fresh := cc.refreshed(ctx, snap); fresh != nil {
 			// The host has not processed a request it refused, so sending it
 			// again is safe; the old response is dropped with its connection.

@@ -511,14 +511,14 @@ func TestRequestWaitsForKnownState(t *testing.T) {
 	known := make(chan *keylatch.Snapshot, 1)
 	tp := newTestProxy(t, host, proxyOpts{caller: userCaller(msp.IMDSAddr), tweak: func(c *Config) {
 		c.StartupWait = 500 * time.Millisecond
-		c.AwaitKnown = func(ctx context.Context) *keylatch.Snapshot {
+		c.Latch = waitingLatch{c.Latch, func(ctx context.Context) *keylatch.Snapshot {
 			select {
 			case s := <-known:
 				return s
 			case <-ctx.Done():
 				return nil
 			}
-		}
+		}}
 	}})
 	tp.snap.Store(&keylatch.Snapshot{State: msp.SecureChannelUnknown})
 	go func() {
@@ -546,3 +546,11 @@ func TestRequestWaitsForKnownState(t *testing.T) {
 		t.Fatalf("host saw %d requests", len(reqs))
 	}
 }
+
+// waitingLatch is a Latch whose WaitKnown is the test's.
+type waitingLatch struct {
+	Latch
+	known func(ctx context.Context) *keylatch.Snapshot
+}
+
+func (l waitingLatch) WaitKnown(ctx context.Context) *keylatch.Snapshot { return l.known(ctx) }

@@ -97,12 +97,12 @@ func TestHTTP10AndIdleTimeout(t *testing.T) {
 // TestNewConfig: the required hooks are required.
 func TestNewConfig(t *testing.T) {
 	snaps := func() *keylatch.Snapshot { return nil }
-	for _, cfg := range []Config{{}, {Resolver: &StaticResolver{}}, {Snapshots: snaps}} {
+	for _, cfg := range []Config{{}, {Resolver: &StaticResolver{}}, {Latch: SnapshotFunc(snaps)}} {
 		if _, err := New(cfg); !errors.Is(err, ErrConfig) {
 			t.Errorf("New(%+v) = %v, want ErrConfig", cfg, err)
 		}
 	}
-	s, err := New(Config{Resolver: &StaticResolver{}, Snapshots: snaps})
+	s, err := New(Config{Resolver: &StaticResolver{}, Latch: SnapshotFunc(snaps)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestListenAndServe(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	s, err := New(Config{Addr: addr, Resolver: &StaticResolver{},
-		Snapshots: func() *keylatch.Snapshot { return nil }})
+		Latch: SnapshotFunc(func() *keylatch.Snapshot { return nil })})
 	if err != nil {
 		t.Fatal(err)
 	}
