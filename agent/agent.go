@@ -130,8 +130,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	reg := status.NewRegistry(status.RegistryOptions{Version: cfg.Version, Logger: logger})
-	prov, err := status.NewProvision(status.ProvisionOptions{Registry: reg, KeyDir: cfg.KeyFolder, Timeout: cfg.ProvisionTimeout, Logger: logger})
+	reg := status.NewRegistry(&status.RegistryOptions{Version: cfg.Version, Logger: logger})
+	prov, err := status.NewProvision(&status.ProvisionOptions{Registry: reg, KeyDir: cfg.KeyFolder, Timeout: cfg.ProvisionTimeout, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -266,7 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun("provisioning", prov.Run)
 	var writer *status.Writer
 	if cfg.StatusFolder != "" {
-		writer, err = status.NewWriter(reg, status.WriterOptions{Path: filepath.Join(cfg.StatusFolder, StatusFileName), Logger: logger})
+		writer, err = status.NewWriter(reg, &status.WriterOptions{Path: filepath.Join(cfg.StatusFolder, StatusFileName), Logger: logger})
 		if err != nil {
 			logger.Error("status.json writer", "err", err)
 		} else {

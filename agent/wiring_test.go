@@ -62,8 +62,8 @@ func (f *fakeLatch) Wake()                       { f.wakes++ }
 // latched flag and the embedder's hook; a /provision notify wakes the
 // latch, and clears provisioning's key-latch flag only while unlatched.
 func TestStatusFeed(t *testing.T) {
-	reg := status.NewRegistry(status.RegistryOptions{})
-	prov, err := status.NewProvision(status.ProvisionOptions{Registry: reg})
+	reg := status.NewRegistry(&status.RegistryOptions{})
+	prov, err := status.NewProvision(&status.ProvisionOptions{Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestStatusFeed(t *testing.T) {
 // TestAuditSinks: every record is counted for status.json, lands in both
 // summaries when authorization failed, and reaches the embedder's hook.
 func TestAuditSinks(t *testing.T) {
-	reg := status.NewRegistry(status.RegistryOptions{})
+	reg := status.NewRegistry(&status.RegistryOptions{})
 	var hooked []string
 	sink := auditSinks{registrySummaries{reg}, func(r *msp.AuditRecord) { hooked = append(hooked, r.URL) }}
 	at := time.Date(2025, 4, 23, 12, 0, 0, 0, time.UTC)

@@ -12,8 +12,8 @@ import (
 // BenchmarkWaitProvisionedReady is one `--status --wait 120` against a
 // ready agent, new client and connection included, as cloud-init runs it.
 func BenchmarkWaitProvisionedReady(b *testing.B) {
-	reg := NewRegistry(RegistryOptions{})
-	p, _ := NewProvision(ProvisionOptions{Registry: reg})
+	reg := NewRegistry(&RegistryOptions{})
+	p, _ := NewProvision(&ProvisionOptions{Registry: reg})
 	p.SetLatched(true)
 	_ = p.SetReady(b.Context(), AllReady)
 	srv := httptest.NewServer(p)
@@ -28,8 +28,8 @@ func BenchmarkWaitProvisionedReady(b *testing.B) {
 }
 
 func BenchmarkProvisionServeHTTP(b *testing.B) {
-	reg := NewRegistry(RegistryOptions{})
-	p, _ := NewProvision(ProvisionOptions{Registry: reg})
+	reg := NewRegistry(&RegistryOptions{})
+	p, _ := NewProvision(&ProvisionOptions{Registry: reg})
 	req := httptest.NewRequest("GET", msp.ProvisionPath, nil)
 	req.Header.Set(HeaderMetadata, "true")
 	req.Header.Set(HeaderTimeTick, strconv.FormatInt(time.Now().UnixNano(), 10))
@@ -40,7 +40,7 @@ func BenchmarkProvisionServeHTTP(b *testing.B) {
 
 // The per-request calls of the proxy's hot path.
 func BenchmarkCountRequest(b *testing.B) {
-	reg := NewRegistry(RegistryOptions{})
+	reg := NewRegistry(&RegistryOptions{})
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			reg.CountRequest()
@@ -49,7 +49,7 @@ func BenchmarkCountRequest(b *testing.B) {
 }
 
 func BenchmarkSummaryRecord(b *testing.B) {
-	a := NewSummaryAggregator(SummaryOptions{})
+	a := NewSummaryAggregator(&SummaryOptions{})
 	c := Connection{UserName: "root", UserGroups: []string{"root"}, ClientIP: "127.0.0.1", IP: "169.254.169.254",
 		Port: 80, ProcessFullPath: "/usr/bin/curl", ProcessCmdLine: "curl -H Metadata:true http://169.254.169.254/metadata/instance",
 		ResponseStatus: "200 OK"}

@@ -31,9 +31,9 @@ type testAgent struct {
 	calls atomic.Int64
 }
 
-func newTestAgent(t *testing.T, l net.Listener, opts ProvisionOptions) *testAgent {
+func newTestAgent(t *testing.T, l net.Listener, opts *ProvisionOptions) *testAgent {
 	t.Helper()
-	a := &testAgent{reg: NewRegistry(RegistryOptions{Version: testVersion})}
+	a := &testAgent{reg: NewRegistry(&RegistryOptions{Version: testVersion})}
 	opts.Registry = a.reg
 	p, err := NewProvision(opts)
 	if err != nil {
@@ -90,7 +90,7 @@ func TestWaitProvisioned(t *testing.T) {
 		{
 			name: "ready and latched at once",
 			setup: func(t *testing.T) string {
-				a := newTestAgent(t, nil, ProvisionOptions{})
+				a := newTestAgent(t, nil, &ProvisionOptions{})
 				a.prov.SetLatched(true)
 				_ = a.prov.SetReady(t.Context(), AllReady)
 				return a.addr()
@@ -102,7 +102,7 @@ func TestWaitProvisioned(t *testing.T) {
 		{
 			name: "ready with MSP disabled: notify makes it finish anew",
 			setup: func(t *testing.T) string {
-				a := newTestAgent(t, nil, ProvisionOptions{})
+				a := newTestAgent(t, nil, &ProvisionOptions{})
 				_ = a.prov.SetReady(t.Context(), AllReady)
 				return a.addr()
 			},
@@ -111,7 +111,7 @@ func TestWaitProvisioned(t *testing.T) {
 		{
 			name: "becomes ready after 1.5s",
 			setup: func(t *testing.T) string {
-				a := newTestAgent(t, nil, ProvisionOptions{})
+				a := newTestAgent(t, nil, &ProvisionOptions{})
 				_ = a.prov.SetReady(t.Context(), RedirectorReady|ListenerReady)
 				time.AfterFunc(1500*time.Millisecond, func() { _ = a.prov.SetReady(context.Background(), KeyLatchReady) })
 				return a.addr()
@@ -121,7 +121,7 @@ func TestWaitProvisioned(t *testing.T) {
 		{
 			name: "never ready",
 			setup: func(t *testing.T) string {
-				a := newTestAgent(t, nil, ProvisionOptions{})
+				a := newTestAgent(t, nil, &ProvisionOptions{})
 				_ = a.prov.SetReady(t.Context(), ListenerReady)
 				return a.addr()
 			},
@@ -131,7 +131,7 @@ func TestWaitProvisioned(t *testing.T) {
 		{
 			name: "finished with an eBPF error",
 			setup: func(t *testing.T) string {
-				a := newTestAgent(t, nil, ProvisionOptions{Timeout: 200 * time.Millisecond})
+				a := newTestAgent(t, nil, &ProvisionOptions{Timeout: 200 * time.Millisecond})
 				a.reg.Set(ModuleRedirector, msp.ModuleUnknown, ebpfErr)
 				_ = a.prov.SetReady(t.Context(), KeyLatchReady|ListenerReady)
 				ctx, cancel := context.WithCancel(context.Background())
@@ -159,7 +159,7 @@ func TestWaitProvisioned(t *testing.T) {
 						t.Errorf("re-listening on %s: %v", addr, err)
 						return
 					}
-					a := newTestAgent(t, l, ProvisionOptions{})
+					a := newTestAgent(t, l, &ProvisionOptions{})
 					_ = a.prov.SetReady(context.Background(), AllReady)
 				})
 				t.Cleanup(func() { <-started })
@@ -293,7 +293,7 @@ func TestWaitProvisionedBadAnswers(t *testing.T) {
 }
 
 func TestWaitProvisionedIdempotent(t *testing.T) {
-	a := newTestAgent(t, nil, ProvisionOptions{})
+	a := newTestAgent(t, nil, &ProvisionOptions{})
 	a.prov.SetLatched(true)
 	_ = a.prov.SetReady(t.Context(), AllReady)
 	for i := range 3 {
@@ -305,7 +305,7 @@ func TestWaitProvisionedIdempotent(t *testing.T) {
 }
 
 func TestWaitProvisionedContextCanceled(t *testing.T) {
-	a := newTestAgent(t, nil, ProvisionOptions{})
+	a := newTestAgent(t, nil, &ProvisionOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
 	defer cancel()
 	res, err := WaitProvisioned(ctx, &WaitOptions{Addr: a.addr(), Wait: time.Minute})

@@ -198,7 +198,11 @@ const (
 // failure, the guide's cause and remedy. The key latch stays RUNNING while
 // it fails to get a key, so its message is read even then. The result lists
 // one Finding per check in a fixed order. A nil s yields a single FAIL.
-func Diagnose(s *AggregateStatus, opts DiagnoseOptions) []Finding {
+func Diagnose(s *AggregateStatus, o *DiagnoseOptions) []Finding {
+	var opts DiagnoseOptions
+	if o != nil {
+		opts = *o
+	}
 	if s == nil {
 		return []Finding{{Check: "status", Severity: SeverityFail, Message: "no status to diagnose", Action: pick(opts.Windows, actionStaleWin, actionStaleLinux)}}
 	}

@@ -177,7 +177,7 @@ func TestDiagnose(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := healthy(fresh)
 			tt.edit(s)
-			got := status.Diagnose(s, status.DiagnoseOptions{Now: now, Windows: tt.windows})
+			got := status.Diagnose(s, &status.DiagnoseOptions{Now: now, Windows: tt.windows})
 			if diff := cmp.Diff(tt.want, rows(got), cmpopts.IgnoreFields(row{}, "Action")); diff != "" {
 				t.Errorf("findings (-want +got):\n%s", diff)
 			}
@@ -197,7 +197,7 @@ func TestDiagnose(t *testing.T) {
 }
 
 func TestDiagnoseNil(t *testing.T) {
-	got := status.Diagnose(nil, status.DiagnoseOptions{})
+	got := status.Diagnose(nil, &status.DiagnoseOptions{})
 	if len(got) != 1 || got[0].Severity != status.SeverityFail {
 		t.Fatalf("Diagnose(nil) = %+v, want one FAIL", got)
 	}
@@ -209,7 +209,7 @@ func TestFindingShortAndJSON(t *testing.T) {
 	now := time.Now()
 	s := healthy(now)
 	s.ProxyAgentStatus.ProxyListenerStatus = status.ModuleStatus{Status: msp.ModuleStopped, Message: "listener error: " + strings.Repeat("x", 2000)}
-	f := status.Diagnose(s, status.DiagnoseOptions{Now: now})[4]
+	f := status.Diagnose(s, &status.DiagnoseOptions{Now: now})[4]
 	if len(f.Message) > 300 || !strings.HasSuffix(f.Message, `..."`) {
 		t.Errorf("message not shortened: %d chars", len(f.Message))
 	}
@@ -233,7 +233,7 @@ func ExampleDiagnose() {
 		fmt.Println(err)
 		return
 	}
-	for _, f := range status.Diagnose(s, status.DiagnoseOptions{Now: now}) {
+	for _, f := range status.Diagnose(s, &status.DiagnoseOptions{Now: now}) {
 		fmt.Println(strings.TrimSpace(fmt.Sprintf("%-4s %s %s", f.Severity, f.Check, f.Action)))
 	}
 	// Output:
@@ -259,7 +259,7 @@ func FuzzDiagnose(f *testing.F) {
 		if err != nil {
 			return
 		}
-		got := status.Diagnose(s, status.DiagnoseOptions{Now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Windows: windows})
+		got := status.Diagnose(s, &status.DiagnoseOptions{Now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Windows: windows})
 		if len(got) < 5 {
 			t.Fatalf("%d findings, want at least 5", len(got))
 		}

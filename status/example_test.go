@@ -15,7 +15,7 @@ import (
 // Components report into one registry; the overall status follows the
 // three modules cloud-init and the FAQ care about.
 func ExampleRegistry() {
-	reg := status.NewRegistry(status.RegistryOptions{Version: "1.0.30"})
+	reg := status.NewRegistry(&status.RegistryOptions{Version: "1.0.30"})
 	reg.Set(status.ModuleKeyLatch, msp.ModuleRunning, "poll secure channel status task started.")
 	reg.Set(status.ModuleListener, msp.ModuleRunning, "Started proxy listener, ready to accept request - 27")
 	fmt.Println(reg.Snapshot(time.Now()).ProxyAgentStatus.Status)
@@ -51,8 +51,8 @@ func ExampleParseSecureChannel() {
 func ExampleWriter() {
 	dir, _ := os.MkdirTemp("", "status-example")
 	defer os.RemoveAll(dir)
-	reg := status.NewRegistry(status.RegistryOptions{Version: "1.0.30"})
-	w, _ := status.NewWriter(reg, status.WriterOptions{Path: filepath.Join(dir, "status.json")})
+	reg := status.NewRegistry(&status.RegistryOptions{Version: "1.0.30"})
+	w, _ := status.NewWriter(reg, &status.WriterOptions{Path: filepath.Join(dir, "status.json")})
 	if err := w.WriteOnce(); err != nil {
 		fmt.Println(err)
 		return
@@ -67,9 +67,9 @@ func ExampleWriter() {
 // then exit with the code cloud-init acts on. Here the agent's
 // provisioning ends by timeout without the eBPF flag.
 func ExampleWaitProvisioned() {
-	reg := status.NewRegistry(status.RegistryOptions{})
+	reg := status.NewRegistry(&status.RegistryOptions{})
 	reg.SetMessage(status.ModuleRedirector, "Failed to start redirector: cgroup2 is not mounted")
-	prov, _ := status.NewProvision(status.ProvisionOptions{Registry: reg, Timeout: time.Millisecond})
+	prov, _ := status.NewProvision(&status.ProvisionOptions{Registry: reg, Timeout: time.Millisecond})
 	agent := httptest.NewServer(prov) // the proxy serves it at /provision
 	defer agent.Close()
 

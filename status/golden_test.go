@@ -41,24 +41,24 @@ func goldenStates() map[string]*Registry {
 	}
 	out := map[string]*Registry{}
 
-	r := NewRegistry(RegistryOptions{Version: testVersion})
+	r := NewRegistry(&RegistryOptions{Version: testVersion})
 	r.Set(ModuleKeyLatch, msp.ModuleRunning, "poll secure channel status task started.")
 	r.SetMessage(ModuleRedirector, "eBPF redirector is starting")
 	out["starting"] = r
 
-	r = NewRegistry(RegistryOptions{Version: testVersion})
+	r = NewRegistry(&RegistryOptions{Version: testVersion})
 	healthy(r)
 	r.Set(ModuleRedirector, msp.ModuleUnknown, ebpfLoadFailed)
 	r.SetMessage(ModuleMonitor, "Aggregate status written to status file: "+LinuxStatusPath)
 	out["ebpf-failed"] = r
 
-	r = NewRegistry(RegistryOptions{Version: testVersion})
+	r = NewRegistry(&RegistryOptions{Version: testVersion})
 	healthy(r)
 	r.SetMessage(ModuleKeyLatch, `Failed to acquire key details: Key(KeyResponse("acquire", 500))`)
 	r.SetKeyLatchStates(KeyLatchStates{SecureChannelState: threeEnforce, WireServerRuleID: "ws-rules-1"})
 	out["key-failing"] = r
 
-	r = NewRegistry(RegistryOptions{Version: testVersion})
+	r = NewRegistry(&RegistryOptions{Version: testVersion})
 	healthy(r)
 	r.SetMessage(ModuleMonitor, "Aggregate status written to status file: "+LinuxStatusPath)
 	for i := range 590 {
@@ -77,7 +77,7 @@ func goldenStates() map[string]*Registry {
 	}
 	out["healthy"] = r
 
-	r = NewRegistry(RegistryOptions{Version: testVersion})
+	r = NewRegistry(&RegistryOptions{Version: testVersion})
 	healthy(r)
 	r.SetMessage(ModuleKeyLatch, "Customer has not enforce the secure channel state. - 2045")
 	r.SetKeyLatchStates(KeyLatchStates{SecureChannelState: msp.SecureChannelDisabled})

@@ -121,7 +121,11 @@ type Provision struct {
 
 // NewProvision returns a Provision with no flag set and the timeout timer
 // started now.
-func NewProvision(opts ProvisionOptions) (*Provision, error) {
+func NewProvision(o *ProvisionOptions) (*Provision, error) {
+	var opts ProvisionOptions
+	if o != nil {
+		opts = *o
+	}
 	if opts.Registry == nil {
 		return nil, fmt.Errorf("%w: ProvisionOptions.Registry is nil", ErrInvalidOptions)
 	}

@@ -29,11 +29,11 @@ func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 func newTestProvision(t *testing.T, keyDir string) (*Provision, *Registry, *fakeClock, *[]ProvisionResult) {
 	t.Helper()
-	reg := NewRegistry(RegistryOptions{Version: testVersion})
+	reg := NewRegistry(&RegistryOptions{Version: testVersion})
 	clk := &fakeClock{t: goldenTime}
 	var mu sync.Mutex
 	var finishes []ProvisionResult
-	p, err := NewProvision(ProvisionOptions{
+	p, err := NewProvision(&ProvisionOptions{
 		Registry: reg, KeyDir: keyDir, Now: clk.Now,
 		OnFinished: func(_ context.Context, r ProvisionResult) { mu.Lock(); finishes = append(finishes, r); mu.Unlock() },
 	})
@@ -285,8 +285,8 @@ func TestParseTimeTick(t *testing.T) {
 
 func TestProvisionConsole(t *testing.T) {
 	var buf bytes.Buffer
-	reg := NewRegistry(RegistryOptions{})
-	p, err := NewProvision(ProvisionOptions{Registry: reg, Console: &buf})
+	reg := NewRegistry(&RegistryOptions{})
+	p, err := NewProvision(&ProvisionOptions{Registry: reg, Console: &buf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestProvisionConsole(t *testing.T) {
 	if buf.String() != "Provision finished successfully\r\n" {
 		t.Errorf("console = %q", buf.String())
 	}
-	if _, err := NewProvision(ProvisionOptions{}); !errors.Is(err, ErrInvalidOptions) {
+	if _, err := NewProvision(&ProvisionOptions{}); !errors.Is(err, ErrInvalidOptions) {
 		t.Errorf("NewProvision without registry: %v", err)
 	}
 }

@@ -88,13 +88,17 @@ type Registry struct {
 // NewRegistry returns a registry in the starting state: every module
 // UNKNOWN with MessageUnknown, monitorStatus RUNNING, the secure channel
 // "Unknown".
-func NewRegistry(opts RegistryOptions) *Registry {
+func NewRegistry(o *RegistryOptions) *Registry {
+	var opts RegistryOptions
+	if o != nil {
+		opts = *o
+	}
 	r := &Registry{
 		version:   opts.Version,
 		logger:    opts.Logger,
 		changed:   make(chan struct{}, 1),
-		conns:     NewSummaryAggregator(opts.Summary),
-		failedAut: NewSummaryAggregator(opts.Summary),
+		conns:     NewSummaryAggregator(&opts.Summary),
+		failedAut: NewSummaryAggregator(&opts.Summary),
 	}
 	if r.logger == nil {
 		r.logger = slog.New(slog.DiscardHandler)

@@ -22,7 +22,7 @@ func TestRegistryOverall(t *testing.T) {
 		{U, U, U, U, OverallError},
 	}
 	for _, tt := range tests {
-		r := NewRegistry(RegistryOptions{})
+		r := NewRegistry(&RegistryOptions{})
 		r.SetState(ModuleKeyLatch, tt.key)
 		r.SetState(ModuleRedirector, tt.ebpf)
 		r.SetState(ModuleListener, tt.listener)
@@ -34,7 +34,7 @@ func TestRegistryOverall(t *testing.T) {
 }
 
 func TestRegistryChangedSignals(t *testing.T) {
-	r := NewRegistry(RegistryOptions{})
+	r := NewRegistry(&RegistryOptions{})
 	pending := func() bool {
 		select {
 		case <-r.Changed():
@@ -68,7 +68,7 @@ func TestRegistryChangedSignals(t *testing.T) {
 }
 
 func TestRegistrySnapshotIsACopy(t *testing.T) {
-	r := NewRegistry(RegistryOptions{})
+	r := NewRegistry(&RegistryOptions{})
 	r.SetKeyLatchStates(KeyLatchStates{SecureChannelState: "disabled"})
 	s := r.Snapshot(time.Now())
 	s.ProxyAgentStatus.KeyLatchStatus.States["secureChannelState"] = "tampered"
@@ -81,7 +81,7 @@ func TestRegistrySnapshotIsACopy(t *testing.T) {
 }
 
 func TestRegistryStartingState(t *testing.T) {
-	r := NewRegistry(RegistryOptions{Version: "v"})
+	r := NewRegistry(&RegistryOptions{Version: "v"})
 	a := r.Snapshot(time.Now()).ProxyAgentStatus
 	unknown := ModuleStatus{Status: msp.ModuleUnknown, Message: MessageUnknown}
 	want := AgentStatus{

@@ -72,7 +72,11 @@ type SummaryAggregator struct {
 }
 
 // NewSummaryAggregator returns an empty aggregator.
-func NewSummaryAggregator(opts SummaryOptions) *SummaryAggregator {
+func NewSummaryAggregator(o *SummaryOptions) *SummaryAggregator {
+	var opts SummaryOptions
+	if o != nil {
+		opts = *o
+	}
 	if opts.Bucket <= 0 {
 		opts.Bucket = DefaultSummaryBucket
 	}

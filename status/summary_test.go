@@ -8,7 +8,7 @@ import (
 )
 
 func TestSummaryBucketsAndRetention(t *testing.T) {
-	a := NewSummaryAggregator(SummaryOptions{})
+	a := NewSummaryAggregator(&SummaryOptions{})
 	t0 := time.Date(2025, 4, 23, 12, 0, 0, 0, time.UTC) // a bucket boundary
 	c := Connection{UserName: "root", UserGroups: []string{"root"}, IP: "169.254.169.254", Port: 80,
 		ProcessFullPath: "/usr/bin/curl", ProcessCmdLine: "curl x", ResponseStatus: "200 OK"}
@@ -58,7 +58,7 @@ func TestSummaryBucketsAndRetention(t *testing.T) {
 }
 
 func TestSummaryGroupingAndOrder(t *testing.T) {
-	a := NewSummaryAggregator(SummaryOptions{})
+	a := NewSummaryAggregator(&SummaryOptions{})
 	now := time.Now()
 	base := Connection{UserName: "root", UserGroups: []string{"root"}, IP: "168.63.129.16", Port: 80,
 		ProcessFullPath: "/usr/bin/python3", ProcessCmdLine: "waagent", ResponseStatus: "200 OK"}
@@ -92,7 +92,7 @@ func TestSummaryGroupingAndOrder(t *testing.T) {
 }
 
 func TestSummaryMaxEntries(t *testing.T) {
-	a := NewSummaryAggregator(SummaryOptions{MaxEntries: 2})
+	a := NewSummaryAggregator(&SummaryOptions{MaxEntries: 2})
 	now := time.Now()
 	for _, cmd := range []string{"a", "b", "c", "a", "d"} {
 		a.Record(now, Connection{ProcessCmdLine: cmd})
@@ -110,7 +110,7 @@ func TestSummaryMaxEntries(t *testing.T) {
 }
 
 func TestSummaryClockStepBack(t *testing.T) {
-	a := NewSummaryAggregator(SummaryOptions{})
+	a := NewSummaryAggregator(&SummaryOptions{})
 	now := time.Now()
 	a.Record(now, Connection{})
 	a.Record(now.Add(-time.Hour), Connection{})

@@ -41,7 +41,11 @@ type Writer struct {
 }
 
 // NewWriter returns a writer for reg.
-func NewWriter(reg *Registry, opts WriterOptions) (*Writer, error) {
+func NewWriter(reg *Registry, o *WriterOptions) (*Writer, error) {
+	var opts WriterOptions
+	if o != nil {
+		opts = *o
+	}
 	if reg == nil {
 		return nil, fmt.Errorf("%w: nil registry", ErrInvalidOptions)
 	}

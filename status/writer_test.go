@@ -21,8 +21,8 @@ import (
 func TestWriteOnceFileAndMonitorMessage(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "status.json")
-	reg := NewRegistry(RegistryOptions{Version: testVersion})
-	w, err := NewWriter(reg, WriterOptions{Path: path, Now: func() time.Time { return goldenTime }})
+	reg := NewRegistry(&RegistryOptions{Version: testVersion})
+	w, err := NewWriter(reg, &WriterOptions{Path: path, Now: func() time.Time { return goldenTime }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestWriteOnceFileAndMonitorMessage(t *testing.T) {
 }
 
 func TestNewWriterRejectsNilRegistry(t *testing.T) {
-	if _, err := NewWriter(nil, WriterOptions{}); !errors.Is(err, ErrInvalidOptions) {
+	if _, err := NewWriter(nil, &WriterOptions{}); !errors.Is(err, ErrInvalidOptions) {
 		t.Errorf("err = %v, want ErrInvalidOptions", err)
 	}
 }
@@ -82,8 +82,8 @@ func TestWriterFailureReportedNotFatal(t *testing.T) {
 // /gpa-aggregated-status) and does not stop the writer.
 func checkWriteFailureReported(t *testing.T, path string) {
 	t.Helper()
-	reg := NewRegistry(RegistryOptions{Version: testVersion})
-	w, err := NewWriter(reg, WriterOptions{Path: path, Interval: 20 * time.Millisecond, MinSpacing: -1})
+	reg := NewRegistry(&RegistryOptions{Version: testVersion})
+	w, err := NewWriter(reg, &WriterOptions{Path: path, Interval: 20 * time.Millisecond, MinSpacing: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +141,8 @@ func TestWriterReadOnlyFolderUnprivileged(t *testing.T) {
 func TestWriterConcurrentReporters(t *testing.T) {
 	const workers, perWorker = 50, 200
 	path := filepath.Join(t.TempDir(), "status.json")
-	reg := NewRegistry(RegistryOptions{Version: testVersion})
-	w, err := NewWriter(reg, WriterOptions{Path: path, Interval: 5 * time.Millisecond, MinSpacing: time.Millisecond})
+	reg := NewRegistry(&RegistryOptions{Version: testVersion})
+	w, err := NewWriter(reg, &WriterOptions{Path: path, Interval: 5 * time.Millisecond, MinSpacing: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,8 +201,8 @@ func TestWriterConcurrentReporters(t *testing.T) {
 // parse.
 func TestWriterNeverHalfWritten(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "status.json")
-	reg := NewRegistry(RegistryOptions{Version: testVersion})
-	w, err := NewWriter(reg, WriterOptions{Path: path})
+	reg := NewRegistry(&RegistryOptions{Version: testVersion})
+	w, err := NewWriter(reg, &WriterOptions{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,10 +245,10 @@ func TestWriterNeverHalfWritten(t *testing.T) {
 
 func TestWriterWritesSoonAfterChange(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "status.json")
-	reg := NewRegistry(RegistryOptions{Version: testVersion})
+	reg := NewRegistry(&RegistryOptions{Version: testVersion})
 	// A periodic write would come only after an hour: any write seen here
 	// was caused by the change.
-	w, err := NewWriter(reg, WriterOptions{Path: path, Interval: time.Hour, MinSpacing: 50 * time.Millisecond})
+	w, err := NewWriter(reg, &WriterOptions{Path: path, Interval: time.Hour, MinSpacing: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func checkStatusFile(e *Env, path, shownPath string, windows bool) []status.Find
 		return []status.Finding{row(check, fail, "the agent rewrites the file every 60 s; if it stays unreadable, restart the agent", "%s is not a valid status: %v", shownPath, err)}
 	}
 	out := []status.Finding{row(check, ok, "", "%s read (agent version %s)", shownPath, nonEmpty(s.ProxyAgentStatus.Version))}
-	return append(out, status.Diagnose(s, status.DiagnoseOptions{Now: e.Now, Windows: windows})...)
+	return append(out, status.Diagnose(s, &status.DiagnoseOptions{Now: e.Now, Windows: windows})...)
 }
 
 func pickOS(windows bool, win, linux string) string {
