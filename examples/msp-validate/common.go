@@ -23,7 +23,7 @@ const listenerTimeout = 500 * time.Millisecond
 func checkListener(ctx context.Context, e *Env, restart string) status.Finding {
 	const check = "agent.listener"
 	if e.AgentAddr == "" {
-		return row(check, warn, "run on the VM itself, without --root and --os, to query the listener", "not checked: no listener address to query")
+		return row(check, warn, actionOffline+", without --root and --os, to query the listener", notChecked)
 	}
 	// No notify header: the validator looks, it does not wake the latch.
 	st, err := status.QueryProvision(ctx, &status.QueryOptions{Addr: e.AgentAddr, Timeout: listenerTimeout})
@@ -67,7 +67,10 @@ func shortNetErr(err error) error {
 
 // checkStatusFile reads status.json at path (relative to the root) and
 // returns a row for the file and the status.Diagnose rows.
-func checkStatusFile(e *Env, path, shownPath string, windows bool) []status.Finding {
+//
+// Offline, the file is what the agent last wrote before the disk was
+// detached: its age says nothing about the agent, so it is not judged.
+func checkStatusFile(e *Env, path, shownPath string, windows, offline bool) []status.Finding {
 	const check = "status.file"
 	data, err := fs.ReadFile(e.Root, path)
 	switch {
@@ -84,7 +87,16 @@ func checkStatusFile(e *Env, path, shownPath string, windows bool) []status.Find
 		return []status.Finding{row(check, fail, "the agent rewrites the file every 60 s; if it stays unreadable, restart the agent", "%s is not a valid status: %v", shownPath, err)}
 	}
 	out := []status.Finding{row(check, ok, "", "%s read (agent version %s)", shownPath, nonEmpty(s.ProxyAgentStatus.Version))}
-	return append(out, status.Diagnose(s, &status.DiagnoseOptions{Now: e.Now, Windows: windows})...)
+	for _, f := range status.Diagnose(s, &status.DiagnoseOptions{Now: e.Now, Windows: windows}) {
+		if offline && f.Check == "status.timestamp" && !s.Timestamp.Time.IsZero() {
+			f = row(f.Check, warn, actionOffline, "written %s; its age is %s", s.Timestamp.Time.UTC().Format(time.RFC3339), notChecked)
+		}
+		if windows {
+			f = windowsEBPFSetup(f)
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 func pickOS(windows bool, win, linux string) string {

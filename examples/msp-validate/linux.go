@@ -50,24 +50,50 @@ var (
 	minCloudInit = version{24, 3}
 )
 
+// The guide's actions, in its words where it has them.
 const (
 	actionRestartLinux = "systemctl start azure-proxy-agent; read journalctl -u azure-proxy-agent and /var/log/azure-proxy-agent/ProxyAgent.log"
-	actionGrubby       = `enable cgroup v2: grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1" (or add it to GRUB_CMDLINE_LINUX), then reboot`
-	actionInstall      = "install the azure-proxy-agent package (bake it into the image), or create the VM with MSP disabled and enable it afterwards"
+	actionGrubby       = `check with mount | grep cgroup2; if nothing is listed: sudo grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1" (or add it to GRUB_CMDLINE_LINUX), then restart the VM`
+	// actionUpgradeImage is the guide's three steps for a host the eBPF
+	// redirector cannot run on.
+	actionUpgradeImage = "opt out of MSP (proxyAgentSettings.enabled=false), upgrade the OS image or kernel to 5.15 or later with cgroup v2 and BTF, then enable MSP again"
+	actionKernelOld    = "check with uname -r; " + actionUpgradeImage
+	actionNoCgroup2    = "check with grep cgroup /proc/filesystems; " + actionUpgradeImage
+	actionInstall      = "the GPA must be part of the image: install the azure-proxy-agent package in it, or add the VM extension Microsoft.CPlat.ProxyAgent.ProxyAgentLinux before you enable MSP"
+	actionOffline      = "run msp-validate on the running VM"
+	actionCloudInitVer = "find the version with cloud-init --version (or dpkg -s cloud-init, rpm -q cloud-init); 24.3 or later is MSP-aware"
 )
+
+// notChecked is the finding of a row that needs the running VM when the
+// checks read a disk that is not booted.
+const notChecked = "not checked (offline: run on the VM)"
+
+// isOffline tells whether e.Root is a disk that is not running: no live
+// queries, and no /sys/kernel (a mounted OS disk has an empty /sys, or none).
+func isOffline(e *Env) bool {
+	if e.Runner != nil {
+		return false
+	}
+	_, err := fs.Stat(e.Root, "sys/kernel")
+	return err != nil
+}
 
 func validateLinux(ctx context.Context, e *Env) []status.Finding {
 	var out []status.Finding
 	out = append(out, checkKernel(e), checkCgroupFS(e), checkCgroupMount(e), checkBTF(e))
 	bin := checkBinary(e)
 	installed := bin.Severity == ok
-	out = append(out, bin, checkUnit(e), checkUnitActive(ctx, e), checkProcess(e), checkListener(ctx, e, actionRestartLinux))
-	ci, ciVer, ciFound := checkCloudInit(ctx, e)
-	out = append(out, ci, provisioningMatrix(installed, ciFound, ciVer))
-	out = append(out, checkStatusFile(e, linuxStatusPath, "/"+linuxStatusPath, false)...)
-	out = append(out, checkStatusMode(e), checkStatusTag(e))
-	out = append(out, checkKeyDir(e)...)
-	return out
+	out = append(out, bin, checkUnit(e), checkUnitActive(ctx, e), checkProcess(ctx, e), checkListener(ctx, e, actionRestartLinux))
+	ci, civ := checkCloudInit(ctx, e)
+	out = append(out, ci)
+	statusRows := checkStatusFile(e, linuxStatusPath, "/"+linuxStatusPath, false, isOffline(e))
+	rest := append(statusRows, checkStatusMode(e), checkStatusTag(e))
+	rest = append(rest, checkKeyDir(e)...)
+	// Key and status file modes are not what the agent reports to
+	// cloud-init; everything else is.
+	unhealthy := worst(out) == fail || worst(statusRows) == fail
+	out = append(out, provisioningMatrix(installed, civ, unhealthy))
+	return append(out, rest...)
 }
 
 // version is a major.minor pair.
@@ -110,15 +136,18 @@ func kernelRelease(e *Env) (string, error) {
 }
 
 func checkKernel(e *Env) status.Finding {
-	const check, action = "kernel", "upgrade to a kernel of version 5.15 or later (the eBPF redirector needs it)"
+	const check, action = "kernel", actionKernelOld
 	rel, err := kernelRelease(e)
+	if err != nil && isOffline(e) {
+		return row(check, warn, actionOffline+" (uname -r: 5.15 or later)", notChecked)
+	}
 	if err != nil {
 		return row(check, warn, "run on the VM, with /proc mounted", "cannot tell the kernel version: %v", err)
 	}
 	v, good := parseVersion(rel)
 	switch {
 	case !good:
-		return row(check, warn, "check that the kernel is 5.15 or later", "cannot parse kernel release %s", quoted(rel))
+		return row(check, warn, "check with uname -r that the kernel is 5.15 or later", "cannot parse kernel release %s", quoted(rel))
 	case v.less(minKernel):
 		return row(check, fail, action, "kernel %s is older than %s", rel, minKernel)
 	}
@@ -128,6 +157,9 @@ func checkKernel(e *Env) status.Finding {
 func checkCgroupFS(e *Env) status.Finding {
 	const check = "cgroup2.filesystem"
 	b, err := fs.ReadFile(e.Root, "proc/filesystems")
+	if err != nil && isOffline(e) {
+		return row(check, warn, actionOffline+" (grep cgroup /proc/filesystems)", notChecked)
+	}
 	if err != nil {
 		return row(check, warn, "run on the VM, with /proc mounted", "cannot read /proc/filesystems: %v", errors.Unwrap(err))
 	}
@@ -136,7 +168,7 @@ func checkCgroupFS(e *Env) status.Finding {
 			return row(check, ok, "", "the kernel supports cgroup2 (nodev cgroup2 in /proc/filesystems)")
 		}
 	}
-	return row(check, fail, "use a kernel built with cgroup v2 support (5.15 or later)", "no \"nodev cgroup2\" in /proc/filesystems")
+	return row(check, fail, actionNoCgroup2, "no \"nodev cgroup2\" in /proc/filesystems")
 }
 
 // cgroup2Mounts returns the mount points of cgroup2 file systems listed in
@@ -167,6 +199,9 @@ func unescapeMount(s string) string {
 func checkCgroupMount(e *Env) status.Finding {
 	const check = "cgroup2.mount"
 	b, err := fs.ReadFile(e.Root, "proc/self/mountinfo")
+	if err != nil && isOffline(e) {
+		return row(check, warn, actionOffline+" (mount | grep cgroup2)", notChecked)
+	}
 	if err != nil {
 		return row(check, warn, "run on the VM, with /proc mounted", "cannot read /proc/self/mountinfo: %v", errors.Unwrap(err))
 	}
@@ -182,8 +217,11 @@ func checkCgroupMount(e *Env) status.Finding {
 
 func checkBTF(e *Env) status.Finding {
 	const check = "btf"
+	if isOffline(e) {
+		return row(check, warn, actionOffline+" (ls /sys/kernel/btf/vmlinux)", notChecked)
+	}
 	if _, err := fs.Stat(e.Root, "sys/kernel/btf/vmlinux"); err != nil {
-		return row(check, fail, "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (the Azure kernels are)", "no kernel BTF at /sys/kernel/btf/vmlinux: the eBPF program cannot be loaded")
+		return row(check, fail, "the kernel has no BTF (CONFIG_DEBUG_INFO_BTF=y; the Azure kernels have it): "+actionUpgradeImage, "no kernel BTF at /sys/kernel/btf/vmlinux: the eBPF program cannot be loaded")
 	}
 	return row(check, ok, "", "kernel BTF present at /sys/kernel/btf/vmlinux")
 }
@@ -205,7 +243,7 @@ func checkBinary(e *Env) status.Finding {
 	p, fi := findBinary(e, agentBinary)
 	switch {
 	case p == "":
-		return row(check, fail, actionInstall, "azure-proxy-agent is not on PATH (%s)", "/"+strings.Join(binDirs, ":/"))
+		return row(check, fail, actionInstall, "azure-proxy-agent is not installed (not in %s)", "/"+strings.Join(binDirs, ", /"))
 	case fi.Mode().Perm()&0o111 == 0:
 		return row(check, fail, "chmod 0755 /"+p, "/%s is not executable (mode %04o)", p, fi.Mode().Perm())
 	}
@@ -220,17 +258,21 @@ func checkUnit(e *Env) status.Finding {
 			return row(check, ok, "", "/%s", p)
 		}
 	}
-	return row(check, fail, actionInstall+"; the package installs the unit", "no %s in /%s", agentUnit, strings.Join(unitDirs, ", /"))
+	return row(check, fail, "reinstall the azure-proxy-agent package, which installs the unit, or add the VM extension Microsoft.CPlat.ProxyAgent.ProxyAgentLinux", "no %s in /%s", agentUnit, strings.Join(unitDirs, ", /"))
 }
 
 // commandTimeout bounds each command, to keep the whole run under a second.
 const commandTimeout = 400 * time.Millisecond
 
-func runCommand(ctx context.Context, e *Env, name string, args ...string) (string, error) {
+// cloudInitTimeout bounds cloud-init --version, which starts a Python
+// interpreter and imports cloud-init: seconds on a cold cache are normal.
+const cloudInitTimeout = 5 * time.Second
+
+func runCommand(ctx context.Context, e *Env, timeout time.Duration, name string, args ...string) (string, error) {
 	if e.Runner == nil {
 		return "", errNotLive
 	}
-	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	b, err := e.Runner.Output(ctx, name, args...)
 	return strings.TrimSpace(string(b)), err
@@ -238,7 +280,10 @@ func runCommand(ctx context.Context, e *Env, name string, args ...string) (strin
 
 func checkUnitActive(ctx context.Context, e *Env) status.Finding {
 	const check = "agent.service"
-	out, err := runCommand(ctx, e, "systemctl", "is-active", agentUnit)
+	if isOffline(e) {
+		return row(check, warn, actionOffline+" (systemctl status azure-proxy-agent)", notChecked)
+	}
+	out, err := runCommand(ctx, e, commandTimeout, "systemctl", "is-active", agentUnit)
 	switch {
 	case out == "active":
 		return row(check, ok, "", "%s is active", agentUnit)
@@ -250,41 +295,107 @@ func checkUnitActive(ctx context.Context, e *Env) status.Finding {
 	return row(check, warn, "check systemctl status azure-proxy-agent by hand", "cannot ask systemd: %v", err)
 }
 
-// checkProcess looks for a process whose argv[0] is the agent, through
-// /proc under the root. It reads cmdline rather than comm, which the kernel
-// cuts to 15 characters.
-func checkProcess(e *Env) status.Finding {
+// mainPID asks systemd for the unit's main process; 0 when it has none or
+// systemd cannot be asked.
+func mainPID(ctx context.Context, e *Env) int {
+	out, err := runCommand(ctx, e, commandTimeout, "systemctl", "show", "--property", "MainPID", "--value", agentUnit)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(out)
+	return pid
+}
+
+// checkProcess looks for the agent's process: the unit's MainPID when
+// systemd can be asked, otherwise a process whose executable or argv[0] is
+// the installed binary. A process merely named azure-proxy-agent (a copy in
+// /tmp, a test build) is not the agent.
+func checkProcess(ctx context.Context, e *Env) status.Finding {
 	const check = "agent.process"
+	if isOffline(e) {
+		return row(check, warn, actionOffline, notChecked)
+	}
+	if pid := mainPID(ctx, e); pid > 0 {
+		if _, err := fs.Stat(e.Root, path.Join("proc", strconv.Itoa(pid))); err == nil {
+			return row(check, ok, "", "azure-proxy-agent runs (pid %d, the unit's MainPID)", pid)
+		}
+	}
+	installed := installedPaths(e, agentBinary)
+	if len(installed) == 0 {
+		return row(check, fail, actionInstall, "no installed azure-proxy-agent binary, so no agent process")
+	}
 	entries, err := fs.ReadDir(e.Root, "proc")
 	if err != nil {
 		return row(check, warn, "run on the VM, with /proc mounted", "cannot list /proc: %v", errors.Unwrap(err))
 	}
-	var pids []string
+	var pids, strays []string
 	for _, ent := range entries {
 		if _, err := strconv.Atoi(ent.Name()); err != nil {
 			continue
 		}
-		b, err := fs.ReadFile(e.Root, path.Join("proc", ent.Name(), "cmdline"))
-		if err != nil {
+		dir := path.Join("proc", ent.Name())
+		exe, _ := fs.ReadLink(e.Root, path.Join(dir, "exe"))
+		b, err := fs.ReadFile(e.Root, path.Join(dir, "cmdline"))
+		if err != nil && exe == "" {
 			continue // exited meanwhile, or a kernel thread
 		}
 		argv0, _, _ := bytes.Cut(b, []byte{0})
-		if path.Base(string(argv0)) == agentBinary {
+		switch {
+		case slices.Contains(installed, exe) || slices.Contains(installed, string(argv0)):
 			pids = append(pids, ent.Name())
+		case path.Base(string(argv0)) == agentBinary || path.Base(exe) == agentBinary:
+			strays = append(strays, ent.Name())
 		}
 	}
 	if len(pids) == 0 {
-		return row(check, fail, actionRestartLinux, "no azure-proxy-agent process")
+		msg := fmt.Sprintf("no process runs %s", strings.Join(installed, " or "))
+		if len(strays) > 0 {
+			msg += fmt.Sprintf(" (pid %s is named azure-proxy-agent but runs another binary)", strings.Join(strays, ", "))
+		}
+		return row(check, fail, actionRestartLinux, "%s", msg)
 	}
 	return row(check, ok, "", "azure-proxy-agent runs (pid %s)", strings.Join(pids, ", "))
 }
 
+// installedPaths returns the absolute paths under which the binary is
+// installed on the standard PATH: /sbin and /usr/sbin are often one folder.
+func installedPaths(e *Env, name string) []string {
+	var out []string
+	for _, d := range binDirs {
+		p := path.Join(d, name)
+		if fi, err := fs.Stat(e.Root, p); err == nil && fi.Mode().IsRegular() {
+			out = append(out, "/"+p)
+		}
+	}
+	return out
+}
+
 var cloudInitVersionLine = regexp.MustCompile(`(?m)^__VERSION__\s*=\s*["']([^"']+)["']`)
 
-// cloudInitVersion reads the version from cloud-init's version module, and
-// only when that is not found runs cloud-init --version, which starts a
-// Python interpreter and is slow.
-func cloudInitVersion(ctx context.Context, e *Env) (string, bool) {
+// Where a cloud-init installed by pip or a distribution package leaves its
+// metadata folder, whose name carries the version: cloud_init-24.4.dist-info.
+var cloudInitMetadataGlobs = []string{
+	"usr/lib/python3*/site-packages/cloud_init-*-info",
+	"usr/lib/python3/dist-packages/cloud_init-*-info",
+	"usr/lib/python3*/dist-packages/cloud_init-*-info",
+	"usr/local/lib/python3*/dist-packages/cloud_init-*-info",
+	"usr/local/lib/python3*/site-packages/cloud_init-*-info",
+}
+
+// cloudInitInfo is what is known about cloud-init.
+type cloudInitInfo struct {
+	found bool    // cloud-init is installed
+	known bool    // its version is known
+	v     version // the version, when known
+	raw   string  // the version as read
+	// why says, when the version is unknown, what was tried.
+	why string
+}
+
+// cloudInitVersion reads the version from cloud-init's version module, its
+// package metadata or dpkg's database, and only when none has it runs
+// cloud-init --version, which starts a Python interpreter and is slow.
+func cloudInitVersion(ctx context.Context, e *Env) (raw string, found bool, why string) {
 	for _, g := range cloudInitVersionGlobs {
 		matches, _ := fs.Glob(e.Root, g)
 		for _, m := range matches {
@@ -293,55 +404,114 @@ func cloudInitVersion(ctx context.Context, e *Env) (string, bool) {
 				continue
 			}
 			if v := cloudInitVersionLine.FindSubmatch(b); v != nil {
-				return string(v[1]), true
+				return string(v[1]), true, ""
 			}
 		}
 	}
+	for _, g := range cloudInitMetadataGlobs {
+		matches, _ := fs.Glob(e.Root, g)
+		for _, m := range matches {
+			name := strings.TrimPrefix(path.Base(m), "cloud_init-")
+			if v, _, cut := strings.Cut(name, ".dist-info"); cut {
+				return v, true, ""
+			}
+			if v, _, cut := strings.Cut(name, ".egg-info"); cut {
+				return strings.Split(v, "-py")[0], true, ""
+			}
+		}
+	}
+	if v := dpkgVersion(e, "cloud-init"); v != "" {
+		return v, true, ""
+	}
 	if p, _ := findBinary(e, "cloud-init"); p == "" {
-		return "", false
+		return "", false, ""
 	}
 	// "/usr/bin/cloud-init 24.4-0ubuntu1~24.04.2"
-	out, err := runCommand(ctx, e, "cloud-init", "--version")
+	out, err := runCommand(ctx, e, cloudInitTimeout, "cloud-init", "--version")
 	if f := strings.Fields(out); err == nil && len(f) > 0 {
-		return f[len(f)-1], true
+		return f[len(f)-1], true, ""
 	}
-	return "unknown", true
+	tried := "no version.py or package metadata under /usr/lib/python3*"
+	if err != nil {
+		tried += fmt.Sprintf("; cloud-init --version: %v", err)
+	}
+	return "", true, tried
 }
 
-func checkCloudInit(ctx context.Context, e *Env) (status.Finding, version, bool) {
+// dpkgVersion reads a package's version from dpkg's status database.
+func dpkgVersion(e *Env, pkg string) string {
+	b, err := fs.ReadFile(e.Root, "var/lib/dpkg/status")
+	if err != nil {
+		return ""
+	}
+	for stanza := range strings.SplitSeq(string(b), "\n\n") {
+		var name, ver string
+		installed := false
+		for line := range strings.Lines(stanza) {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+			switch k {
+			case "Package":
+				name = v
+			case "Version":
+				ver = v
+			case "Status":
+				installed = strings.HasSuffix(v, " installed")
+			}
+		}
+		if name == pkg && installed {
+			return ver
+		}
+	}
+	return ""
+}
+
+func checkCloudInit(ctx context.Context, e *Env) (status.Finding, cloudInitInfo) {
 	const check = "cloud-init"
-	raw, found := cloudInitVersion(ctx, e)
+	raw, found, why := cloudInitVersion(ctx, e)
+	ci := cloudInitInfo{found: found, raw: raw, why: why}
 	if !found {
-		return row(check, warn, "MSP provisioning expects cloud-init 24.3 or later; without it, enable MSP only after provisioning", "cloud-init is not installed"), version{}, false
+		return row(check, warn, "MSP provisioning expects cloud-init 24.3 or later; without it, enable MSP only after provisioning", "cloud-init is not installed"), ci
+	}
+	if raw == "" {
+		return row(check, warn, actionCloudInitVer, "cloud-init is installed, its version is unknown (%s)", why), ci
 	}
 	v, good := parseVersion(raw)
 	switch {
 	case !good:
-		return row(check, warn, "check that cloud-init is 24.3 or later", "cloud-init version %s not understood", quoted(raw)), version{}, true
+		return row(check, warn, actionCloudInitVer, "cloud-init version %s not understood", quoted(raw)), ci
 	case v.less(minCloudInit):
-		return row(check, warn, "upgrade cloud-init to 24.3 or later", "cloud-init %s is not MSP-aware (24.3 or later is)", raw), v, true
+		ci.v, ci.known = v, true
+		return row(check, warn, "upgrade cloud-init to 24.3 or later", "cloud-init %s is not MSP-aware (24.3 or later is)", raw), ci
 	}
-	return row(check, ok, "", "cloud-init %s is MSP-aware (24.3 or later)", raw), v, true
+	ci.v, ci.known = v, true
+	return row(check, ok, "", "cloud-init %s is MSP-aware (24.3 or later)", raw), ci
 }
 
 // provisioningMatrix is the guide's table: GPA installed or not, against
 // cloud-init older or newer than 24.3, gives the provisioning failure to
-// expect when the VM is created with MSP enabled.
-func provisioningMatrix(installed, cloudInitFound bool, ci version) status.Finding {
+// expect when the VM is created with MSP enabled. Its rows are numbered as
+// in the guide. unhealthy says another check failed, which row 4 turns into
+// cloud-init reporting the GPA unhealthy.
+func provisioningMatrix(installed bool, ci cloudInitInfo, unhealthy bool) status.Finding {
 	const check = "provisioning"
-	if !cloudInitFound {
-		return row(check, warn, "provision such images with MSP disabled and enable it afterwards", "no cloud-init: the guide's provisioning matrix does not apply")
-	}
-	newCI := ci != version{} && !ci.less(minCloudInit)
 	switch {
+	case !ci.found:
+		return row(check, warn, "provision such images with MSP disabled and enable it afterwards", "no cloud-init: the guide's provisioning table does not apply")
+	case !ci.known:
+		return row(check, warn, actionCloudInitVer, "cloud-init's version is unknown, so which row of the guide's provisioning table applies is unknown")
+	}
+	newCI := !ci.v.less(minCloudInit)
+	switch {
+	case installed && newCI && unhealthy:
+		return row(check, fail, "fix the failure this report names first", "GPA installed, cloud-init %s: with the failure above, cloud-init reports the GPA unhealthy when a VM is created with MSP enabled (the guide's provisioning table, row 4)", ci.raw)
 	case installed && newCI:
 		return row(check, ok, "", "GPA installed, cloud-init MSP-aware: provisioning waits for azure-proxy-agent --status --wait 120")
 	case installed:
-		return row(check, fail, "upgrade cloud-init to 24.3 or later", "GPA installed, cloud-init older than 24.3: cloud-init may report ready before the GPA is configured, and provisioning fails (up to 100%% of the time)")
+		return row(check, fail, "upgrade cloud-init to 24.3 or later", "GPA installed, cloud-init %s older than 24.3: a race; cloud-init may report ready before the GPA is configured and provisioning fails with Linux.OSProvisioningInternalError, up to 100%% of the time (the guide's provisioning table, row 3)", ci.raw)
 	case newCI:
-		return row(check, fail, actionInstall, "GPA not installed, cloud-init 24.3 or later: provisioning with MSP enabled fails with \"azure-proxy-agent not found\"")
+		return row(check, fail, actionInstall, "GPA not installed, cloud-init %s: with MSP enabled, Linux.Cloud-Init fails because azure-proxy-agent is not found (the guide's provisioning table, row 2)", ci.raw)
 	}
-	return row(check, fail, "install azure-proxy-agent in the image and upgrade cloud-init to 24.3 or later", "GPA not installed, cloud-init older than 24.3: provisioning with MSP enabled fails with Linux.OSProvisioningInternalError, even though cloud-init may report ready")
+	return row(check, fail, actionInstall+", and upgrade cloud-init to 24.3 or later", "GPA not installed, cloud-init %s older than 24.3: with MSP enabled, provisioning fails with Linux.OSProvisioningInternalError even though cloud-init reports ready (the guide's provisioning table, row 1)", ci.raw)
 }
 
 func checkStatusMode(e *Env) status.Finding {

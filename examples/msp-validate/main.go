@@ -60,18 +60,43 @@ func (execRunner) Output(ctx context.Context, name string, args ...string) ([]by
 	return out, err
 }
 
+const synopsis = `usage: msp-validate [--json | --wide] [--root DIR] [--os linux|windows] [--agent-addr 127.0.0.1:3080]
+
+Runs the checks of the MSP troubleshooting guide on this VM, read-only, and
+prints a verdict (the root cause and its action) and one row per check.
+--root DIR reads a mounted OS disk or a fixture tree instead: the rows that
+need the running VM then say "not checked (offline: run on the VM)".
+Exit status: 0 when no check failed, 1 when one did, 2 for a usage error.
+
+Examples:
+  sudo msp-validate
+  sudo msp-validate --json > msp-validate.json
+  sudo msp-validate --root /mnt/osdisk
+  msp-validate --os windows --root /mnt/c
+
+Flags:`
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) int {
 	fs := flag.NewFlagSet("msp-validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	root := fs.String("root", defaultRoot, "read every file under this folder instead of the live system (fixture trees, mounted disks)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	wide := fs.Bool("wide", false, "print the table with FINDING and ACTION as columns, one line per check")
 	goos := fs.String("os", hostOS(), "which checks to run: linux or windows")
 	addr := fs.String("agent-addr", msp.ProxyAddr.String(), "the agent's listener (a loopback host:port); empty skips the check")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: msp-validate [--json] [--root DIR] [--os linux|windows] [--agent-addr 127.0.0.1:3080]")
+		fmt.Fprintln(fs.Output(), synopsis)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if len(args) == 1 && args[0] == "help" {
+		args = []string{"-h"}
+	}
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		// Asked for, the synopsis is the output, not an error.
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return exitOK
+	} else if err != nil {
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -104,17 +129,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) i
 		// A fixture tree or a mounted disk has no listener of its own.
 		e.AgentAddr = ""
 	}
-	rows := Validate(ctx, e)
-	if *asJSON {
-		err = writeJSON(stdout, e.OS, absRoot, rows)
-	} else {
-		err = writeTable(stdout, rows)
+	rep := Validate(ctx, e)
+	switch {
+	case *asJSON:
+		err = writeJSON(stdout, e.OS, absRoot, rep)
+	case *wide:
+		err = writeWide(stdout, rep)
+	default:
+		err = writeTable(stdout, rep, tableWidth)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "msp-validate:", err)
 		return exitFail
 	}
-	if worst(rows) == fail {
+	if rep.Result() == fail {
 		return exitFail
 	}
 	return exitOK
@@ -145,31 +173,58 @@ func isLoopback(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// writeTable prints the rows as aligned columns CHECK, RESULT, FINDING,
-// ACTION.
-func writeTable(w io.Writer, rows []status.Finding) error {
+// writeWide prints the verdict, then the rows as aligned columns CHECK,
+// RESULT, FINDING, ACTION, one line each: for wide terminals and grep.
+func writeWide(w io.Writer, rep *Report) error {
+	writeVerdict(w, rep, 0)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHECK\tRESULT\tFINDING\tACTION")
-	for _, r := range rows {
+	for _, r := range rep.Rows {
 		action := r.Action
 		if action == "" {
 			action = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Check, r.Severity, r.Message, action)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Check, r.Result(), r.Message, action)
 	}
 	return tw.Flush()
 }
 
 // report is the --json document.
 type report struct {
-	OS     string           `json:"os"`
-	Root   string           `json:"root"`
-	Result status.Severity  `json:"result"`
-	Checks []status.Finding `json:"checks"`
+	OS     string          `json:"os"`
+	Root   string          `json:"root"`
+	Result status.Severity `json:"result"`
+	// Cause is the verdict: the first root cause, absent when nothing
+	// failed.
+	Cause  *jsonRow  `json:"cause,omitempty"`
+	Checks []jsonRow `json:"checks"`
 }
 
-func writeJSON(w io.Writer, goos, root string, rows []status.Finding) error {
+// jsonRow is a row in the --json document: status.Finding's fields, the
+// result SKIP for a row that follows from another, and that row's check
+// as cause.
+type jsonRow struct {
+	Check   string `json:"check"`
+	Result  string `json:"result"`
+	Finding string `json:"finding"`
+	Action  string `json:"action,omitempty"`
+	Cause   string `json:"cause,omitempty"`
+}
+
+func toJSON(r Row) jsonRow {
+	return jsonRow{Check: r.Check, Result: r.Result(), Finding: r.Message, Action: r.Action, Cause: r.Cause}
+}
+
+func writeJSON(w io.Writer, goos, root string, rep *Report) error {
+	doc := report{OS: goos, Root: root, Result: rep.Result(), Checks: make([]jsonRow, len(rep.Rows))}
+	for i, r := range rep.Rows {
+		doc.Checks[i] = toJSON(r)
+	}
+	if len(rep.Causes) > 0 {
+		c := toJSON(rep.Causes[0])
+		doc.Cause = &c
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(report{OS: goos, Root: root, Result: worst(rows), Checks: rows})
+	return enc.Encode(doc)
 }

@@ -200,10 +200,10 @@ func apply(base []string, changes map[string]string) []string {
 	return out
 }
 
-func project(rows []status.Finding) []string {
-	out := make([]string, len(rows))
-	for i, r := range rows {
-		out[i] = r.Check + " " + r.Severity.String()
+func project(rep *Report) []string {
+	out := make([]string, len(rep.Rows))
+	for i, r := range rep.Rows {
+		out[i] = r.Check + " " + r.Result()
 	}
 	return out
 }
@@ -225,58 +225,105 @@ type fixture struct {
 	name   string
 	tree   string
 	os     string
-	runner *fakeRunner
+	runner CommandRunner
 	svc    fakeServices
 	ver    func() (OSVersion, error)
 	// listen is the listener's answer; nil means it is down.
 	listen *status.ProvisionState
+	// offline reads the tree as a disk that is not running: no listener,
+	// no service manager, no commands.
+	offline bool
 	// prepare changes the copied tree before the run.
 	prepare func(t *testing.T, root string)
 	want    []string
-	// actions maps a check to a substring its action must contain.
-	actions map[string]string
+	// actions maps a check to a substring its action must contain;
+	// findings maps a check to a substring its finding must contain, and
+	// not maps a check to a substring its finding must not contain.
+	actions, findings, not map[string]string
+	// cause is the verdict's check, "" when nothing fails.
+	cause string
 }
 
+// slowRunner answers systemctl like unitState("active") and lets
+// cloud-init --version run into its deadline, recording how long it had.
+type slowRunner struct {
+	mu     sync.Mutex
+	budget time.Duration
+}
+
+func (s *slowRunner) Output(ctx context.Context, name string, args ...string) ([]byte, error) {
+	if name != "cloud-init" {
+		return unitState("active").Output(ctx, name, args...)
+	}
+	if d, set := ctx.Deadline(); set {
+		s.mu.Lock()
+		s.budget = time.Until(d)
+		s.mu.Unlock()
+	}
+	return nil, fmt.Errorf("signal: killed: %w", context.DeadlineExceeded)
+}
+
+var offlineRows = map[string]string{"kernel": "WARN", "cgroup2.filesystem": "WARN", "cgroup2.mount": "WARN", "btf": "WARN",
+	"agent.service": "WARN", "agent.process": "WARN", "agent.listener": "WARN", "status.timestamp": "WARN"}
+
+var failedEBPFWin = &status.ProvisionState{Finished: true, ErrorMessage: "ebpfProgramStatus - Failed to start redirector: Failed to get eBPF API: EbpfApi.dll is not loaded\r\n"}
+
+// The fixtures are named after the guide's situations.
 func fixtures() []fixture {
 	return []fixture{{
 		name: "linux healthy", tree: "linux-healthy", runner: unitState("active"), listen: provisioned,
 		want: linuxRows(nil),
 	}, {
-		name: "linux kernel too old, no BTF: eBPF load failure", tree: "linux-old-kernel", runner: unitState("active"), listen: failedEBPF,
-		want: linuxRows(map[string]string{"kernel": "FAIL", "btf": "FAIL", "agent.listener": "FAIL", "status.proxyAgentStatus": "FAIL",
-			"status.ebpfProgramStatus": "FAIL", "provisioning.tag": "FAIL"}),
-		actions: map[string]string{"kernel": "5.15", "status.ebpfProgramStatus": "kernel", "provisioning.tag": "ebpf-load"},
+		name: "linux failure to load eBPF: kernel older than 5.15, no BTF", tree: "linux-old-kernel", runner: unitState("active"), listen: failedEBPF,
+		want: linuxRows(map[string]string{"kernel": "FAIL", "btf": "SKIP", "agent.listener": "SKIP", "provisioning": "SKIP", "status.proxyAgentStatus": "SKIP",
+			"status.ebpfProgramStatus": "SKIP", "provisioning.tag": "SKIP"}),
+		actions:  map[string]string{"kernel": "uname -r; opt out of MSP (proxyAgentSettings.enabled=false), upgrade the OS image or kernel to 5.15 or later"},
+		findings: map[string]string{"btf": "skipped: follows from the kernel failure", "provisioning": "row 4"},
+		cause:    "kernel",
 	}, {
-		name: "linux cgroup v2 not mounted: attach failure", tree: "linux-no-cgroup2", runner: unitState("active"), listen: failedEBPF,
-		want: linuxRows(map[string]string{"cgroup2.mount": "FAIL", "agent.listener": "FAIL", "status.proxyAgentStatus": "FAIL",
-			"status.ebpfProgramStatus": "FAIL", "provisioning.tag": "FAIL"}),
-		actions: map[string]string{"cgroup2.mount": "grubby --update-kernel=ALL", "status.ebpfProgramStatus": "systemd.unified_cgroup_hierarchy=1"},
+		name: "linux failure to attach cgroup for redirection: cgroup v2 not mounted", tree: "linux-no-cgroup2", runner: unitState("active"), listen: failedEBPF,
+		want: linuxRows(map[string]string{"cgroup2.mount": "FAIL", "agent.listener": "SKIP", "provisioning": "SKIP", "status.proxyAgentStatus": "SKIP",
+			"status.ebpfProgramStatus": "SKIP", "provisioning.tag": "SKIP"}),
+		actions: map[string]string{"cgroup2.mount": `mount | grep cgroup2; if nothing is listed: sudo grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1"`},
+		cause:   "cgroup2.mount",
 	}, {
-		name: "linux key acquisition failure", tree: "linux-key-failure", runner: unitState("active"), listen: failedKey,
-		want:    linuxRows(map[string]string{"agent.listener": "FAIL", "status.keyLatchStatus": "FAIL", "provisioning.tag": "FAIL"}),
-		actions: map[string]string{"status.keyLatchStatus": "msp-keyreset", "provisioning.tag": "key-acquisition"},
+		name: "linux failure to acquire a key", tree: "linux-key-failure", runner: unitState("active"), listen: failedKey,
+		want:     linuxRows(map[string]string{"agent.listener": "SKIP", "provisioning": "SKIP", "status.keyLatchStatus": "FAIL", "provisioning.tag": "SKIP"}),
+		actions:  map[string]string{"status.keyLatchStatus": "msp-keyreset"},
+		findings: map[string]string{"provisioning": "cloud-init reports the GPA unhealthy"},
+		cause:    "status.keyLatchStatus",
 	}, {
-		name: "linux MSP disabled", tree: "linux-msp-disabled", runner: unitState("active"), listen: provisioned,
+		name: "linux MSP enabled but not applied: MSP disabled in the VM model", tree: "linux-msp-disabled", runner: unitState("active"), listen: provisioned,
 		want:    linuxRows(map[string]string{"status.keyLatchStatus": "WARN"}),
 		actions: map[string]string{"status.keyLatchStatus": "proxyAgentSettings.enabled"},
 	}, {
-		name: "linux GPA missing, cloud-init 24.3 or later", tree: "linux-no-gpa-new-cloudinit", runner: unitState("inactive"),
-		want: linuxRows(merge(noStatus, map[string]string{"agent.binary": "FAIL", "agent.unit": "FAIL", "agent.service": "FAIL",
-			"agent.process": "FAIL", "agent.listener": "FAIL", "provisioning": "FAIL"})),
-		actions: map[string]string{"provisioning": "install the azure-proxy-agent package"},
+		name: "linux GPA missing, cloud-init 24.3 or later (table row 2)", tree: "linux-no-gpa-new-cloudinit", runner: unitState("inactive"),
+		want: linuxRows(merge(noStatus, map[string]string{"agent.binary": "FAIL", "agent.unit": "SKIP", "agent.service": "SKIP",
+			"agent.process": "SKIP", "agent.listener": "SKIP", "provisioning": "SKIP", "status.file": "SKIP", "status.file.mode": "SKIP",
+			"provisioning.tag": "SKIP", "keys.folder": "SKIP"})),
+		actions:  map[string]string{"agent.binary": "Microsoft.CPlat.ProxyAgent.ProxyAgentLinux"},
+		findings: map[string]string{"provisioning": "azure-proxy-agent is not found (the guide's provisioning table, row 2)"},
+		cause:    "agent.binary",
 	}, {
-		name: "linux GPA missing, cloud-init older than 24.3", tree: "linux-no-gpa-old-cloudinit", runner: &fakeRunner{},
-		want: linuxRows(merge(noStatus, map[string]string{"agent.binary": "FAIL", "agent.unit": "FAIL", "agent.service": "WARN",
-			"agent.process": "FAIL", "agent.listener": "FAIL", "cloud-init": "WARN", "provisioning": "FAIL"})),
-		actions: map[string]string{"provisioning": "upgrade cloud-init"},
+		name: "linux GPA missing, cloud-init older than 24.3 (table row 1)", tree: "linux-no-gpa-old-cloudinit", runner: &fakeRunner{},
+		want: linuxRows(merge(noStatus, map[string]string{"agent.binary": "FAIL", "agent.unit": "SKIP", "agent.service": "SKIP",
+			"agent.process": "SKIP", "agent.listener": "SKIP", "cloud-init": "WARN", "provisioning": "SKIP", "status.file": "SKIP",
+			"status.file.mode": "SKIP", "provisioning.tag": "SKIP", "keys.folder": "SKIP"})),
+		actions:  map[string]string{"agent.binary": "Microsoft.CPlat.ProxyAgent.ProxyAgentLinux"},
+		findings: map[string]string{"provisioning": "Linux.OSProvisioningInternalError"},
+		cause:    "agent.binary",
 	}, {
-		name: "linux GPA installed, cloud-init older than 24.3", tree: "linux-gpa-old-cloudinit", runner: unitState("active"), listen: provisioned,
-		want:    linuxRows(map[string]string{"cloud-init": "WARN", "provisioning": "FAIL"}),
-		actions: map[string]string{"provisioning": "upgrade cloud-init to 24.3"},
+		name: "linux GPA installed, cloud-init older than 24.3 (table row 3)", tree: "linux-gpa-old-cloudinit", runner: unitState("active"), listen: provisioned,
+		want:     linuxRows(map[string]string{"cloud-init": "WARN", "provisioning": "FAIL"}),
+		actions:  map[string]string{"provisioning": "upgrade cloud-init to 24.3"},
+		findings: map[string]string{"provisioning": "Linux.OSProvisioningInternalError, up to 100% of the time (the guide's provisioning table, row 3)"},
+		cause:    "provisioning",
 	}, {
-		name: "linux agent stopped, status stale", tree: "linux-agent-stopped", runner: unitState("failed"),
-		want:    linuxRows(map[string]string{"agent.service": "FAIL", "agent.process": "FAIL", "agent.listener": "FAIL", "status.timestamp": "FAIL"}),
-		actions: map[string]string{"agent.service": "systemctl start azure-proxy-agent", "status.timestamp": "systemctl status"},
+		name: "linux GPA is not running, status stale", tree: "linux-agent-stopped", runner: unitState("failed"),
+		want: linuxRows(map[string]string{"agent.service": "FAIL", "agent.process": "SKIP", "agent.listener": "SKIP", "provisioning": "SKIP",
+			"status.timestamp": "SKIP"}),
+		actions: map[string]string{"agent.service": "systemctl start azure-proxy-agent"},
+		cause:   "agent.service",
 	}, {
 		name: "linux key files and status file open to others", tree: "linux-healthy", runner: unitState("active"), listen: provisioned,
 		prepare: func(t *testing.T, root string) {
@@ -287,11 +334,22 @@ func fixtures() []fixture {
 		},
 		want:    linuxRows(map[string]string{"keys.folder": "FAIL", "keys.files": "FAIL", "status.file.mode": "FAIL"}),
 		actions: map[string]string{"keys.folder": "chmod 0700", "keys.files": "msp-keyreset", "status.file.mode": "chmod 0640"},
+		cause:   "status.file.mode",
+	}, {
+		name: "linux offline disk of a healthy VM", tree: "linux-offline-healthy", offline: true,
+		want:     linuxRows(offlineRows),
+		findings: map[string]string{"kernel": notChecked, "btf": notChecked, "cgroup2.mount": notChecked, "agent.process": notChecked, "status.timestamp": "2026-10-02T08:14:05Z"},
+	}, {
+		name: "linux cloud-init version unknown: no version file, cloud-init --version too slow", tree: "linux-unknown-cloudinit", runner: &slowRunner{}, listen: provisioned,
+		want:     linuxRows(map[string]string{"cloud-init": "WARN", "provisioning": "WARN"}),
+		actions:  map[string]string{"cloud-init": "cloud-init --version", "provisioning": "cloud-init --version"},
+		findings: map[string]string{"cloud-init": "version is unknown", "provisioning": "unknown"},
+		not:      map[string]string{"provisioning": "older than 24.3", "cloud-init": "not MSP-aware"},
 	}, {
 		name: "windows healthy", tree: "windows-healthy", os: "windows", svc: allRunning(), ver: osVersion(10, 20348, true), listen: provisioned,
 		want: windowsRows(nil),
 	}, {
-		name: "windows eBPFCore stopped", tree: "windows-healthy", os: "windows", ver: osVersion(10, 20348, true), listen: provisioned,
+		name: "windows eBPF setup failure: eBPFCore stopped", tree: "windows-healthy", os: "windows", ver: osVersion(10, 20348, true), listen: provisioned,
 		svc: func() fakeServices {
 			s := allRunning()
 			s["eBPFCore"] = ServiceStatus{State: "STOPPED", StartType: "SYSTEM_START", Win32ExitCode: 1067}
@@ -299,8 +357,9 @@ func fixtures() []fixture {
 		}(),
 		want:    windowsRows(map[string]string{"service.eBPFCore": "FAIL"}),
 		actions: map[string]string{"service.eBPFCore": "sc query eBPFCore must show STATE: 4 RUNNING", "deployment": "retry transient failures"},
+		cause:   "service.eBPFCore",
 	}, {
-		name: "windows NetEbpfExt missing", tree: "windows-healthy", os: "windows", ver: osVersion(10, 26100, false), listen: provisioned,
+		name: "windows GPA missing: NetEbpfExt not installed", tree: "windows-healthy", os: "windows", ver: osVersion(10, 26100, false), listen: provisioned,
 		svc: func() fakeServices {
 			s := allRunning()
 			delete(s, "NetEbpfExt")
@@ -308,22 +367,39 @@ func fixtures() []fixture {
 		}(),
 		want:    windowsRows(map[string]string{"service.NetEbpfExt": "FAIL"}),
 		actions: map[string]string{"service.NetEbpfExt": "ProxyAgentWindows"},
+		cause:   "service.NetEbpfExt",
 	}, {
-		name: "windows key acquisition failure", tree: "windows-key-failure", os: "windows", svc: allRunning(), ver: osVersion(10, 17763, true), listen: failedKey,
-		want:    windowsRows(map[string]string{"agent.listener": "FAIL", "status.proxyAgentStatus": "FAIL", "status.keyLatchStatus": "FAIL"}),
+		name: "windows eBPF setup failure: eBPF API missing (EbpfApi.dll is not loaded)", tree: "windows-ebpf-api-missing", os: "windows", svc: allRunning(),
+		ver: osVersion(10, 20348, true), listen: failedEBPFWin,
+		want:    windowsRows(map[string]string{"agent.listener": "SKIP", "status.proxyAgentStatus": "SKIP", "status.ebpfProgramStatus": "FAIL"}),
+		actions: map[string]string{"status.ebpfProgramStatus": "sc query eBPFCore and sc query NetEbpfExt must show STATE: 4 RUNNING; start a stopped one with sc start eBPFCore"},
+		not:     map[string]string{"status.ebpfProgramStatus": "restart the agent"},
+		cause:   "status.ebpfProgramStatus",
+	}, {
+		name: "windows eBPF API missing, read offline", tree: "windows-ebpf-api-missing", os: "windows", offline: true,
+		want: windowsRows(map[string]string{"os.version": "WARN", "service.GuestProxyAgent": "WARN", "service.eBPFCore": "WARN", "service.NetEbpfExt": "WARN",
+			"agent.listener": "WARN", "status.timestamp": "WARN", "status.proxyAgentStatus": "SKIP", "status.ebpfProgramStatus": "FAIL"}),
+		actions: map[string]string{"status.ebpfProgramStatus": "eBPFCore and NetEbpfExt RUNNING"},
+		cause:   "status.ebpfProgramStatus",
+	}, {
+		name: "windows failure to acquire a key", tree: "windows-key-failure", os: "windows", svc: allRunning(), ver: osVersion(10, 17763, true), listen: failedKey,
+		want:    windowsRows(map[string]string{"agent.listener": "SKIP", "status.proxyAgentStatus": "SKIP", "status.keyLatchStatus": "FAIL"}),
 		actions: map[string]string{"status.keyLatchStatus": "msp-keyreset"},
+		cause:   "status.keyLatchStatus",
 	}, {
-		name: "windows server 2016 unsupported", tree: "windows-healthy", os: "windows", svc: allRunning(), ver: osVersion(10, 14393, true), listen: provisioned,
+		name: "windows unsupported OS version: Server 2016", tree: "windows-healthy", os: "windows", svc: allRunning(), ver: osVersion(10, 14393, true), listen: provisioned,
 		want:    windowsRows(map[string]string{"os.version": "FAIL"}),
 		actions: map[string]string{"os.version": "Windows Server 2019"},
+		cause:   "os.version",
 	}, {
-		name: "windows 8.1 unsupported, agent down", tree: "windows-healthy", os: "windows", ver: osVersion(6, 9600, false),
+		name: "windows unsupported OS version: 8.1, GPA not running", tree: "windows-healthy", os: "windows", ver: osVersion(6, 9600, false),
 		svc: func() fakeServices {
 			s := allRunning()
 			s["GuestProxyAgent"] = ServiceStatus{State: "STOPPED", StartType: "DISABLED"}
 			return s
 		}(),
-		want: windowsRows(map[string]string{"os.version": "FAIL", "service.GuestProxyAgent": "FAIL", "agent.listener": "FAIL"}),
+		want:  windowsRows(map[string]string{"os.version": "FAIL", "service.GuestProxyAgent": "SKIP", "agent.listener": "SKIP"}),
+		cause: "os.version",
 	}}
 }
 
@@ -339,9 +415,12 @@ func (f fixture) env(t *testing.T) *Env {
 	if f.prepare != nil {
 		f.prepare(t, root)
 	}
-	e := &Env{OS: "linux", Root: os.DirFS(root), Now: fixtureNow, AgentAddr: listener(t, f.listen), Services: f.svc, Version: f.ver}
-	if f.runner != nil {
-		e.Runner = f.runner
+	e := &Env{OS: "linux", Root: os.DirFS(root), Now: fixtureNow, Version: f.ver, Runner: f.runner}
+	if f.svc != nil {
+		e.Services = f.svc
+	}
+	if !f.offline {
+		e.AgentAddr = listener(t, f.listen)
 	}
 	if f.os != "" {
 		e.OS = f.os
@@ -349,30 +428,66 @@ func (f fixture) env(t *testing.T) *Env {
 	return e
 }
 
+// readOnlyCommands are the only commands the validator may run.
+var readOnlyCommands = []string{"systemctl is-active azure-proxy-agent.service", "systemctl show --property MainPID --value azure-proxy-agent.service", "cloud-init --version"}
+
 func TestValidateFixtures(t *testing.T) {
 	for _, f := range fixtures() {
 		t.Run(f.name, func(t *testing.T) {
-			rows := Validate(context.Background(), f.env(t))
-			if diff := cmp.Diff(f.want, project(rows)); diff != "" {
+			e := f.env(t)
+			rep := Validate(context.Background(), e)
+			installed := len(installedPaths(e, agentBinary)) > 0
+			if diff := cmp.Diff(f.want, project(rep)); diff != "" {
 				t.Errorf("rows (-want +got):\n%s", diff)
 			}
-			for _, r := range rows {
+			for _, r := range rep.Rows {
 				if want, set := f.actions[r.Check]; set && !strings.Contains(r.Action, want) {
 					t.Errorf("%s: action %q does not contain %q", r.Check, r.Action, want)
 				}
-				if (r.Severity == ok) != (r.Action == "") {
-					t.Errorf("%s is %v with action %q: OK rows have none, others one", r.Check, r.Severity, r.Action)
+				if want, set := f.findings[r.Check]; set && !strings.Contains(r.Message, want) {
+					t.Errorf("%s: finding %q does not contain %q", r.Check, r.Message, want)
+				}
+				if bad, set := f.not[r.Check]; set && (strings.Contains(r.Message, bad) || strings.Contains(r.Action, bad)) {
+					t.Errorf("%s: %q / %q says %q", r.Check, r.Message, r.Action, bad)
+				}
+				if (r.Severity == ok || r.Skipped()) != (r.Action == "") {
+					t.Errorf("%s is %v with action %q: OK and skipped rows have none, others one", r.Check, r.Result(), r.Action)
+				}
+				if r.Skipped() != strings.HasPrefix(r.Message, "skipped: ") {
+					t.Errorf("%s is %s with finding %q", r.Check, r.Result(), r.Message)
 				}
 				if strings.Contains(r.Message, "fixture: not a key") {
 					t.Errorf("%s quotes a key file: %s", r.Check, r.Message)
 				}
+				if strings.Contains(r.Action, "systemctl start") && !installed {
+					t.Errorf("%s tells to start an agent that is not installed: %s", r.Check, r.Action)
+				}
 			}
-			if f.runner != nil {
-				for _, c := range f.runner.calls {
-					if c != "systemctl is-active azure-proxy-agent.service" && c != "cloud-init --version" {
+			var fails []string
+			for _, r := range rep.Rows {
+				if r.Result() == "FAIL" {
+					fails = append(fails, r.Check)
+				}
+			}
+			var got string
+			if len(rep.Causes) > 0 {
+				got = rep.Causes[0].Check
+			}
+			if got != f.cause {
+				t.Errorf("verdict names %q, want %q", got, f.cause)
+			}
+			if f.cause != "" && len(fails) != len(rep.Causes) {
+				t.Errorf("FAIL rows %q, but causes %d: one cause, one FAIL", fails, len(rep.Causes))
+			}
+			if r, isFake := f.runner.(*fakeRunner); isFake {
+				for _, c := range r.calls {
+					if !slices.Contains(readOnlyCommands, c) {
 						t.Errorf("validator ran %q", c)
 					}
 				}
+			}
+			if r, isSlow := f.runner.(*slowRunner); isSlow && r.budget < 2*time.Second {
+				t.Errorf("cloud-init --version had %v; it takes seconds on a cold cache", r.budget)
 			}
 		})
 	}
@@ -387,9 +502,9 @@ func TestKeyFolderOwner(t *testing.T) {
 		must(t, os.Chown(keys, 65534, 65534))
 		must(t, os.Chown(filepath.Join(keys, "provisioned.tag"), 65534, 0))
 	}
-	rows := Validate(context.Background(), f.env(t))
+	rep := Validate(context.Background(), f.env(t))
 	got := map[string]string{}
-	for _, r := range rows {
+	for _, r := range rep.Rows {
 		got[r.Check] = r.Severity.String() + " " + r.Message
 	}
 	for _, c := range []string{"keys.folder", "keys.files"} {
@@ -405,9 +520,9 @@ func TestCloudInitVersionFromCommand(t *testing.T) {
 	root := copyTree(t, "linux-healthy")
 	must(t, os.RemoveAll(filepath.Join(root, "usr/lib/python3")))
 	r := &fakeRunner{out: map[string]string{"cloud-init --version": "/usr/bin/cloud-init 24.1.3-0ubuntu3.3"}}
-	row, v, found := checkCloudInit(context.Background(), &Env{Root: os.DirFS(root), Runner: r})
-	if !found || v != (version{24, 1}) || row.Severity != warn {
-		t.Errorf("checkCloudInit = %+v, %v, %v; want WARN for 24.1", row, v, found)
+	row, ci := checkCloudInit(context.Background(), &Env{Root: os.DirFS(root), Runner: r})
+	if !ci.found || !ci.known || ci.v != (version{24, 1}) || row.Severity != warn {
+		t.Errorf("checkCloudInit = %+v, %+v; want WARN for 24.1", row, ci)
 	}
 	if !slices.Equal(r.calls, []string{"cloud-init --version"}) {
 		t.Errorf("calls = %q", r.calls)
@@ -446,6 +561,7 @@ func TestRun(t *testing.T) {
 	fixed := deps{now: func() time.Time { return fixtureNow }}
 	healthy := copyTree(t, "linux-healthy")
 	stale := copyTree(t, "linux-agent-stopped")
+	offline := copyTree(t, "linux-offline-healthy")
 	addr := listener(t, provisioned)
 	tests := []struct {
 		name     string
@@ -461,8 +577,16 @@ func TestRun(t *testing.T) {
 		// With --root the live queries are skipped: systemctl is a WARN.
 		{"healthy tree", []string{"--root", healthy, "--agent-addr", addr}, exitOK, `agent\.service\s+WARN`},
 		{"healthy tree json", []string{"--root", healthy, "--json", "--agent-addr", addr}, exitOK, `"result": "WARN"`},
-		{"stale tree", []string{"--root", stale}, exitFail, `status\.timestamp\s+FAIL`},
+		{"stale tree", []string{"--root", stale}, exitFail, `(?m)^VERDICT: FAIL agent\.process: no process runs /usr/sbin/azure-proxy-agent\n(.|\n)*status\.timestamp\s+SKIP\s+skipped: `},
 		{"windows on a linux tree", []string{"--root", healthy, "--os", "windows"}, exitFail, `status\.file\s+FAIL`},
+		// A mounted OS disk of a healthy VM: what needs the running VM is
+		// not checked, and nothing fails.
+		{"offline disk healthy", []string{"--root", offline}, exitOK, `(?m)^VERDICT: OK, no check failed; 8 checks need the running VM \(offline disk\)\n`},
+		{"offline disk healthy, wide", []string{"--root", offline, "--wide"}, exitOK, `(?m)^btf\s+WARN\s+not checked \(offline: run on the VM\)\s+run msp-validate on the running VM`},
+		{"wide keeps one line per check", []string{"--root", stale, "--wide"}, exitFail, `(?m)^CHECK\s+RESULT\s+FINDING\s+ACTION\n(.|\n)*^agent\.process\s+FAIL\s+no process runs /usr/sbin/azure-proxy-agent\s+systemctl start`},
+		{"-h", []string{"-h"}, exitOK, `(?s)^usage: msp-validate .*Examples:.*-wide`},
+		{"--help", []string{"--help"}, exitOK, `^usage: msp-validate `},
+		{"help", []string{"help"}, exitOK, `^usage: msp-validate `},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -480,14 +604,26 @@ func TestRun(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		run(context.Background(), []string{"--root", stale, "--json"}, &stdout, &stderr, fixed)
 		var rep struct {
-			OS, Result string
-			Checks     []struct{ Check, Result, Finding, Action string }
+			OS, Root, Result string
+			Cause            struct{ Check, Result, Finding, Action string }
+			Checks           []struct{ Check, Result, Finding, Action, Cause string }
 		}
-		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(stdout.Bytes()))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rep); err != nil {
 			t.Fatal(err)
 		}
 		if rep.OS != "linux" || rep.Result != "FAIL" || len(rep.Checks) != len(linuxRows(nil)) || rep.Checks[0].Check != "kernel" {
 			t.Errorf("report = %+v", rep)
+		}
+		if rep.Cause.Check != "agent.process" || rep.Cause.Result != "FAIL" || rep.Cause.Action == "" {
+			t.Errorf("cause = %+v, want the agent.process FAIL with its action", rep.Cause)
+		}
+		i := slices.IndexFunc(rep.Checks, func(c struct{ Check, Result, Finding, Action, Cause string }) bool {
+			return c.Check == "status.timestamp"
+		})
+		if c := rep.Checks[i]; c.Result != "SKIP" || c.Cause != "agent.process" || c.Action != "" {
+			t.Errorf("status.timestamp = %+v, want SKIP caused by agent.process", c)
 		}
 	})
 }
@@ -495,26 +631,36 @@ func TestRun(t *testing.T) {
 // The README's tables come from these fixtures; -update rewrites them.
 func TestGoldenTables(t *testing.T) {
 	for _, g := range []struct{ fixture, golden string }{
-		{"linux key acquisition failure", "linux-key-failure.golden"},
-		{"windows eBPFCore stopped", "windows-ebpfcore-stopped.golden"},
+		{"linux failure to acquire a key", "linux-key-failure.golden"},
+		{"windows eBPF setup failure: eBPFCore stopped", "windows-ebpfcore-stopped.golden"},
+		{"linux offline disk of a healthy VM", "linux-offline-healthy.golden"},
 	} {
 		t.Run(g.golden, func(t *testing.T) {
 			i := slices.IndexFunc(fixtures(), func(f fixture) bool { return f.name == g.fixture })
 			var buf bytes.Buffer
-			must(t, writeTable(&buf, Validate(context.Background(), fixtures()[i].env(t))))
+			must(t, writeTable(&buf, Validate(context.Background(), fixtures()[i].env(t)), tableWidth))
 			path := filepath.Join("testdata", g.golden)
 			if *update {
 				must(t, os.WriteFile(path, buf.Bytes(), 0o644))
 			}
 			want, err := os.ReadFile(path)
 			must(t, err)
+			for l := range strings.Lines(buf.String()) {
+				if n := len([]rune(strings.TrimSuffix(l, "\n"))); n > tableWidth {
+					t.Errorf("a line of %d columns does not fit %d: %s", n, tableWidth, l)
+				}
+			}
 			if diff := cmp.Diff(string(want), buf.String()); diff != "" {
 				t.Errorf("table (-golden +got):\n%s", diff)
 			}
-			readme, err := os.ReadFile("README.md")
-			must(t, err)
-			if !bytes.Contains(readme, want) {
-				t.Errorf("README.md does not show testdata/%s; paste it in", g.golden)
+			for _, doc := range []string{"README.md", "../../README.md"} {
+				readme, err := os.ReadFile(doc)
+				must(t, err)
+				if doc == "README.md" || g.golden != "linux-offline-healthy.golden" {
+					if !bytes.Contains(readme, want) {
+						t.Errorf("%s does not show testdata/%s; paste it in", doc, g.golden)
+					}
+				}
 			}
 		})
 	}
@@ -528,7 +674,7 @@ func BenchmarkValidateLive(b *testing.B) {
 	}
 	e := &Env{OS: "linux", Root: os.DirFS("/"), Now: time.Now(), AgentAddr: msp.ProxyAddr.String(), Runner: execRunner{}}
 	for b.Loop() {
-		if rows := Validate(context.Background(), e); len(rows) == 0 {
+		if rep := Validate(context.Background(), e); len(rep.Rows) == 0 {
 			b.Fatal("no rows")
 		}
 	}
@@ -623,10 +769,118 @@ func TestWindowsChecks(t *testing.T) {
 		{fakeServices{"eBPFCore": {State: "START_PENDING", StartType: "SYSTEM_START"}}, "FAIL eBPFCore is START_PENDING"},
 		{fakeServices{"eBPFCore": {State: "STOPPED", StartType: "SYSTEM_START", ServiceExitCode: 31}}, "FAIL eBPFCore is STOPPED (start type SYSTEM_START, exit code 0, service exit code 31)"},
 		{deniedServices{}, "WARN cannot query eBPFCore: Access is denied."},
-		{nil, "WARN cannot query services"},
+		{nil, "WARN not checked (offline: run on the VM)"},
 	} {
 		if got := svc(tt.q); !strings.HasPrefix(got, tt.want) {
 			t.Errorf("got %q, want prefix %q", got, tt.want)
 		}
+	}
+}
+
+// agent.process is the unit's MainPID or a process running the installed
+// binary, never any process that happens to be named azure-proxy-agent.
+func TestAgentProcessIsTheInstalledBinary(t *testing.T) {
+	tests := []struct {
+		name    string
+		runner  *fakeRunner
+		prepare func(t *testing.T, proc string)
+		want    string
+	}{
+		{"argv[0] is the installed binary", unitState("active"), func(*testing.T, string) {}, "OK azure-proxy-agent runs (pid 812)"},
+		{"only a copy in /tmp runs", unitState("active"), func(t *testing.T, proc string) {
+			must(t, os.WriteFile(filepath.Join(proc, "812/cmdline"), []byte("/tmp/build/azure-proxy-agent\x00--debug\x00"), 0o644))
+		}, "FAIL no process runs /usr/sbin/azure-proxy-agent (pid 812 is named azure-proxy-agent but runs another binary)"},
+		{"the executable link names the installed binary", unitState("active"), func(t *testing.T, proc string) {
+			must(t, os.WriteFile(filepath.Join(proc, "812/cmdline"), []byte("azure-proxy-agent\x00"), 0o644))
+			must(t, os.Symlink("/usr/sbin/azure-proxy-agent", filepath.Join(proc, "812/exe")))
+		}, "OK azure-proxy-agent runs (pid 812)"},
+		{"the unit's MainPID", &fakeRunner{out: map[string]string{
+			"systemctl is-active azure-proxy-agent.service":                       "active",
+			"systemctl show --property MainPID --value azure-proxy-agent.service": "640",
+		}}, func(*testing.T, string) {}, "OK azure-proxy-agent runs (pid 640, the unit's MainPID)"},
+		{"a MainPID that is gone", &fakeRunner{out: map[string]string{
+			"systemctl show --property MainPID --value azure-proxy-agent.service": "4040671",
+		}}, func(t *testing.T, proc string) { must(t, os.RemoveAll(filepath.Join(proc, "812"))) }, "FAIL no process runs /usr/sbin/azure-proxy-agent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := copyTree(t, "linux-healthy")
+			tt.prepare(t, filepath.Join(root, "proc"))
+			r := checkProcess(context.Background(), &Env{Root: os.DirFS(root), Runner: tt.runner})
+			if got := r.Severity.String() + " " + r.Message; got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// Upstream's Windows redirector errors that mean the eBPF runtime is
+// missing or stopped get the guide's eBPF setup action; other failures
+// keep status.Diagnose's.
+func TestWindowsEBPFSetupFailures(t *testing.T) {
+	tests := []struct {
+		msg  string
+		ebpf bool
+	}{
+		{"Failed to get eBPF API: EbpfApi.dll is not loaded", true},
+		{"Failed to start redirector: Failed to get eBPF API: API is not loaded", true},
+		{`Loading eBPF API from file path 'C:\Windows\System32\EbpfApi.dll' failed with error: LoadLibraryExW failed`, true},
+		{"Loading BPF API function 'bpf_object__open' failed with error: GetProcAddress failed", true},
+		{`Loading BPF object from file path 'C:\Program Files\GuestProxyAgent\redirect.bpf.sys' failed with error: -2`, true},
+		{"Failed to attach program 'authorize_v4' with error: -1", true},
+		{"Failed to start eBPF/redirector with multiple retries", true},
+		{"Failed to bind TcpListener '127.0.0.1:3080'", false},
+	}
+	for _, tt := range tests {
+		f := status.Finding{Check: "status.ebpfProgramStatus", Severity: fail, Message: "STOPPED: " + tt.msg, Action: "restart"}
+		got := windowsEBPFSetup(f).Action == actionEBPFServices
+		if got != tt.ebpf {
+			t.Errorf("%q: eBPF setup action %v, want %v", tt.msg, got, tt.ebpf)
+		}
+	}
+}
+
+// Where cloud-init's version comes from when its version module is not at a
+// known path: the package metadata folder, dpkg's database, the command; and
+// an unknown version is a WARN that says how to find it, never the race of
+// the guide's row 3.
+func TestCloudInitVersionSources(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, root string)
+		runner  CommandRunner
+		want    string
+	}{
+		{"pip metadata folder", func(t *testing.T, root string) {
+			must(t, os.MkdirAll(filepath.Join(root, "usr/lib/python3.12/site-packages/cloud_init-24.4.1.dist-info"), 0o755))
+		}, nil, "OK cloud-init 24.4.1 is MSP-aware (24.3 or later)"},
+		{"egg metadata folder", func(t *testing.T, root string) {
+			must(t, os.MkdirAll(filepath.Join(root, "usr/lib/python3.9/site-packages/cloud_init-23.4-py3.9.egg-info"), 0o755))
+		}, nil, "WARN cloud-init 23.4 is not MSP-aware (24.3 or later is)"},
+		{"dpkg database", func(t *testing.T, root string) {
+			must(t, os.MkdirAll(filepath.Join(root, "var/lib/dpkg"), 0o755))
+			must(t, os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), []byte(
+				"Package: cloud-guest-utils\nStatus: install ok installed\nVersion: 0.33\n\n"+
+					"Package: cloud-init\nStatus: install ok installed\nVersion: 24.4-0ubuntu1~24.04.2\n"), 0o644))
+		}, nil, "OK cloud-init 24.4-0ubuntu1~24.04.2 is MSP-aware (24.3 or later)"},
+		{"slow cloud-init --version", func(*testing.T, string) {}, &slowRunner{},
+			"WARN cloud-init is installed, its version is unknown (no version.py or package metadata under /usr/lib/python3*; cloud-init --version: signal: killed: context deadline exceeded)"},
+		{"offline disk without version file", func(*testing.T, string) {}, nil,
+			"WARN cloud-init is installed, its version is unknown (no version.py or package metadata under /usr/lib/python3*; cloud-init --version: " + errNotLive.Error() + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := copyTree(t, "linux-healthy")
+			must(t, os.RemoveAll(filepath.Join(root, "usr/lib/python3")))
+			tt.prepare(t, root)
+			r, ci := checkCloudInit(context.Background(), &Env{Root: os.DirFS(root), Runner: tt.runner})
+			if got := r.Severity.String() + " " + r.Message; got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			p := provisioningMatrix(true, ci, false)
+			if !ci.known && (p.Severity != warn || strings.Contains(p.Message, "row 3") || !strings.Contains(p.Action, "cloud-init --version")) {
+				t.Errorf("unknown version: provisioning = %+v, want a WARN saying how to find the version", p)
+			}
+		})
 	}
 }

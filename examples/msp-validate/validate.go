@@ -79,15 +79,16 @@ type Env struct {
 	Version func() (OSVersion, error)
 }
 
-// Validate runs every check for e.OS and returns the rows in a fixed order.
-// It only reads: files through e.Root, the service manager, systemctl
-// is-active, cloud-init --version and GET /provision without the notify
-// header, which would wake the agent's key latch.
-func Validate(ctx context.Context, e *Env) []status.Finding {
+// Validate runs every check for e.OS and returns the rows in a fixed order,
+// with the root causes found among them. It only reads: files through
+// e.Root, the service manager, systemctl is-active and show,
+// cloud-init --version and GET /provision without the notify header, which
+// would wake the agent's key latch.
+func Validate(ctx context.Context, e *Env) *Report {
 	if e.OS == "windows" {
-		return validateWindows(ctx, e)
+		return attribute(validateWindows(ctx, e))
 	}
-	return validateLinux(ctx, e)
+	return attribute(validateLinux(ctx, e))
 }
 
 // worst returns the highest severity among rows.
