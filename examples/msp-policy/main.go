@@ -4,9 +4,16 @@
 //	msp-policy simulate --rules FILE --endpoint imds --url URL [--method GET] [--user NAME] [--uid N] [--groups a,b] [--exe PATH] [--json]
 //	msp-policy simulate --rules FILE --endpoint imds --audit-log FILE [--json]
 //	msp-policy learn --audit-log FILE [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--json]
+//	msp-policy help [simulate|learn]
 //
 // simulate exits 0 when nothing the agent let through would be denied and 3
 // otherwise, so it can gate a rollout; 1 on errors and 2 on bad usage.
+// -h, --help and help print a synopsis and exit 0, on the program and on
+// each command.
+//
+// simulate --user resolves the name to a uid on this machine, as the agent
+// would on the VM; a name this machine does not know needs --uid. The uid
+// decides the elevated privilege, so it is never guessed.
 package main
 
 import (
@@ -36,9 +43,47 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
+const synopsis = `usage: msp-policy <command> [flags]
+
+Commands:
+  learn     write an allow-list from an audit log
+  simulate  decide one request, or replay an audit log, against a candidate rule set
+  help      this text; help <command> for a command's flags
+
+The rollout: run in Audit, learn from the audit log, simulate the learned
+(or a hand-written) rule set against the same log, then Enforce.
+
+Examples:
+  msp-policy learn --audit-log audit.log --format local > IMDS_Rules.json
+  msp-policy simulate --rules IMDS_Rules.json --audit-log audit.log; echo "exit $?"
+  msp-policy simulate --rules strict.json --url /metadata/instance --user root
+
+simulate exits 0 when nothing the agent let through would be denied, 3 when
+something would, 1 on errors and 2 on bad usage.`
+
+const (
+	simulateSynopsis = `usage: msp-policy simulate --rules FILE [--endpoint imds] --url URL [--method GET] [--user NAME | --uid N] [--groups a,b] [--exe PATH] [--json]
+       msp-policy simulate --rules FILE [--endpoint imds] --audit-log FILE [--json]
+
+Decides one request (--url) with the canonical and the legacy matcher, or
+replays an audit log (--audit-log) and reports what the candidate changes.
+--user is resolved to a uid on this machine; give --uid when the user exists
+only on the VM. Exit status 3 when the candidate denies a request the agent
+let through.
+
+Flags:`
+	learnSynopsis = `usage: msp-policy learn --audit-log FILE [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--id ID] [--location LOC] [--json]
+
+Writes an allow-list (default Deny) of what the audit log shows, one identity
+per caller, to standard output; what it could not learn goes to standard
+error.
+
+Flags:`
+)
+
 func run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: msp-policy simulate|learn [flags] (-h for help)")
+		fmt.Fprintln(stderr, synopsis)
 		return exitUsage
 	}
 	switch args[0] {
@@ -46,9 +91,48 @@ func run(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		return simulate(args[1:], stdout, stderr)
 	case "learn":
 		return learn(args[1:], stdout, stderr)
+	case "-h", "-help", "--help":
+		fmt.Fprintln(stdout, synopsis)
+		return exitOK
+	case "help":
+		switch {
+		case len(args) == 1:
+			fmt.Fprintln(stdout, synopsis)
+			return exitOK
+		case args[1] == "simulate":
+			return simulate([]string{"-h"}, stdout, stderr)
+		case args[1] == "learn":
+			return learn([]string{"-h"}, stdout, stderr)
+		}
+		fmt.Fprintf(stderr, "msp-policy help: unknown command %q (want simulate or learn)\n", args[1])
+		return exitUsage
 	}
-	fmt.Fprintf(stderr, "msp-policy: unknown command %q (want simulate or learn)\n", args[0])
+	fmt.Fprintf(stderr, "msp-policy: unknown command %q (want simulate, learn or help)\n", args[0])
 	return exitUsage
+}
+
+// parse parses a command's flags. Asked for help, it prints the synopsis
+// and flags on stdout and returns exitOK as code; on a bad flag it returns
+// exitUsage. done says whether the command should return code at once.
+func parse(fs *flag.FlagSet, synopsis string, args []string, stdout io.Writer) (code int, done bool) {
+	// Parse would print the usage to stderr itself; it is printed below,
+	// to where it belongs.
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	usage := func(w io.Writer) {
+		fs.SetOutput(w)
+		fmt.Fprintln(w, synopsis)
+		fs.PrintDefaults()
+	}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		usage(stdout)
+		return exitOK, true
+	case err != nil:
+		usage(fs.Output())
+		return exitUsage, true
+	}
+	return exitOK, false
 }
 
 func simulate(args []string, stdout, stderr io.Writer) int {
@@ -59,14 +143,14 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	localMode := fs.String("mode", "enforce", "mode for a local rules file, which carries none")
 	url := fs.String("url", "", "request target to decide, e.g. /metadata/instance?api-version=2021-02-01")
 	method := fs.String("method", "GET", "request method")
-	user := fs.String("user", "root", "caller's user name")
-	uid := fs.Uint("uid", 0, "caller's uid (0 means elevated)")
+	user := fs.String("user", "root", "caller's user name, resolved to a uid on this machine")
+	uid := fs.Uint("uid", 0, "caller's uid (0 means elevated); needed when --user is not a user of this machine")
 	groups := fs.String("groups", "", "caller's groups, comma-separated")
 	exe := fs.String("exe", "", "caller's executable path")
 	auditLog := fs.String("audit-log", "", "replay this audit log (JSON lines) instead of one request")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parse(fs, simulateSynopsis, args, stdout); done {
+		return code
 	}
 	if *rulesFile == "" || (*url == "") == (*auditLog == "") {
 		fmt.Fprintln(stderr, "msp-policy simulate: --rules and exactly one of --url or --audit-log are required")
@@ -113,12 +197,19 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *url != "" {
-		claims := &msp.Claims{UserID: uint32(*uid), UserName: *user, ProcessFullPath: *exe, RunAsElevated: *uid == 0}
+		caller, err := resolveCaller(*user, flagSet(fs, "user"), uint32(*uid), flagSet(fs, "uid"), lookupUser)
+		if err != nil {
+			fmt.Fprintln(stderr, "msp-policy simulate:", err)
+			return exitUsage
+		}
+		claims := &msp.Claims{UserID: caller.uid, UserName: caller.name, ProcessFullPath: *exe, RunAsElevated: caller.uid == 0}
 		if i := strings.LastIndexByte(*exe, '/'); i >= 0 {
 			claims.ProcessName = (*exe)[i+1:]
 		}
 		if *groups != "" {
 			claims.UserGroups = strings.Split(*groups, ",")
+		} else {
+			claims.UserGroups = caller.groups
 		}
 		out := sim.Decide(ep, &msp.Request{Method: *method, RawURI: *url, Claims: claims})
 		if *asJSON {
@@ -182,8 +273,8 @@ func learn(args []string, stdout, stderr io.Writer) int {
 	id := fs.String("id", "", "rule set id (default learned-<endpoint>)")
 	location := fs.String("location", "", "location for a gallery body")
 	asJSON := fs.Bool("json", false, "print the rules and what was skipped as one JSON document")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parse(fs, learnSynopsis, args, stdout); done {
+		return code
 	}
 	if *auditLog == "" {
 		fmt.Fprintln(stderr, "msp-policy learn: --audit-log is required")
@@ -226,6 +317,12 @@ func learn(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "msp-policy: skipped %s %s from %s: %s\n", s.Record.Method, s.Record.URL, dash(s.Record.ProcessFullPath), s.Reason)
 	}
 	return exitOK
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func dash(s string) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -207,5 +208,92 @@ func TestGalleryFormatMatchesARM(t *testing.T) {
 	b, _ := policy.WriteRules(fromARM, policy.FormatItem, "")
 	if diff := cmp.Diff(string(a), string(b)); diff != "" {
 		t.Errorf("rules changed through arm (-policy +arm):\n%s", diff)
+	}
+}
+
+// -h, --help and help print a synopsis on standard output and exit 0, on
+// the program and on each command; nothing else is printed.
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-h"}, "usage: msp-policy <command> [flags]"},
+		{[]string{"--help"}, "usage: msp-policy <command> [flags]"},
+		{[]string{"help"}, "usage: msp-policy <command> [flags]"},
+		{[]string{"help", "simulate"}, "usage: msp-policy simulate --rules FILE"},
+		{[]string{"help", "learn"}, "usage: msp-policy learn --audit-log FILE"},
+		{[]string{"simulate", "-h"}, "usage: msp-policy simulate --rules FILE"},
+		{[]string{"simulate", "--help"}, "-uid uint"},
+		{[]string{"learn", "-h"}, "usage: msp-policy learn --audit-log FILE"},
+		{[]string{"learn", "--help"}, "-group-by string"},
+	}
+	for _, tt := range tests {
+		code, out, errOut := runCLI(t, tt.args...)
+		if code != exitOK || !strings.Contains(out, tt.want) || errOut != "" {
+			t.Errorf("%q: exit %d, stdout lacks %q or stderr not empty:\n%s\nstderr: %s", tt.args, code, tt.want, out, errOut)
+		}
+	}
+	if code, _, _ := runCLI(t, "help", "moon"); code != exitUsage {
+		t.Errorf("help moon: exit %d, want %d", code, exitUsage)
+	}
+}
+
+// simulate --user resolves the name to the uid the agent would see; an
+// unknown name needs --uid, and no name is ever taken for uid 0.
+func TestResolveCaller(t *testing.T) {
+	accounts := map[string]caller{
+		"root":   {name: "root", uid: 0, groups: []string{"root"}},
+		"nobody": {name: "nobody", uid: 65534, groups: []string{"nogroup"}},
+	}
+	lookup := func(name, uid string) (*caller, error) {
+		for _, c := range accounts {
+			if c.name == name || (name == "" && fmt.Sprint(c.uid) == uid) {
+				return &c, nil
+			}
+		}
+		return nil, fmt.Errorf("unknown user %s%s", name, uid)
+	}
+	tests := []struct {
+		name          string
+		user          string
+		userSet       bool
+		uid           uint32
+		uidSet        bool
+		want          caller
+		wantUnresolve bool
+	}{
+		{"nobody resolves to its own uid, not 0", "nobody", true, 0, false, accounts["nobody"], false},
+		{"default user root", "root", false, 0, false, accounts["root"], false},
+		{"a user only the VM has needs --uid", "appsvc", true, 0, false, caller{}, true},
+		{"--user and --uid taken as given", "appsvc", true, 1001, true, caller{name: "appsvc", uid: 1001}, false},
+		{"--uid alone finds the name", "root", false, 65534, true, accounts["nobody"], false},
+		{"--uid alone unknown here needs --user", "root", false, 4242, true, caller{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := resolveCaller(tt.user, tt.userSet, tt.uid, tt.uidSet, lookup)
+			if errors.Is(err, errUnresolved) != tt.wantUnresolve {
+				t.Fatalf("err = %v, want unresolved %v", err, tt.wantUnresolve)
+			}
+			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(caller{})); diff != "" {
+				t.Errorf("caller (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Through the command: a user this machine does not know is a usage error
+// that names --uid, not a decision for uid 0.
+func TestSimulateUnknownUserNeedsUID(t *testing.T) {
+	r := writeFile(t, "r.json", rules("deny", `"userName":"root"`, "/metadata/instance"))
+	code, out, errOut := runCLI(t, "simulate", "--rules", r, "--url", "/metadata/instance", "--user", "no-such-user-gpa")
+	if code != exitUsage || out != "" || !strings.Contains(errOut, "--uid") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want a usage error naming --uid", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, "simulate", "--rules", r, "--url", "/metadata/instance", "--user", "no-such-user-gpa", "--uid", "1000", "--json")
+	var o policy.Outcome
+	if err := json.Unmarshal([]byte(out), &o); err != nil || code != exitDenied {
+		t.Errorf("with --uid: exit %d, %v: %s", code, err, out)
 	}
 }

@@ -84,19 +84,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) i
 	wide := fs.Bool("wide", false, "print the table with FINDING and ACTION as columns, one line per check")
 	goos := fs.String("os", hostOS(), "which checks to run: linux or windows")
 	addr := fs.String("agent-addr", msp.ProxyAddr.String(), "the agent's listener (a loopback host:port); empty skips the check")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), synopsis)
+	// Parse would print the usage to stderr itself; it is printed below,
+	// to stdout when asked for.
+	fs.Usage = func() {}
+	usage := func(w io.Writer) {
+		fs.SetOutput(w)
+		fmt.Fprintln(w, synopsis)
 		fs.PrintDefaults()
 	}
 	if len(args) == 1 && args[0] == "help" {
 		args = []string{"-h"}
 	}
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
-		// Asked for, the synopsis is the output, not an error.
-		fs.SetOutput(stdout)
-		fs.Usage()
+		usage(stdout)
 		return exitOK
 	} else if err != nil {
+		usage(stderr)
 		return exitUsage
 	}
 	if fs.NArg() > 0 {

@@ -595,6 +595,9 @@ func TestRun(t *testing.T) {
 			if code != tt.wantCode {
 				t.Errorf("exit %d, want %d; stderr %s", code, tt.wantCode, stderr.String())
 			}
+			if tt.wantCode == exitOK && stderr.Len() > 0 {
+				t.Errorf("stderr is not empty: %s", stderr.String())
+			}
 			if !regexp.MustCompile(tt.wantOut).MatchString(stdout.String()) {
 				t.Errorf("stdout lacks %q:\n%s", tt.wantOut, stdout.String())
 			}
