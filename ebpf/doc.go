@@ -56,7 +56,7 @@
 // # Maps and compatibility
 //
 // policy_map, skip_process_map and audit_map keep upstream's names, types,
-// sizes and struct layouts (gpa-protocol §5.2: u32 fields in host byte
+// sizes and struct layouts (docs/protocol.md §5.2: u32 fields in host byte
 // order, addresses and ports in network order, the audit key's port in host
 // order), so tools that read them keep working. Our own data lives in:
 //

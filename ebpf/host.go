@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// minKernel is the oldest kernel MSP supports (gpa-protocol §5.5).
+// minKernel is the oldest kernel MSP supports (docs/protocol.md §5.5).
 var minKernel = [2]int{5, 15}
 
 // host is where Load looks at the machine. Production uses realHost; tests

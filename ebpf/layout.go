@@ -10,7 +10,7 @@ import (
 )
 
 // Sizes of the structs shared with the kernel programs (redirect.c). The
-// upstream ones are fixed by gpa-protocol §5.2; tests compare all of them
+// upstream ones are fixed by docs/protocol.md §5.2; tests compare all of them
 // with the BTF in the compiled object.
 const (
 	destinationEntrySize = 24 // struct gpa_destination_entry

@@ -17,7 +17,7 @@ import (
 var netipEqual = cmpopts.EquateComparable(netip.AddrPort{}, netip.Addr{})
 
 // The Go encoders and the compiled object must agree on every struct size,
-// and the upstream structs must keep the sizes gpa-protocol §5.2 fixes.
+// and the upstream structs must keep the sizes docs/protocol.md §5.2 fixes.
 func TestStructSizesMatchObject(t *testing.T) {
 	spec, err := loadRedirect()
 	if err != nil {
@@ -66,7 +66,7 @@ func TestStructSizesMatchObject(t *testing.T) {
 	}
 }
 
-// Byte examples from gpa-protocol §5.2, which are for little-endian hosts:
+// Byte examples from docs/protocol.md §5.2, which are for little-endian hosts:
 // the only ones this package builds for (its object is bpfel).
 func TestDestinationBytes(t *testing.T) {
 	tests := []struct {

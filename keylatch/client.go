@@ -38,7 +38,7 @@ type ClientOptions struct {
 	Logger *slog.Logger
 }
 
-// Client speaks the secure-channel protocol of gpa-protocol §2.1–§2.2 with
+// Client speaks the secure-channel protocol of docs/protocol.md §2.1–§2.2 with
 // WireServer. Each request uses a fresh connection and carries exactly the
 // header lines upstream sends, in upstream's order and case, because the
 // host verifies the attestation signature over them. It also keeps the

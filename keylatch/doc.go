@@ -5,7 +5,7 @@
 // It has four parts:
 //
 //   - Client speaks the WireServer secure-channel protocol
-//     (gpa-protocol §2.1–§2.2) with exactly upstream's header lines, parses
+//     (docs/protocol.md §2.1–§2.2) with exactly upstream's header lines, parses
 //     the status (JSON or XML, §2.3) and keeps the host clock (§2.6).
 //   - Store keeps keys on disk as <guid>.key (§2.4, §2.8) in a root-only
 //     folder, written atomically and durably. The provisioning tag files

@@ -16,13 +16,13 @@ import (
 )
 
 // Status is the KeyKeeper module status: a state and the last message,
-// whose prefixes are those of gpa-protocol §6.2.
+// whose prefixes are those of docs/protocol.md §6.2.
 type Status struct {
 	State   msp.ModuleState
 	Message string
 }
 
-// Poll intervals of gpa-protocol §2.6.
+// Poll intervals of docs/protocol.md §2.6.
 const (
 	DefaultPollInterval = 15 * time.Second
 	// FrequentPollInterval and FrequentPollWindow: while the state is
@@ -96,7 +96,7 @@ type LatcherOptions struct {
 	Logger *slog.Logger
 }
 
-// Latcher runs the KeyKeeper loop of gpa-protocol §2.6–§2.7: it polls the
+// Latcher runs the KeyKeeper loop of docs/protocol.md §2.6–§2.7: it polls the
 // secure-channel status, latches a key (from the store or by acquiring and
 // attesting one), and publishes an immutable Snapshot whenever the state,
 // the rules or the key change. Current and Subscribe are safe for

@@ -12,7 +12,7 @@ import (
 	"github.com/metadatasec/gpa/msp"
 )
 
-// Local rules files in the rules folder (gpa-protocol §4.8). HostGA never
+// Local rules files in the rules folder (docs/protocol.md §4.8). HostGA never
 // gets local rules.
 const (
 	WireServerRulesFile = "WireServer_Rules.json"

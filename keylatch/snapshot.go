@@ -14,7 +14,7 @@ import (
 type Snapshot struct {
 	// Epoch increases by one with every published snapshot.
 	Epoch uint64
-	// State is the secure-channel state string of gpa-protocol §2.5:
+	// State is the secure-channel state string of docs/protocol.md §2.5:
 	// "Unknown", "disabled", "wireserver", or
 	// "WireServer Enforce -  IMDS Audit - HostGA Enforce".
 	State string

@@ -14,7 +14,7 @@ import (
 // with errors.Is.
 var (
 	// ErrInvalidStatus means the secure-channel status failed to parse or
-	// to validate (gpa-protocol §2.3).
+	// to validate (docs/protocol.md §2.3).
 	ErrInvalidStatus = errors.New("keylatch: invalid key status")
 	// ErrHostResponse means the host answered with an unexpected status
 	// code or body encoding; see *HostError.
@@ -32,7 +32,7 @@ var (
 	ErrKeyMismatch = errors.New("keylatch: stored key does not match")
 )
 
-// KeyStatus is the answer of GET /secure-channel/status (gpa-protocol
+// KeyStatus is the answer of GET /secure-channel/status (docs/protocol.md
 // §2.3). Rules are kept as the host sent them, with modes as text, because
 // upstream turns an unknown mode into Disabled rather than rejecting the
 // status.
@@ -120,7 +120,7 @@ func ParseKeyStatus(data []byte) (*KeyStatus, error) {
 
 // ParseKeyStatusXML decodes and validates a status sent as XML (a
 // Content-Type containing "xml"). Which XML the host sends is not
-// documented (gpa-protocol §2.2 only says upstream parses it); this reads
+// documented (docs/protocol.md §2.2 only says upstream parses it); this reads
 // the JSON field names as elements under any root element. Rules lists are
 // not read from XML, so an XML item carries only defaultAccess, mode and id.
 // Errors wrap ErrInvalidStatus.
@@ -186,7 +186,7 @@ func (j *statusItemJSON) item() *StatusItem {
 	return it
 }
 
-// Validate applies upstream's four rejection rules (gpa-protocol §2.3).
+// Validate applies upstream's four rejection rules (docs/protocol.md §2.3).
 // A scheme or delivery method it does not know is not an error.
 func (s *KeyStatus) Validate() error {
 	switch {
@@ -215,7 +215,7 @@ func (s *KeyStatus) v2Active() bool {
 	return s.SecureChannelEnabled != nil && *s.SecureChannelEnabled && s.AuthorizationRules != nil
 }
 
-// StateString returns the secure-channel state string of gpa-protocol §2.5,
+// StateString returns the secure-channel state string of docs/protocol.md §2.5,
 // byte for byte, including the double space before "IMDS" and HostGA taking
 // the WireServer mode.
 func (s *KeyStatus) StateString() string {
@@ -232,7 +232,7 @@ func (s *KeyStatus) StateString() string {
 	return strings.ToLower(*s.SecureChannelState)
 }
 
-// Mode returns the endpoint's mode (gpa-protocol §2.5). HostGA always
+// Mode returns the endpoint's mode (docs/protocol.md §2.5). HostGA always
 // follows WireServer. An unparseable v2.0 mode is Disabled.
 func (s *KeyStatus) Mode(ep msp.Endpoint) msp.Mode {
 	if ep == msp.EndpointHostGA {

@@ -11,7 +11,7 @@ import (
 )
 
 // CanonError is a canonicalisation failure with one of the stable codes of
-// gpa-protocol §4.7. errors.Is matches any CanonError with the same code, so
+// docs/protocol.md §4.7. errors.Is matches any CanonError with the same code, so
 // callers test with the Err* sentinels below.
 type CanonError struct {
 	Code   string

@@ -74,7 +74,7 @@ func (e Endpoint) AddrPort() netip.AddrPort {
 }
 
 // RequiresRoot reports whether only elevated callers may reach the endpoint
-// (gpa-protocol §4.4): WireServer and HostGAPlugin do, IMDS does not.
+// (docs/protocol.md §4.4): WireServer and HostGAPlugin do, IMDS does not.
 func (e Endpoint) RequiresRoot() bool {
 	return e == EndpointWireServer || e == EndpointHostGA
 }

@@ -93,7 +93,7 @@ func (k Key) LogValue() slog.Value {
 	return slog.GroupValue(attrs...)
 }
 
-// keyFile is the on-disk and on-wire JSON of a key (gpa-protocol §2.4), with
+// keyFile is the on-disk and on-wire JSON of a key (docs/protocol.md §2.4), with
 // the fields in upstream's order.
 type keyFile struct {
 	AuthorizationScheme string  `json:"authorizationScheme"`

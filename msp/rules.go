@@ -21,7 +21,7 @@ type AuthorizationItem struct {
 	// Mode is the endpoint's enforcement mode.
 	Mode Mode `json:"mode"`
 	// ID names the rule set: a gallery resource id, a hash, or a base64
-	// local-rules descriptor (gpa-protocol §4.8).
+	// local-rules descriptor (docs/protocol.md §4.8).
 	ID string `json:"id"`
 	// Rules is optional; without it only DefaultAccess applies.
 	Rules *AccessControlRules `json:"rules,omitempty"`
@@ -262,7 +262,7 @@ func (it *AuthorizationItem) Validate() error {
 }
 
 // Validate checks the rules the way upstream validates a local rules file
-// (gpa-protocol §4.8) and more: unique non-blank names, non-blank paths and
+// (docs/protocol.md §4.8) and more: unique non-blank names, non-blank paths and
 // query parameters, roles with privileges, identities with a selector, and
 // no reference to anything undefined. It returns every problem found.
 func (r *AccessControlRules) Validate() error {

@@ -90,7 +90,7 @@ type qpair struct {
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-// AppendStringToSign appends the string to sign of gpa-protocol §3.2 to dst.
+// AppendStringToSign appends the string to sign of docs/protocol.md §3.2 to dst.
 // Header values must be visible ASCII, space or tab, and the URI printable
 // ASCII; otherwise the error wraps ErrInvalidHeader or ErrInvalidURI.
 func AppendStringToSign(dst []byte, m *Message) ([]byte, error) {

@@ -72,7 +72,7 @@ type Config struct {
 	// host-synchronised time; time.Now when nil.
 	Now func() time.Time
 
-	// Provision serves GET /provision (gpa-protocol §7.3). The proxy checks
+	// Provision serves GET /provision (docs/protocol.md §7.3). The proxy checks
 	// the Metadata header first and answers 400 without it; nil answers 503.
 	Provision http.Handler
 	// AggregateStatus returns the compact status.json served at

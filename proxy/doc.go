@@ -24,7 +24,7 @@
 //     [Server.ServeMetrics] serves a handler of the caller's (the agent's
 //     /metrics) with the proxy's own HTTP code.
 //
-// The pipeline follows gpa-protocol §4.3: method allow-list (405), traversal
+// The pipeline follows docs/protocol.md §4.3: method allow-list (405), traversal
 // guard (403), the local endpoints, caller and destination (421 when the
 // connection was not redirected), authorization (403 in Enforce; Audit
 // forwards and logs), claims and date headers, signature, forwarding, and

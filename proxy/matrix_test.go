@@ -66,7 +66,7 @@ func TestMatrix(t *testing.T) {
 							body, _ := io.ReadAll(resp.Body)
 							resp.Body.Close()
 
-							// The oracle: gpa-protocol §4.4 and §4.6.
+							// The oracle: docs/protocol.md §4.4 and §4.6.
 							want := outcome{Status: 200, HostSaw: true, Verified: true, Marker: msp.ResponseMarker,
 								Decision: "allow", Rule: item.ID, Forwarded: true, Signed: true}
 							switch {

@@ -35,7 +35,7 @@ func traversal(uri string) bool {
 	return strings.Contains(msp.PercentDecodeLossy(path), "..")
 }
 
-// handle runs the pipeline of gpa-protocol §4.3 for one request and reports
+// handle runs the pipeline of docs/protocol.md §4.3 for one request and reports
 // whether the connection stays open.
 func (cc *clientConn) handle(ctx context.Context, r *request) (keep bool) {
 	s := cc.srv
@@ -346,7 +346,7 @@ func serveHandler(ctx context.Context, h http.Handler, method string, r *request
 	return rw.status, hdr, rw.body, nil
 }
 
-// serveAggregateStatus answers GET /gpa-aggregated-status (gpa-protocol
+// serveAggregateStatus answers GET /gpa-aggregated-status (docs/protocol.md
 // §4.3 step 5): the Metadata header is required, and only elevated callers
 // may read the status.
 func (cc *clientConn) serveAggregateStatus(ctx context.Context, r *request) (int, bool) {

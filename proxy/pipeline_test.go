@@ -38,7 +38,7 @@ func denyTokenRules() map[msp.Endpoint]*msp.AuthorizationItem {
 }
 
 // TestBypassVariantsNeverReachHost sends the encoding and bypass variants of
-// gpa-protocol §10.1 (S6, S20, D1, C7) against a deny rule: none may reach
+// docs/protocol.md §10.1 (S6, S20, D1, C7) against a deny rule: none may reach
 // the host.
 func TestBypassVariantsNeverReachHost(t *testing.T) {
 	key := testKey(t, 2)

@@ -43,7 +43,7 @@ type AuditLookup interface {
 
 // ProcResolver is the production CallerResolver: the audit record names the
 // process and the original destination; /proc and the user database fill in
-// the rest, as upstream does at accept time (gpa-protocol §4.2).
+// the rest, as upstream does at accept time (docs/protocol.md §4.2).
 type ProcResolver struct {
 	lookup   AuditLookup
 	procRoot string

@@ -88,8 +88,8 @@ func (c Cause) String() string {
 }
 
 // ClassifyMessage maps a module message to the guide's cause. Only the
-// message prefixes upstream documents as stable are matched (gpa-protocol
-// §6.2, §12); the rest of a message embeds error renderings that change
+// message prefixes upstream documents as stable are matched (docs/protocol.md
+// §6.2); the rest of a message embeds error renderings that change
 // between versions. Matching is case-insensitive.
 func ClassifyMessage(m Module, message string) Cause {
 	msg := strings.ToLower(message)

@@ -21,7 +21,7 @@ const (
 // KeyLatchStates is the typed view of keyLatchStatus.states. It carries
 // identifiers only: the key itself never enters the status.
 type KeyLatchStates struct {
-	// SecureChannelState is the string of gpa-protocol §2.5, for example
+	// SecureChannelState is the string of docs/protocol.md §2.5, for example
 	// "WireServer Enforce -  IMDS Enforce - HostGA Enforce", "disabled" or
 	// "Unknown".
 	SecureChannelState string

@@ -36,7 +36,7 @@ type RotatingFile struct {
 // bufferLimit is how much Buffer lets gather before it writes anyway.
 const bufferLimit = 64 << 10
 
-// Default rotation limits of the connection log (gpa-protocol §9.1).
+// Default rotation limits of the connection log (docs/protocol.md §9.1).
 const (
 	DefaultMaxBytes = 10 << 20
 	DefaultMaxFiles = 5

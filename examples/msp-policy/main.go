@@ -179,7 +179,7 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	if err := item.Validate(); err != nil {
 		if format == policy.FormatLocal {
 			// The agent refuses an invalid local file and fails closed
-			// (gpa-protocol §4.8); simulate what it would do.
+			// (docs/protocol.md §4.8); simulate what it would do.
 			fmt.Fprintf(stderr, "msp-policy: %s: the agent would refuse this file and deny everything: %v\n", *rulesFile, err)
 			item = &msp.AuthorizationItem{Mode: item.Mode, DefaultAccess: msp.AccessDeny, ID: item.ID}
 		} else {

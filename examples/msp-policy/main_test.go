@@ -54,7 +54,7 @@ func rules(def string, identity string, privileges ...string) string {
 
 const token = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/"
 
-// The local-rules scenarios of the pen-test catalogue (gpa-protocol §10.1,
+// The local-rules scenarios of the pen-test catalogue (docs/protocol.md §10.1,
 // phase 4b): HTTP 200 there is exit 0 here, 403 is exit 3.
 func TestSimulateLocalRulesScenarios(t *testing.T) {
 	root := `"userName":"root"`

@@ -541,7 +541,7 @@ func checkStatusTag(e *Env) status.Finding {
 	case len(bytes.TrimSpace(b)) == 0:
 		return row(check, ok, "", "provisioning finished without error")
 	}
-	// The agent XML-escapes the text (gpa-protocol §7.2).
+	// The agent XML-escapes the text (docs/protocol.md §7.2).
 	first, _, _ := strings.Cut(strings.TrimSpace(html.UnescapeString(string(b))), "\n")
 	first = strings.TrimSpace(first)
 	action := "see the status.* rows for the cause"

@@ -7,7 +7,7 @@
 // The intended caller is CI, which runs `go test -race ./...` as root with
 // CI=true; without root every test skips, and under CI=true it fails
 // instead. The security suite prints one line per finding,
-// "PASS|FAIL <catalogue id> <message>", with the ids of gpa-protocol.md
+// "PASS|FAIL <catalogue id> <message>", with the ids of docs/protocol.md
 // §10.1, and any FAIL fails the test.
 //
 // The suite automates A1, A1b, A1c, A3 (malformed HTTP, 65 KB URI and

@@ -67,7 +67,7 @@ func get(path, host string, extra ...string) string {
 	return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nMetadata: true\r\n" + strings.Join(extra, "") + "Connection: close\r\n\r\n"
 }
 
-// The pen-test catalogue of gpa-protocol.md §10.1 against the running
+// The pen-test catalogue of docs/protocol.md §10.1 against the running
 // agent: one agent for the whole suite, so the DoS probes also show that
 // nothing earlier left it weakened, and the same pid throughout.
 func TestSecuritySuite(t *testing.T) {

@@ -348,7 +348,7 @@ func (h *Host) LatchKey(k msp.Key) {
 }
 
 // modeLocked returns the mode the host enforces on ordinary requests to ep.
-// For a v1.0 status it follows gpa-protocol §2.5's derivation, where HostGA
+// For a v1.0 status it follows docs/protocol.md §2.5's derivation, where HostGA
 // follows WireServer; for v2.0 HostGA uses its own item if there is one,
 // else WireServer's.
 func (h *Host) modeLocked(ep msp.Endpoint) msp.Mode {

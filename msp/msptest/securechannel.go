@@ -8,7 +8,7 @@ import (
 	"github.com/metadatasec/gpa/msp"
 )
 
-// statusJSON is the secure-channel status body (gpa-protocol §2.3). Pointer
+// statusJSON is the secure-channel status body (docs/protocol.md §2.3). Pointer
 // fields are written as null when nil, as the host does, and the v1/v2-only
 // fields are left out of the other version.
 type statusJSON struct {

@@ -18,7 +18,7 @@ const (
 	// FormatItem is an authorizationRules item of the key status:
 	// {"defaultAccess","mode","id","rules"}.
 	FormatItem Format = iota
-	// FormatLocal is the local rules file of gpa-protocol §4.8
+	// FormatLocal is the local rules file of docs/protocol.md §4.8
 	// ({"defaultAccess","id","rules"}, no mode: the remote mode applies).
 	FormatLocal
 	// FormatGallery is a gallery inVMAccessControlProfile version body:
