@@ -832,6 +832,7 @@ func TestWindowsEBPFSetupFailures(t *testing.T) {
 		{`Loading BPF object from file path 'C:\Program Files\GuestProxyAgent\redirect.bpf.sys' failed with error: -2`, true},
 		{"Failed to attach program 'authorize_v4' with error: -1", true},
 		{"Failed to start eBPF/redirector with multiple retries", true},
+		{"Failed to start redirector: Failed to update HashMap 'policy_map' for 'IMDS endpoints' with error: -1", true},
 		{"Failed to bind TcpListener '127.0.0.1:3080'", false},
 	}
 	for _, tt := range tests {

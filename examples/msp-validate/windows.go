@@ -40,7 +40,11 @@ var windowsEBPFSetupMessages = []string{
 	"failed to get program",
 	"failed to load hashmap",
 	"failed to get valid map",
+	"failed to update hashmap",
 	"failed to start ebpf/redirector",
+	// The wrapper of every start failure: on Windows each one is the eBPF
+	// runtime's, whatever the detail after it.
+	"failed to start redirector",
 }
 
 // isWindowsEBPFSetup tells whether a Windows redirector message is one of
