@@ -210,7 +210,8 @@ func checkCgroupMount(e *Env) status.Finding {
 	case len(mounts) == 0:
 		return row(check, fail, actionGrubby, "cgroup v2 is not mounted (no cgroup2 in /proc/self/mountinfo)")
 	case !slices.Contains(mounts, "/sys/fs/cgroup"):
-		return row(check, warn, actionGrubby, "cgroup v2 is mounted at %s only: a hybrid hierarchy", strings.Join(mounts, ", "))
+		return row(check, warn, `nothing to do for the agent, which finds the cgroup v2 mount; to make cgroup v2 the only hierarchy: sudo grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1", then restart the VM`,
+			"cgroup v2 is mounted at %s only: a hybrid hierarchy", strings.Join(mounts, ", "))
 	}
 	return row(check, ok, "", "cgroup v2 mounted at /sys/fs/cgroup")
 }
