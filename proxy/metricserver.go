@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metadatasec/gpa/internal/httpwire"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -116,7 +117,7 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn, h http.Handl
 	}()
 	br := bufio.NewReaderSize(nc, 4<<10)
 	bw := bufio.NewWriterSize(&deadlineWriter{conn: nc, timeout: s.cfg.WriteTimeout}, 4<<10)
-	lim := wireLimits{maxURI: s.cfg.MaxURIBytes, maxHeaderBytes: s.cfg.MaxHeaderBytes, maxHeaders: s.cfg.MaxHeaders}
+	lim := &httpwire.HeadOptions{MaxURIBytes: s.cfg.MaxURIBytes, MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxHeaders: s.cfg.MaxHeaders}
 	remote := nc.RemoteAddr().String()
 	for first := true; ; first = false {
 		wait := s.cfg.IdleTimeout
@@ -130,9 +131,9 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn, h http.Handl
 		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
 		r, err := readRequestHead(br, lim)
 		if err != nil {
-			var he *httpError
+			var he *httpwire.RequestError
 			if errors.As(err, &he) {
-				_ = writeResponse(bw, he.status, nil, nil, true, false)
+				_ = httpwire.WriteResponse(bw, he.Status, nil, nil, true, false)
 			}
 			return
 		}
@@ -145,24 +146,24 @@ func (s *Server) serveMetricsConn(ctx context.Context, nc net.Conn, h http.Handl
 // serveMetricsRequest answers one request and reports whether the
 // connection stays open. Request bodies are not read, so a request that
 // announces one closes the connection after the answer.
-func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *request, remote string, h http.Handler) bool {
-	closeConn := r.close || r.hasBody()
-	path, _, _ := strings.Cut(r.uri, "?")
+func (s *Server) serveMetricsRequest(ctx context.Context, bw *bufio.Writer, r *httpwire.Request, remote string, h http.Handler) bool {
+	closeConn := r.Close || r.HasBody()
+	path, _, _ := strings.Cut(r.URI, "?")
 	if path != metricsPath {
-		return writeResponse(bw, http.StatusNotFound, textPlain, []byte("404 page not found\n"), closeConn, r.method == http.MethodHead) == nil && !closeConn
+		return httpwire.WriteResponse(bw, http.StatusNotFound, textPlain, []byte("404 page not found\n"), closeConn, r.Method == http.MethodHead) == nil && !closeConn
 	}
-	if r.method != http.MethodGet && r.method != http.MethodHead {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hdr := append([]msp.HeaderField{{Name: "Allow", Value: "GET, HEAD"}}, textPlain...)
-		return writeResponse(bw, http.StatusMethodNotAllowed, hdr, []byte("Method Not Allowed\n"), closeConn, false) == nil && !closeConn
+		return httpwire.WriteResponse(bw, http.StatusMethodNotAllowed, hdr, []byte("Method Not Allowed\n"), closeConn, false) == nil && !closeConn
 	}
 	// The handler always sees a GET, so a HEAD gets the same head and
-	// Content-Length; writeResponse leaves the body out.
-	status, hdr, body, err := serveHandler(ctx, h, http.MethodGet, r, remote)
+	// Content-Length; httpwire.WriteResponse leaves the body out.
+	status, hdr, body, err := httpwire.ServeHandler(ctx, h, r, &httpwire.ServeOptions{Method: http.MethodGet, RemoteAddr: remote})
 	if err != nil {
-		_ = writeResponse(bw, http.StatusBadRequest, nil, nil, true, false)
+		_ = httpwire.WriteResponse(bw, http.StatusBadRequest, nil, nil, true, false)
 		return false
 	}
-	return writeResponse(bw, status, hdr, body, closeConn, r.method == http.MethodHead) == nil && !closeConn
+	return httpwire.WriteResponse(bw, status, httpwire.HeaderFields(hdr), body, closeConn, r.Method == http.MethodHead) == nil && !closeConn
 }
 
 var textPlain = []msp.HeaderField{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/metadatasec/gpa/internal/httpwire"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -425,9 +426,9 @@ func (cc *clientConn) serve(ctx context.Context, bufs *connBuffers) {
 		cc.idle.Store(false)
 		first = false
 		_ = cc.nc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
-		req, err := readRequestHead(cc.br, wireLimits{maxURI: s.cfg.MaxURIBytes, maxHeaderBytes: s.cfg.MaxHeaderBytes, maxHeaders: s.cfg.MaxHeaders})
+		req, err := readRequestHead(cc.br, &httpwire.HeadOptions{MaxURIBytes: s.cfg.MaxURIBytes, MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxHeaders: s.cfg.MaxHeaders})
 		if err != nil {
-			var he *httpError
+			var he *httpwire.RequestError
 			if errors.As(err, &he) {
 				s.requests.Add(1)
 				cc.reject(he)
@@ -442,11 +443,11 @@ func (cc *clientConn) serve(ctx context.Context, bufs *connBuffers) {
 }
 
 // reject answers a request that could not be parsed, and audits it.
-func (cc *clientConn) reject(he *httpError) {
+func (cc *clientConn) reject(he *httpwire.RequestError) {
 	rec := cc.newRecord(nil, time.Now())
-	rec.ErrorDetails = he.msg
-	cc.writeSimple(he.status, nil, nil, true)
-	cc.finish(rec, he.status)
+	rec.ErrorDetails = he.Msg
+	cc.writeSimple(he.Status, nil, nil, true)
+	cc.finish(rec, he.Status)
 }
 
 func (cc *clientConn) logger() *slog.Logger { return cc.srv.cfg.Logger }

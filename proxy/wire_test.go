@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metadatasec/gpa/internal/httpwire"
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 )
 
-var fuzzLimits = wireLimits{maxURI: 1024, maxHeaderBytes: 2048, maxHeaders: 20}
+var fuzzLimits = httpwire.HeadOptions{MaxURIBytes: 1024, MaxHeaderBytes: 2048, MaxHeaders: 20}
 
 // FuzzReadRequestHead: any input either fails with an error or yields a
 // request whose forwarded headers hold no framing, hop-by-hop or MSP header
@@ -33,20 +34,20 @@ func FuzzReadRequestHead(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := readRequestHead(bufio.NewReader(strings.NewReader(string(data))), fuzzLimits)
+		r, err := readRequestHead(bufio.NewReader(strings.NewReader(string(data))), &fuzzLimits)
 		if err != nil {
 			return
 		}
-		if r.chunked && r.hadCL {
+		if r.Chunked && r.HadCL {
 			t.Fatalf("both chunked and Content-Length accepted")
 		}
-		if len(r.uri) > fuzzLimits.maxURI || r.headerBytes > fuzzLimits.maxHeaderBytes+fuzzLimits.maxURI+64 {
-			t.Fatalf("limits exceeded: uri %d, header bytes %d", len(r.uri), r.headerBytes)
+		if len(r.URI) > fuzzLimits.MaxURIBytes || r.HeadBytes > fuzzLimits.MaxHeaderBytes+fuzzLimits.MaxURIBytes+64 {
+			t.Fatalf("limits exceeded: uri %d, header bytes %d", len(r.URI), r.HeadBytes)
 		}
-		if msp.MethodAllowed(r.method) && !strings.HasPrefix(r.uri, "/") {
-			t.Fatalf("target %q is not origin-form", r.uri)
+		if msp.MethodAllowed(r.Method) && !strings.HasPrefix(r.URI, "/") {
+			t.Fatalf("target %q is not origin-form", r.URI)
 		}
-		for _, h := range r.header {
+		for _, h := range r.Header {
 			if hopByHop[strings.ToLower(h.Name)] {
 				t.Fatalf("header %q survived", h.Name)
 			}
@@ -205,12 +206,12 @@ func TestRequestClose(t *testing.T) {
 		if tc.conn != "" {
 			head += "Connection: " + tc.conn + "\r\n"
 		}
-		r, err := readRequestHead(bufio.NewReader(strings.NewReader(head+"\r\n")), fuzzLimits)
+		r, err := readRequestHead(bufio.NewReader(strings.NewReader(head+"\r\n")), &fuzzLimits)
 		if err != nil {
 			t.Fatalf("%s %q: %v", tc.proto, tc.conn, err)
 		}
-		if r.close != tc.want {
-			t.Errorf("%s Connection %q: close %v, want %v", tc.proto, tc.conn, r.close, tc.want)
+		if r.Close != tc.want {
+			t.Errorf("%s Connection %q: close %v, want %v", tc.proto, tc.conn, r.Close, tc.want)
 		}
 	}
 }

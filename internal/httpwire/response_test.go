@@ -1,4 +1,4 @@
-package proxy
+package httpwire
 
 import (
 	"bufio"
@@ -29,17 +29,17 @@ type parsedResponse struct {
 func parseAll(t *testing.T, method, wire string) (*parsedResponse, error) {
 	t.Helper()
 	br := bufio.NewReader(strings.NewReader(wire))
-	resp, err := readResponse(br, method)
+	resp, err := ReadResponse(br, method)
 	if err != nil {
 		return nil, err
 	}
-	body, err := io.ReadAll(resp.body)
+	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, err
 	}
 	rest, _ := io.ReadAll(br)
-	return &parsedResponse{Status: resp.status, Code: resp.code, Header: resp.header, ContentLength: resp.contentLength,
-		Chunked: resp.chunked, Close: resp.close, Body: string(body), Rest: string(rest)}, nil
+	return &parsedResponse{Status: resp.Status, Code: resp.Code, Header: resp.Header, ContentLength: resp.ContentLength,
+		Chunked: resp.Chunked, Close: resp.Close, Body: string(body), Rest: string(rest)}, nil
 }
 
 func TestReadResponse(t *testing.T) {
@@ -86,23 +86,23 @@ func TestReadResponse(t *testing.T) {
 		{name: "equal content-lengths", wire: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
 			want: &parsedResponse{Status: "200 OK", Code: 200, Header: hf("Content-Length", "1", "Content-Length", "1"), ContentLength: 1, Body: "x"}},
 
-		{name: "101", wire: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", wantErr: errBadResponse},
-		{name: "conflicting content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", wantErr: errBadResponse},
-		{name: "signed content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx", wantErr: errBadResponse},
-		{name: "negative content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", wantErr: errBadResponse},
-		{name: "huge content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", wantErr: errBadResponse},
-		{name: "HTTP/1.0 chunked", wire: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", wantErr: errBadResponse},
-		{name: "gzip transfer-encoding", wire: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", wantErr: errBadResponse},
-		{name: "HTTP/2", wire: "HTTP/2 200 OK\r\n\r\n", wantErr: errBadResponse},
-		{name: "two-digit code", wire: "HTTP/1.1 20 OK\r\n\r\n", wantErr: errBadResponse},
-		{name: "four-digit code", wire: "HTTP/1.1 2000 OK\r\n\r\n", wantErr: errBadResponse},
-		{name: "control byte in reason", wire: "HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n", wantErr: errBadResponse},
-		{name: "code below 100", wire: "HTTP/1.1 099 Odd\r\n\r\n", wantErr: errBadResponse},
-		{name: "folded header", wire: "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", wantErr: errBadResponse},
-		{name: "no colon", wire: "HTTP/1.1 200 OK\r\nX a\r\n\r\n", wantErr: errBadResponse},
-		{name: "space before colon", wire: "HTTP/1.1 200 OK\r\nX : a\r\n\r\n", wantErr: errBadResponse},
-		{name: "control byte", wire: "HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n", wantErr: errBadResponse},
-		{name: "huge head", wire: "HTTP/1.1 200 OK\r\n" + strings.Repeat("X: "+strings.Repeat("a", 1000)+"\r\n", 300) + "\r\n", wantErr: errBadResponse},
+		{name: "101", wire: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "conflicting content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", wantErr: ErrBadResponse},
+		{name: "signed content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx", wantErr: ErrBadResponse},
+		{name: "negative content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "huge content-length", wire: "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "HTTP/1.0 chunked", wire: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "gzip transfer-encoding", wire: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "HTTP/2", wire: "HTTP/2 200 OK\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "two-digit code", wire: "HTTP/1.1 20 OK\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "four-digit code", wire: "HTTP/1.1 2000 OK\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "control byte in reason", wire: "HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "code below 100", wire: "HTTP/1.1 099 Odd\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "folded header", wire: "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "no colon", wire: "HTTP/1.1 200 OK\r\nX a\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "space before colon", wire: "HTTP/1.1 200 OK\r\nX : a\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "control byte", wire: "HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n", wantErr: ErrBadResponse},
+		{name: "huge head", wire: "HTTP/1.1 200 OK\r\n" + strings.Repeat("X: "+strings.Repeat("a", 1000)+"\r\n", 300) + "\r\n", wantErr: ErrBadResponse},
 		{name: "cut in head", wire: "HTTP/1.1 200 OK\r\nContent-Len", wantErr: io.ErrUnexpectedEOF},
 		{name: "nothing", wire: "", wantErr: io.ErrUnexpectedEOF},
 		{name: "short body", wire: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", wantErr: io.ErrUnexpectedEOF},
@@ -129,7 +129,7 @@ func TestReadResponse(t *testing.T) {
 	}
 }
 
-// FuzzReadResponse: readResponse never panics, and wherever net/http's
+// FuzzReadResponse: ReadResponse never panics, and wherever net/http's
 // reader also accepts a response, both agree on the status code and the
 // body.
 func FuzzReadResponse(f *testing.F) {
@@ -143,18 +143,18 @@ func FuzzReadResponse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		resp, err := readResponse(bufio.NewReader(bytes.NewReader(data)), "GET")
+		resp, err := ReadResponse(bufio.NewReader(bytes.NewReader(data)), "GET")
 		if err != nil {
 			return
 		}
-		body, berr := io.ReadAll(resp.body)
+		body, berr := io.ReadAll(resp.Body)
 		gr, gerr := http.ReadResponse(bufio.NewReader(bytes.NewReader(data)), nil)
 		if gerr != nil || gr.StatusCode < 200 {
 			return // net/http leaves 1xx skipping to its caller
 		}
 		gbody, gberr := io.ReadAll(gr.Body)
-		if gr.StatusCode != resp.code {
-			t.Fatalf("code %d, net/http %d", resp.code, gr.StatusCode)
+		if gr.StatusCode != resp.Code {
+			t.Fatalf("code %d, net/http %d", resp.Code, gr.StatusCode)
 		}
 		if berr == nil && gberr == nil && !bytes.Equal(body, gbody) {
 			t.Fatalf("body %q, net/http %q", body, gbody)
