@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metadatasec/gpa/internal/httpwire"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -463,36 +464,32 @@ const idleTimeout = 30 * time.Second
 func (h *Host) serveConn(ep msp.Endpoint, c net.Conn) {
 	defer h.wg.Done()
 	defer h.forget(c)
-	br := bufio.NewReader(c)
+	br, bw := bufio.NewReader(c), bufio.NewWriter(c)
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
-		req, err := readRequest(br)
+		req, err := readRequest(br, bw)
 		if err != nil {
-			if err != io.EOF {
-				status := http.StatusBadRequest
-				switch {
-				case errors.Is(err, errBodyTooLarge):
-					status = http.StatusRequestEntityTooLarge
-				case errors.Is(err, errHeadTooLarge):
-					status = http.StatusRequestHeaderFieldsTooLarge
-				}
-				r := newResponse(status, "text/plain; charset=utf-8", []byte(err.Error()+"\n"))
-				r.close = true
-				_ = writeResponse(c, r)
+			var re *httpwire.RequestError
+			status := http.StatusBadRequest
+			switch {
+			case err == io.EOF:
+				return
+			case errors.As(err, &re):
+				status = re.Status
+			case errors.Is(err, httpwire.ErrBodyTooLarge):
+				status = http.StatusRequestEntityTooLarge
 			}
+			r := newResponse(status, "text/plain; charset=utf-8", []byte(err.Error()+"\n"))
+			r.close = true
+			_ = writeResponse(bw, r)
 			return
 		}
 		resp, drop := h.handle(ep, req, c.RemoteAddr())
 		if drop {
 			return
 		}
-		if v, ok := req.get("Connection"); ok && strings.EqualFold(strings.TrimSpace(v), "close") {
-			resp.close = true
-		}
-		if req.proto == "HTTP/1.0" {
-			resp.close = true
-		}
-		if err := writeResponse(c, resp); err != nil || resp.close {
+		resp.close = resp.close || req.Close
+		if err := writeResponse(bw, resp); err != nil || resp.close {
 			return
 		}
 	}
@@ -503,13 +500,13 @@ func (h *Host) serveConn(ep msp.Endpoint, c net.Conn) {
 func (h *Host) handle(ep msp.Endpoint, req *wireRequest, remote net.Addr) (resp *response, drop bool) {
 	rec := Request{
 		Endpoint: ep,
-		Method:   req.method,
-		RawURI:   req.rawURI,
-		Header:   slices.Clone(req.header),
+		Method:   req.Method,
+		RawURI:   req.URI,
+		Header:   slices.Clone(req.Header),
 		Body:     slices.Clone(req.body),
 		Time:     h.now(),
 	}
-	msg := &msp.Message{Method: req.method, RawURI: req.rawURI, Header: req.header, Body: req.body}
+	msg := &msp.Message{Method: req.Method, RawURI: req.URI, Header: req.Header, Body: req.body}
 	_, rec.Signed = msg.Get(msp.HeaderAuthorization)
 
 	// The HMAC is computed outside the host's lock, which every connection
@@ -546,7 +543,7 @@ func (h *Host) handle(ep msp.Endpoint, req *wireRequest, remote net.Addr) (resp 
 		}
 		rec.Dropped = drop
 		h.record(rec)
-		h.log.Debug("msptest request", "endpoint", ep.String(), "method", req.method, "uri", req.rawURI,
+		h.log.Debug("msptest request", "endpoint", ep.String(), "method", req.Method, "uri", req.URI,
 			"signed", rec.Signed, "signatureValid", rec.SignatureValid, "status", rec.Status)
 	}()
 
@@ -592,19 +589,19 @@ func (h *Host) route(ep msp.Endpoint, req *wireRequest, rec *Request, remote net
 	hd := h.handlers[ep]
 	h.mu.Unlock()
 	if ep == msp.EndpointIMDS {
-		if v, ok := req.get("Metadata"); !ok || !strings.EqualFold(strings.TrimSpace(v), "true") {
+		if v, ok := req.Get("Metadata"); !ok || !strings.EqualFold(strings.TrimSpace(v), "true") {
 			return jsonResponse(http.StatusBadRequest, `{"error":"Bad request. Required metadata header not specified"}`)
 		}
-		if _, ok := req.get("X-Forwarded-For"); ok {
+		if _, ok := req.Get("X-Forwarded-For"); ok {
 			return jsonResponse(http.StatusBadRequest, `{"error":"Bad request. X-Forwarded-For header is not allowed"}`)
 		}
 	}
-	if mode == msp.ModeEnforce && !rec.SignatureValid && !msp.SkipSigURI(req.method, req.rawURI) {
+	if mode == msp.ModeEnforce && !rec.SignatureValid && !msp.SkipSigURI(req.Method, req.URI) {
 		return newResponse(http.StatusUnauthorized, "text/plain; charset=utf-8",
 			[]byte("msptest: "+ep.DisplayName()+" is in Enforce and the request has no valid signature\n"))
 	}
 	if hd != nil {
-		return serveHandler(hd, ep, req, remote, h.Addr(ep))
+		return serveHandler(hd, req, remote, h.Addr(ep))
 	}
 	return builtin(ep, req)
 }
@@ -613,48 +610,13 @@ func jsonResponse(status int, body string) *response {
 	return newResponse(status, "application/json; charset=utf-8", []byte(body))
 }
 
-func serveHandler(hd http.Handler, ep msp.Endpoint, req *wireRequest, remote net.Addr, local netip.AddrPort) *response {
-	host, _ := req.get("Host")
-	if host == "" {
-		host = local.String()
-	}
-	r, err := http.NewRequestWithContext(context.Background(), req.method, "http://"+host+req.rawURI, strings.NewReader(string(req.body)))
+func serveHandler(hd http.Handler, req *wireRequest, remote net.Addr, local netip.AddrPort) *response {
+	status, header, body, err := httpwire.ServeHandler(context.Background(), hd, req.Request,
+		&httpwire.ServeOptions{Body: req.body, RemoteAddr: remote.String(), DefaultHost: local.String()})
 	if err != nil {
 		return newResponse(http.StatusBadRequest, "text/plain; charset=utf-8", []byte(err.Error()+"\n"))
 	}
-	r.RequestURI = req.rawURI
-	r.Host = host
-	r.RemoteAddr = remote.String()
-	r.ContentLength = int64(len(req.body))
-	for _, f := range req.header {
-		if !strings.EqualFold(f.Name, "Host") {
-			r.Header.Add(f.Name, f.Value)
-		}
-	}
-	rw := &recorder{header: http.Header{}}
-	hd.ServeHTTP(rw, r)
-	if rw.status == 0 {
-		rw.status = http.StatusOK
-	}
-	return &response{status: rw.status, header: rw.header, body: rw.body}
-}
-
-type recorder struct {
-	header http.Header
-	status int
-	body   []byte
-}
-
-func (r *recorder) Header() http.Header { return r.header }
-func (r *recorder) WriteHeader(s int) {
-	if r.status == 0 {
-		r.status = s
-	}
-}
-func (r *recorder) Write(b []byte) (int, error) {
-	r.WriteHeader(http.StatusOK)
-	r.body = append(r.body, b...)
-	return len(b), nil
+	return &response{status: status, header: header, body: body}
 }
 
 func cloneItem(it *msp.AuthorizationItem) *msp.AuthorizationItem {

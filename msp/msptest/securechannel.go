@@ -79,7 +79,7 @@ func (h *Host) secureChannel(req *wireRequest, rec *Request) *response {
 	path := req.path()
 	switch {
 	case path == "/secure-channel/status":
-		if req.method != http.MethodGet {
+		if req.Method != http.MethodGet {
 			return methodNotAllowed(http.MethodGet)
 		}
 		h.mu.Lock()
@@ -88,7 +88,7 @@ func (h *Host) secureChannel(req *wireRequest, rec *Request) *response {
 		return jsonResponse(http.StatusOK, string(body))
 
 	case path == "/secure-channel/key":
-		if req.method != http.MethodPost {
+		if req.Method != http.MethodPost {
 			return methodNotAllowed(http.MethodPost)
 		}
 		var in struct {
@@ -111,7 +111,7 @@ func (h *Host) secureChannel(req *wireRequest, rec *Request) *response {
 		return newResponse(http.StatusOK, "application/json; charset=utf-8", body)
 
 	case strings.HasPrefix(path, "/secure-channel/key/") && strings.HasSuffix(path, "/key-attestation"):
-		if req.method != http.MethodPost {
+		if req.Method != http.MethodPost {
 			return methodNotAllowed(http.MethodPost)
 		}
 		guid := strings.TrimSuffix(strings.TrimPrefix(path, "/secure-channel/key/"), "/key-attestation")
@@ -144,25 +144,25 @@ func builtin(ep msp.Endpoint, req *wireRequest) *response {
 	case msp.EndpointWireServer:
 		switch {
 		case path == "/machine" || path == "/machine/":
-			comp := queryValue(req.rawURI, "comp")
+			comp := queryValue(req.URI, "comp")
 			switch {
-			case strings.EqualFold(comp, "goalstate") && req.method == http.MethodGet:
+			case strings.EqualFold(comp, "goalstate") && req.Method == http.MethodGet:
 				return newResponse(http.StatusOK, "text/xml; charset=utf-8", []byte(goalStateXML))
-			case strings.EqualFold(comp, "telemetrydata") && req.method == http.MethodPost:
+			case strings.EqualFold(comp, "telemetrydata") && req.Method == http.MethodPost:
 				return newResponse(http.StatusOK, "", nil)
-			case req.method == http.MethodPost:
+			case req.Method == http.MethodPost:
 				return newResponse(http.StatusOK, "", nil)
 			}
-		case path == "/" && req.method == http.MethodGet:
+		case path == "/" && req.Method == http.MethodGet:
 			return newResponse(http.StatusOK, "text/xml; charset=utf-8", []byte(versionsXML))
 		}
 	case msp.EndpointHostGA:
 		switch {
-		case path == "/health" && req.method == http.MethodGet:
+		case path == "/health" && req.Method == http.MethodGet:
 			return newResponse(http.StatusOK, "", nil)
-		case strings.EqualFold(path, "/vmAgentLog") && req.method == http.MethodPut:
+		case strings.EqualFold(path, "/vmAgentLog") && req.Method == http.MethodPut:
 			return newResponse(http.StatusOK, "", nil)
-		case path == "/status" && req.method == http.MethodPut:
+		case path == "/status" && req.Method == http.MethodPut:
 			return newResponse(http.StatusOK, "", nil)
 		}
 	case msp.EndpointIMDS:
