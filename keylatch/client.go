@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/metadatasec/gpa/internal/httpwire"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -29,8 +30,10 @@ type ClientOptions struct {
 	Host string
 	// Timeout bounds each request, connect to last body byte; 10 s if zero.
 	Timeout time.Duration
-	// Dial opens the connection; a net.Dialer if nil. The agent sets one
-	// whose socket the eBPF redirect skips.
+	// Dial opens the connection; a net.Dialer if nil. The agent leaves it
+	// nil: it puts its own process in the eBPF skip list
+	// (ebpf.Redirector.Skip), so its connections to WireServer are not
+	// redirected to the proxy.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now is the guest clock; time.Now if nil.
 	Now func() time.Time
@@ -272,23 +275,18 @@ func (c *Client) do(ctx context.Context, method, path string, extra []msp.Header
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	var b strings.Builder
-	b.WriteString(method + " " + path + " HTTP/1.1\r\n")
-	for _, h := range msg.Header {
-		b.WriteString(h.Name + ": " + h.Value + "\r\n")
-	}
 	// No "connection: close": every header line on the wire must be one the
 	// signature covered. The connection is closed after one response.
-	b.WriteString("\r\n")
-	b.Write(body)
-	if _, err := io.WriteString(conn, b.String()); err != nil {
+	bw := bufio.NewWriterSize(conn, 1024+len(body))
+	httpwire.WriteRequestHead(bw, method, path, msg.Header)
+	bw.Write(body)
+	if err := bw.Flush(); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	resp, err := httpwire.ReadResponse(bufio.NewReader(conn), method)
 	if err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
 		return nil, ctxErr(ctx, err)
@@ -296,7 +294,12 @@ func (c *Client) do(ctx context.Context, method, path string, extra []msp.Header
 	if len(data) > maxResponse {
 		return nil, fmt.Errorf("response body over %d bytes", maxResponse)
 	}
-	return &rawResponse{status: resp.StatusCode, header: resp.Header, body: data}, nil
+	// maybeSync and decodeBody look fields up by name, first one first.
+	header := make(http.Header, len(resp.Header))
+	for _, f := range resp.Header {
+		header.Add(f.Name, f.Value)
+	}
+	return &rawResponse{status: resp.Code, header: header, body: data}, nil
 }
 
 func ctxErr(ctx context.Context, err error) error {
