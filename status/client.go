@@ -2,7 +2,6 @@ package status
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/metadatasec/gpa/internal/httpwire"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -251,27 +251,30 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	var b bytes.Buffer
-	b.WriteString("GET " + msp.ProvisionPath + " HTTP/1.1\r\nHost: " + addr + "\r\n")
-	b.WriteString(HeaderMetadata + ": true\r\n")
-	b.WriteString(http.CanonicalHeaderKey(HeaderTimeTick) + ": " + o.Tick + "\r\n")
-	if o.Notify {
-		b.WriteString(http.CanonicalHeaderKey(HeaderNotify) + ": true\r\n")
+	hdr := []msp.HeaderField{
+		{Name: "Host", Value: addr},
+		{Name: HeaderMetadata, Value: "true"},
+		{Name: http.CanonicalHeaderKey(HeaderTimeTick), Value: o.Tick},
 	}
-	b.WriteString("Connection: close\r\n\r\n")
-	if _, err := conn.Write(b.Bytes()); err != nil {
+	if o.Notify {
+		hdr = append(hdr, msp.HeaderField{Name: http.CanonicalHeaderKey(HeaderNotify), Value: "true"})
+	}
+	hdr = append(hdr, msp.HeaderField{Name: "Connection", Value: "close"})
+	bw := bufio.NewWriter(conn)
+	httpwire.WriteRequestHead(bw, http.MethodGet, msp.ProvisionPath, hdr)
+	if err := bw.Flush(); err != nil {
 		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
 	}
-	resp, err := readProvisionResponse(bufio.NewReader(conn))
+	// 1xx interim answers are skipped, as an http.Client does.
+	resp, err := httpwire.ReadResponse(bufio.NewReader(conn), http.MethodGet)
 	if err != nil {
 		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
 	}
-	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProvisionBody+1))
 	if err != nil {
 		return ProvisionState{}, fmt.Errorf("GET %s: %w", target, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.Code != http.StatusOK {
 		return ProvisionState{}, fmt.Errorf("%w: %w", ErrInvalidStatus, &AnswerError{Status: resp.Status})
 	}
 	if len(body) > maxProvisionBody {
@@ -292,19 +295,4 @@ func QueryProvision(ctx context.Context, opts *QueryOptions) (ProvisionState, er
 		st.ErrorMessage = *raw.ErrorMessage
 	}
 	return st, nil
-}
-
-// readProvisionResponse reads the response head, skipping 1xx interim
-// responses as an http.Client does.
-func readProvisionResponse(br *bufio.Reader) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
-		}
-		resp.Body.Close()
-	}
 }
