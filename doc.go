@@ -11,9 +11,18 @@
 // library. msp/msptest is a simulated Azure host (WireServer, HostGAPlugin,
 // IMDS) in the style of net/http/httptest, for tests and the demo.
 //
+// internal/httpwire is the one HTTP/1.1 head reader and writer: the
+// proxy's framing guards (no Content-Length with Transfer-Encoding, no
+// conflicting lengths, no obsolete folding, bounded lines, heads and field
+// counts) for the heads the proxy, the clients and msptest read, and the
+// helper that runs an http.Handler into a buffer. It imports only msp;
+// proxy, keylatch, status and msp/msptest use it. It is shared wire code,
+// not a test double, and links into the agent.
+//
 // keylatch owns the long-lived key: the WireServer secure-channel client,
 // the on-disk key store, and the latch state machine that publishes
-// immutable snapshots (key, modes, compiled rules, epoch). It imports msp.
+// immutable snapshots (key, modes, compiled rules, epoch). It imports msp
+// and internal/httpwire.
 //
 // ebpf owns the kernel half: the cgroup connect4/connect6/getpeername4 and
 // audit programs (bpf2go, generated files committed), their loader, and
@@ -21,11 +30,12 @@
 // imports msp.
 //
 // status owns what operators and cloud-init see: the status.json model and
-// writer, provisioning state, and the --status client. It imports msp.
+// writer, provisioning state, and the --status client. It imports msp and
+// internal/httpwire.
 //
 // proxy is the authorizing, signing HTTP proxy on 127.0.0.1:3080. It may
-// import msp, keylatch, ebpf and status, and links no metrics library: it
-// measures through its small Metrics interface.
+// import msp, internal/httpwire, keylatch, ebpf and status, and links no
+// metrics library: it measures through its small Metrics interface.
 //
 // agent is the whole agent as an importable package: agent.New(cfg,
 // opts).Run(ctx) wires ebpf, keylatch, proxy and status, with hooks for an
@@ -44,7 +54,8 @@
 // examples holds the thin programs: azure-proxy-agent (flags, upstream's
 // configuration file, agent.Run and the --status client), msp-demo (the
 // whole protocol on a simulated host), msp-validate, msp-keyreset and
-// msp-policy. Only msp-demo and the tests link msp/msptest and internal/.
+// msp-policy. Only msp-demo and the tests link msp/msptest and the test
+// helpers under internal/.
 //
 // Platforms: ebpf, keylatch, proxy and agent are Linux-only (ebpf and
 // keylatch fail to compile elsewhere with an error that names why). msp,

@@ -9,22 +9,34 @@
 //
 // Intended callers:
 //
-//   - every component (key latch, eBPF redirector, proxy listener) reports
-//     its module state to one shared [Registry];
-//   - the agent's main runs a [Writer] and a [Provision], and the proxy
-//     serves [Provision] at [ProvisionPath] and [AggregateStatusHandler] at
-//     [AggregateStatusPath], and feeds the two [SummaryAggregator]s and
-//     [Registry.CountRequest] per request;
-//   - the key latch selects on [Provision.Notify] and calls
-//     [Provision.SetReady], [Provision.ResetKeyLatch] and
-//     [Provision.SetLatched];
+//   - the agent owns one [Registry]: it sets each module's state there
+//     ([Registry.Set]) from what the key latch, the eBPF redirector and the
+//     proxy listener report, and the key latch's channel states from each
+//     latched snapshot ([Registry.SetKeyLatchStates]);
+//   - the agent runs a [Writer] and a [Provision] ([Provision.Run],
+//     [Provision.StartTimer]); the proxy's listener serves the [Provision],
+//     an http.Handler, at [ProvisionPath], and at [AggregateStatusPath] the
+//     registry's [Registry.Snapshot] as compact JSON
+//     ([AggregateStatus.MarshalCompact]), through a function the agent
+//     gives it. [AggregateStatusHandler] serves the same JSON to a caller
+//     that routes with net/http;
+//   - for every proxied request the agent's audit sink calls
+//     [Registry.CountRequest] and records the connection in
+//     [Registry.Connections], and in [Registry.FailedAuthentications] when
+//     the host refused it;
+//   - the agent's status feed, not the key latch, selects on
+//     [Provision.Notify] next to the latch's snapshots: a notify wakes the
+//     latch and, while nothing is latched, calls [Provision.ResetKeyLatch];
+//     each snapshot is passed on with [Provision.SetLatched];
+//     [Provision.SetReady] is called as the redirector, the listener and
+//     the latch come up;
 //   - `--status` calls [WaitProvisioned] and exits with
 //     [WaitResult.ExitCode], printing [WaitResult.Report];
 //   - validators and tests read files with [Parse] or [ReadFile], which
 //     also accept the older 1.0.x spellings.
 //
-// The package imports only msp and the standard library, and builds for
-// Linux and Windows.
+// The package imports only msp, internal/httpwire (the --status client's
+// wire code) and the standard library, and builds for Linux and Windows.
 //
 // The sharp edge: everything here is visible to any local user who can read
 // /var/log or query 127.0.0.1:3080. Never put key material, signatures or
