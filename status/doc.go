@@ -15,11 +15,11 @@
 //     latched snapshot ([Registry.SetKeyLatchStates]);
 //   - the agent runs a [Writer] and a [Provision] ([Provision.Run],
 //     [Provision.StartTimer]); the proxy's listener serves the [Provision],
-//     an http.Handler, at [ProvisionPath], and at [AggregateStatusPath] the
-//     registry's [Registry.Snapshot] as compact JSON
-//     ([AggregateStatus.MarshalCompact]), through a function the agent
-//     gives it. [AggregateStatusHandler] serves the same JSON to a caller
-//     that routes with net/http;
+//     an http.Handler, at [msp.ProvisionPath], and at
+//     [msp.AggregateStatusPath] the registry's [Registry.Snapshot] as
+//     compact JSON ([AggregateStatus.MarshalCompact]), through a function
+//     the agent gives it. [AggregateStatusHandler] serves the same JSON to
+//     a caller that routes with net/http;
 //   - for every proxied request the agent's audit sink calls
 //     [Registry.CountRequest] and records the connection in
 //     [Registry.Connections], and in [Registry.FailedAuthentications] when
