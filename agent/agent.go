@@ -252,7 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	if cfg.MetricsAddr != "" {
-		goRun("metrics", func(ctx context.Context) error { return serveMetrics(ctx, cfg.MetricsAddr, srv, gatherer) })
+		goRun("metrics", func(ctx context.Context) error { return serveMetrics(ctx, cfg.MetricsAddr, gatherer, logger, pm.Panic) })
 	}
 
 	// 4. Snapshots feed status.json and provisioning; /provision's notify

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -157,13 +158,12 @@ func (s auditSinks) Add(r *msp.AuditRecord) {
 	}
 }
 
-// serveMetrics serves g at /metrics on addr until ctx ends, with the
-// proxy's own HTTP code: a net/http server would link TLS into the agent.
-func serveMetrics(ctx context.Context, addr string, srv *proxy.Server, g prometheus.Gatherer) error {
+// serveMetrics serves g at /metrics on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string, g prometheus.Gatherer, logger *slog.Logger, onPanic func()) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
-	return srv.ServeMetrics(ctx, ln, promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	return newMetricsServer(promhttp.HandlerFor(g, promhttp.HandlerOpts{}), logger, onPanic).serve(ctx, ln)
 }

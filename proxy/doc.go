@@ -20,9 +20,8 @@
 //     it looks at the destination, as upstream does.
 //   - AuditLog and Summaries receive one [msp.AuditRecord] per request.
 //   - [Metrics] receives the measurements; package agent/metrics records
-//     them as Prometheus series, so proxy links no metrics library.
-//     [Server.ServeMetrics] serves a handler of the caller's (the agent's
-//     /metrics) with the proxy's own HTTP code.
+//     them as Prometheus series (and package agent serves them), so proxy
+//     links no metrics library.
 //
 // The pipeline follows docs/protocol.md §4.3: method allow-list (405), traversal
 // guard (403), the local endpoints, caller and destination (421 when the

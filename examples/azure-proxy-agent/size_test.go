@@ -67,8 +67,8 @@ func TestNoTLSInAgent(t *testing.T) {
 		t.Errorf("the agent links %v.\n"+
 			"Reaching net/http's client (http.Client, http.Transport) or server (http.Server) pulls about 2 MB of "+
 			"crypto/tls, x509 and HTTP/2 into the agent and breaks the 10 MB size goal. Send requests over a dialed "+
-			"connection as status.WaitOptions.Dial does, read answers with http.ReadResponse, and serve HTTP with "+
-			"proxy.Server.ServeMetrics or the proxy itself. `go build -ldflags=-dumpdep` shows what reaches them.", found)
+			"connection as status.WaitOptions.Dial does, and read and write HTTP heads with internal/httpwire, as the "+
+			"proxy and the agent's metrics server do. `go build -ldflags=-dumpdep` shows what reaches them.", found)
 	}
 }
 

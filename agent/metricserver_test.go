@@ -1,10 +1,11 @@
-package proxy
+package agent
 
 import (
 	"bufio"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -13,33 +14,47 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metadatasec/gpa/agent/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// metricsServer runs ServeMetrics for tp's server on a loopback listener.
-// It returns the listener's address, the listener and stop, which ends
-// ServeMetrics' ctx and returns what it returned (once it has, within 5 s);
-// the cleanup stops it and checks for context.Canceled.
-func metricsServer(t *testing.T, tp *testProxy) (string, net.Listener, func() error) {
+// startMetrics serves, on a loopback listener, a registry with the
+// proxy's series and one counted request. It returns the listener's
+// address, the listener and stop, which ends serve's ctx and returns what
+// it returned (once it has, within 5 s); the cleanup stops it and checks
+// for context.Canceled.
+func startMetrics(t *testing.T, tweak func(*metricsServer)) (string, net.Listener, func() error) {
 	t.Helper()
+	reg := prometheus.NewRegistry()
+	pm, err := metrics.NewProxy(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm.RequestDone("none", "", 400, time.Millisecond)
+	srv := newMetricsServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), slog.New(slog.DiscardHandler), pm.Panic)
+	if tweak != nil {
+		tweak(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- tp.srv.ServeMetrics(ctx, ln, tp.metrics) }()
+	go func() { done <- srv.serve(ctx, ln) }()
 	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
 		case err := <-done:
 			return err
 		case <-time.After(5 * time.Second):
-			return errors.New("ServeMetrics did not return within 5s of the cancel")
+			return errors.New("serve did not return within 5s of the cancel")
 		}
 	})
 	t.Cleanup(func() {
 		if err := stop(); !errors.Is(err, context.Canceled) {
-			t.Errorf("ServeMetrics returned %v, want context.Canceled", err)
+			t.Errorf("serve returned %v, want context.Canceled", err)
 		}
 	})
 	return ln.Addr().String(), ln, stop
@@ -48,11 +63,7 @@ func metricsServer(t *testing.T, tp *testProxy) (string, net.Listener, func() er
 // TestServeMetricsScrape: a Go client (asking for gzip, as it does by
 // default) gets the text exposition with the proxy's request counter.
 func TestServeMetricsScrape(t *testing.T) {
-	tp := newTestProxy(t, nil, proxyOpts{})
-	// One counted request, so the counter vector has a series.
-	tp.raw(t, "GET /provision HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-	tp.waitRecords(t, 1)
-	addr, _, _ := metricsServer(t, tp)
+	addr, _, _ := startMetrics(t, nil)
 
 	c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
 	defer c.CloseIdleConnections()
@@ -95,8 +106,7 @@ func exchange(t *testing.T, c net.Conn, br *bufio.Reader, method, req string) (*
 
 // TestServeMetricsKeepAlive: two scrapes on one connection.
 func TestServeMetricsKeepAlive(t *testing.T) {
-	tp := newTestProxy(t, nil, proxyOpts{})
-	addr, _, _ := metricsServer(t, tp)
+	addr, _, _ := startMetrics(t, nil)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -152,8 +162,7 @@ func TestServeMetricsAnswers(t *testing.T) {
 		{"malformed header", "GET /metrics HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", answer{Status: 400}},
 		{"HTTP/2", "GET /metrics HTTP/2.0\r\nHost: x\r\n\r\n", answer{Status: 505}},
 	}
-	tp := newTestProxy(t, nil, proxyOpts{})
-	addr, _, _ := metricsServer(t, tp)
+	addr, _, _ := startMetrics(t, nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", addr)
@@ -187,8 +196,7 @@ func TestServeMetricsAnswers(t *testing.T) {
 // after ReadHeaderTimeout.
 func TestServeMetricsSlowHeader(t *testing.T) {
 	const timeout = 200 * time.Millisecond
-	tp := newTestProxy(t, nil, proxyOpts{tweak: func(c *Config) { c.ReadHeaderTimeout = timeout }})
-	addr, _, _ := metricsServer(t, tp)
+	addr, _, _ := startMetrics(t, func(s *metricsServer) { s.readHeader = timeout })
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -209,11 +217,10 @@ func TestServeMetricsSlowHeader(t *testing.T) {
 	}
 }
 
-// TestServeMetricsCancel: ending ctx makes ServeMetrics return, closes the
+// TestServeMetricsCancel: ending ctx makes serve return, closes the
 // listener and cuts open connections.
 func TestServeMetricsCancel(t *testing.T) {
-	tp := newTestProxy(t, nil, proxyOpts{})
-	addr, ln, stop := metricsServer(t, tp)
+	addr, ln, stop := startMetrics(t, nil)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +231,7 @@ func TestServeMetricsCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := stop(); !errors.Is(err, context.Canceled) {
-		t.Fatalf("ServeMetrics returned %v, want context.Canceled", err)
+		t.Fatalf("serve returned %v, want context.Canceled", err)
 	}
 	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after return: %v, want net.ErrClosed", err)
@@ -239,8 +246,7 @@ func TestServeMetricsCancel(t *testing.T) {
 // TestServeMetricsConnLimit: connections over the bound get 503 and are
 // closed; the ones within it are served.
 func TestServeMetricsConnLimit(t *testing.T) {
-	tp := newTestProxy(t, nil, proxyOpts{})
-	addr, _, _ := metricsServer(t, tp)
+	addr, _, _ := startMetrics(t, nil)
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -263,7 +269,7 @@ func TestServeMetricsConnLimit(t *testing.T) {
 	defer extra.Close()
 	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
 	b, err := io.ReadAll(extra)
-	if err != nil || rawStatus(string(b)) != http.StatusServiceUnavailable {
+	if err != nil || !strings.HasPrefix(string(b), "HTTP/1.1 503 ") {
 		t.Errorf("connection over the bound: %q, %v; want 503 and close", b, err)
 	}
 	// The first connection was accepted within the bound: it is served.
