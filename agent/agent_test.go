@@ -56,24 +56,6 @@ func TestNewRefusesBadConfig(t *testing.T) {
 
 type registererOnly struct{ prometheus.Registerer }
 
-// syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunWithoutRedirect runs the agent without eBPF against a simulated
 // host on loopback: it provisions, writes status.json and its logs, feeds
 // the hooks, and on cancel stops and says so in status.json.
@@ -90,7 +72,7 @@ func TestRunWithoutRedirect(t *testing.T) {
 	listen := netip.MustParseAddrPort(ln.Addr().String())
 	ln.Close()
 	var (
-		logs, auditLines syncBuffer
+		logs, auditLines testenv.Buffer
 		mu               sync.Mutex
 		audited          []string
 		snaps            = make(chan *keylatch.Snapshot, 64)

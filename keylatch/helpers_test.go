@@ -1,7 +1,6 @@
 package keylatch
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
 )
@@ -95,24 +95,6 @@ func (r *recordingRedirect) last() []msp.Endpoint {
 	return r.sets[len(r.sets)-1]
 }
 
-// syncBuffer is a log sink safe for the latcher's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type rig struct {
 	host     *msptest.Host
 	store    *Store
@@ -120,7 +102,7 @@ type rig struct {
 	latcher  *Latcher
 	clock    *fakeClock
 	redirect *recordingRedirect
-	logs     *syncBuffer
+	logs     *testenv.Buffer
 	statuses *statusLog
 }
 
@@ -170,7 +152,7 @@ func newRig(t *testing.T, hostOpts *msptest.Options, mut func(*LatcherOptions)) 
 	t.Helper()
 	h := msptest.NewHost(hostOpts)
 	t.Cleanup(h.Close)
-	r := &rig{host: h, clock: newFakeClock(), redirect: &recordingRedirect{}, logs: &syncBuffer{}, statuses: &statusLog{}}
+	r := &rig{host: h, clock: newFakeClock(), redirect: &recordingRedirect{}, logs: &testenv.Buffer{}, statuses: &statusLog{}}
 	r.store = openTestStore(t, testStoreDir(t), nil)
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r.client = NewClient(&ClientOptions{Addr: h.WireServerAddr(), Timeout: 2 * time.Second, Logger: log})
