@@ -25,6 +25,7 @@ func (s *Server) accept(w http.ResponseWriter, rt route, res *resource, status i
 	}
 	op.guest = s.opts.GuestAutoLatch && (rt.kind == kindVM || rt.kind == kindInstance) && rt.action == ""
 	s.ops[op.id] = op
+	s.recordWrite(rt)
 	h := http.Header{}
 	opURL := fmt.Sprintf("%s/subscriptions/%s/providers/Microsoft.Compute/locations/%s/operations/%s?api-version=%s",
 		s.URL, url.PathEscape(rt.sub), "fakeregion", op.id, "2025-04-01")

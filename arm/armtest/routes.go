@@ -120,6 +120,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reqs = append(s.reqs, rec)
+	if s.serveFleet(w, r, body) {
+		return
+	}
 
 	if s.throttle > 0 {
 		s.throttle--

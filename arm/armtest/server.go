@@ -67,6 +67,7 @@ type Server struct {
 	failNextReq        *ServiceError
 	unregistered       map[string]bool
 	unsupportedRegions map[string]bool
+	fleet              fleetState // graph.go
 }
 
 // ServiceError is an ARM error the server answers with.
