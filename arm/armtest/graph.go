@@ -1,6 +1,7 @@
 package armtest
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -371,3 +372,7 @@ func formatTimeSpan(d time.Duration) string {
 	}
 	return fmt.Sprintf("%02d:%02d:%02d.%07d", h, m, sec, frac)
 }
+
+// Certificate returns the server's TLS certificate, for a client in another
+// process that must trust it.
+func (s *Server) Certificate() *x509.Certificate { return s.ts.Certificate() }

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -115,29 +116,51 @@ type gate struct {
 	until time.Time
 }
 
-// Do waits for the gate, sends the request and learns from the answer.
+// Do waits for the gate, sends the request and learns from the answer. A
+// 429 is sent again here, after the pause the service asked for, up to
+// maxThrottled times: azcore's retry policy gives up at once when
+// Retry-After exceeds its MaxRetryDelay, which ARM's hour-long windows do.
 func (g *gate) Do(req *policy.Request) (*http.Response, error) {
 	ctx := req.Raw().Context()
+	for attempt := 1; ; attempt++ {
+		if err := g.wait(ctx); err != nil {
+			return nil, err
+		}
+		resp, err := req.Next()
+		if err != nil {
+			return resp, err
+		}
+		g.observe(ctx, resp)
+		if resp.StatusCode != http.StatusTooManyRequests || attempt >= maxThrottled {
+			return resp, nil
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err := req.RewindBody(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// maxThrottled bounds the 429s one request absorbs in the gate.
+const maxThrottled = 30
+
+func (g *gate) wait(ctx context.Context) error {
 	for {
 		g.mu.Lock()
 		wait := time.Until(g.until)
 		g.mu.Unlock()
 		if wait <= 0 {
-			break
+			return nil
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-t.C:
 		}
 	}
-	resp, err := req.Next()
-	if err == nil {
-		g.observe(ctx, resp)
-	}
-	return resp, err
 }
 
 // observe turns throttling headers into a pause for everyone.

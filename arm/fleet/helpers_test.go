@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -21,8 +22,14 @@ func newServer(t testing.TB) *armtest.Server {
 
 func newClient(t testing.TB, srv *armtest.Server) *fleet.Client {
 	t.Helper()
+	o := srv.ClientOptions()
+	// Fifty workers on two idle connections would spend the test in TLS
+	// handshakes.
+	tr := o.Transport.(*http.Client).Transport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 100
+	o.Transport = &http.Client{Transport: tr}
 	c, err := fleet.NewClient(&fake.TokenCredential{}, &fleet.Options{
-		ClientOptions:     srv.ClientOptions(),
+		ClientOptions:     o,
 		LowRemainingPause: 20 * time.Millisecond,
 	})
 	if err != nil {
