@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -110,11 +111,7 @@ func (s *Server) SetManagementGroup(name string, subscriptionIDs ...string) {
 func (s *Server) Writes() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.fleet.writes))
-	for k, v := range s.fleet.writes {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.fleet.writes)
 }
 
 // UpgradeCounts returns how many manual upgrades each scale set accepted,
@@ -122,11 +119,7 @@ func (s *Server) Writes() map[string]int {
 func (s *Server) UpgradeCounts() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.fleet.upgrades))
-	for k, v := range s.fleet.upgrades {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.fleet.upgrades)
 }
 
 // ResourceGraphQueries returns the KQL texts of the queries received, in

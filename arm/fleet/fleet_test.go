@@ -156,8 +156,7 @@ func TestWantRefusesModeAndProfile(t *testing.T) {
 	}
 }
 
-func mode(m arm.Mode) *arm.Mode { return &m }
-func yes() *bool                { b := true; return &b }
+func yes() *bool { b := true; return &b }
 
 func TestDiff(t *testing.T) {
 	ref := armtest.FleetProfileVersion(armtest.FleetSubscription(0))

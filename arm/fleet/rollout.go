@@ -404,13 +404,20 @@ func (r *rollout) runWave(ctx context.Context, w Wave, targets []target, resp *R
 // change it between our read and our write (412).
 const maxConflicts = 5
 
-// applyOne brings one VM or scale set to the desired state.
-func (c *Client) applyOne(ctx context.Context, t target, want Want, o RolloutOptions) (Status, string, error) {
+// target parses a target's id and returns the ARM client of its
+// subscription.
+func (c *Client) target(t target) (*azarm.ResourceID, *arm.Client, error) {
 	rid, err := azarm.ParseResourceID(t.ID)
 	if err != nil {
-		return StatusFailed, "", fmt.Errorf("fleet: %s: %w", t.ID, err)
+		return nil, nil, fmt.Errorf("fleet: %s: %w", t.ID, err)
 	}
 	ac, err := c.arm(rid.SubscriptionID)
+	return rid, ac, err
+}
+
+// applyOne brings one VM or scale set to the desired state.
+func (c *Client) applyOne(ctx context.Context, t target, want Want, o RolloutOptions) (Status, string, error) {
+	rid, ac, err := c.target(t)
 	if err != nil {
 		return StatusFailed, "", err
 	}
@@ -518,11 +525,7 @@ func (c *Client) upgradeOutdated(ctx context.Context, ac *arm.Client, rid *azarm
 
 // resetOne resets the key of one VM or instance.
 func (c *Client) resetOne(ctx context.Context, t target, st *stateFile, o RolloutOptions) (Status, string, error) {
-	rid, err := azarm.ParseResourceID(t.ID)
-	if err != nil {
-		return StatusFailed, "", fmt.Errorf("fleet: %s: %w", t.ID, err)
-	}
-	ac, err := c.arm(rid.SubscriptionID)
+	rid, ac, err := c.target(t)
 	if err != nil {
 		return StatusFailed, "", err
 	}
