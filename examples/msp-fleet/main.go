@@ -143,9 +143,9 @@ type globals struct {
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.cloud, "cloud", "public", "Azure cloud: public, china or usgov")
-	fs.StringVar(&g.endpoint, "endpoint", "", "Resource Manager endpoint to use instead of the cloud's (https; for tests and private clouds)")
-	fs.StringVar(&g.caFile, "ca-file", "", "PEM file of a CA to trust for --endpoint")
+	fs.StringVar(&g.cloud, "cloud", "AzurePublic", "Azure cloud: AzurePublic, AzureChina or AzureUSGovernment")
+	fs.StringVar(&g.endpoint, "arm-endpoint", "", "Resource Manager endpoint overriding the cloud's, for tests (https; Resource Graph is reached there too)")
+	fs.StringVar(&g.caFile, "ca-file", "", "PEM file of a CA to trust for --arm-endpoint")
 	fs.StringVar(&g.subscriptions, "subscriptions", "", "comma-separated subscription ids to query")
 	fs.StringVar(&g.mg, "management-group", "", "management group to query (instead of --subscriptions)")
 	fs.StringVar(&g.where, "where", "", "KQL predicate over id, name, type, location, subscriptionId, resourceGroup, tags, properties")
@@ -180,19 +180,19 @@ func (e *env) selection() (fleet.Selection, error) {
 func (e *env) client() (*fleet.Client, error) {
 	var cfg cloud.Configuration
 	switch strings.ToLower(e.g.cloud) {
-	case "public", "azurecloud":
+	case "azurepublic", "public":
 		cfg = cloud.AzurePublic
-	case "china", "azurechinacloud":
+	case "azurechina", "china":
 		cfg = cloud.AzureChina
-	case "usgov", "azureusgovernment":
+	case "azureusgovernment", "usgov":
 		cfg = cloud.AzureGovernment
 	default:
-		return nil, fmt.Errorf("unknown --cloud %q (public, china, usgov)", e.g.cloud)
+		return nil, fmt.Errorf("--cloud %q: want AzurePublic, AzureChina or AzureUSGovernment", e.g.cloud)
 	}
 	var o fleet.Options
 	if e.g.endpoint != "" {
 		if !strings.HasPrefix(e.g.endpoint, "https://") {
-			return nil, fmt.Errorf("--endpoint %q: only https endpoints carry a token", e.g.endpoint)
+			return nil, fmt.Errorf("--arm-endpoint %q: only https endpoints carry a token", e.g.endpoint)
 		}
 		rm := cfg.Services[cloud.ResourceManager]
 		rm.Endpoint = e.g.endpoint

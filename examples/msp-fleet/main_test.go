@@ -49,7 +49,7 @@ var sub = armtest.FleetSubscription(0)
 type fixture struct {
 	srv  *armtest.Server
 	dir  string
-	conn []string // --endpoint and --ca-file
+	conn []string // --arm-endpoint and --ca-file
 }
 
 func newFixture(t *testing.T, n, scaleSets int) *fixture {
@@ -62,7 +62,7 @@ func newFixture(t *testing.T, n, scaleSets int) *fixture {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, dir: dir, conn: []string{"--endpoint", srv.URL, "--ca-file", ca}}
+	return &fixture{srv: srv, dir: dir, conn: []string{"--arm-endpoint", srv.URL, "--ca-file", ca}}
 }
 
 // run runs one command line against the fixture: args[0] is the command,
@@ -237,5 +237,28 @@ func TestKillAndResume(t *testing.T) {
 	code, out, _ = f.run(t, "drift", "--want", spec)
 	if code != exitOK {
 		t.Errorf("drift after resume: %d %s", code, out)
+	}
+}
+
+func TestCloudFlag(t *testing.T) {
+	var got cloud.Configuration
+	cred := func(c cloud.Configuration) (azcore.TokenCredential, error) {
+		got = c
+		return &fake.TokenCredential{}, nil
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"inventory", "--cloud", "Mars"}, &out, &errb, cred); code != exitError || !strings.Contains(errb.String(), "AzureChina") {
+		t.Errorf("--cloud Mars: %d %s", code, errb.String())
+	}
+	// The credential is made for the chosen cloud; the query then fails
+	// against a closed loopback port, which is not under test here.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	run(ctx, []string{"inventory", "--cloud", "AzureChina", "--arm-endpoint", "https://127.0.0.1:1"}, &out, &errb, cred)
+	if got.ActiveDirectoryAuthorityHost != cloud.AzureChina.ActiveDirectoryAuthorityHost {
+		t.Errorf("credential made for %+v", got)
+	}
+	if code := run(context.Background(), []string{"inventory", "--arm-endpoint", "http://127.0.0.1:1"}, &out, &errb, cred); code != exitError || !strings.Contains(errb.String(), "https") {
+		t.Errorf("http endpoint: %d", code)
 	}
 }
