@@ -2,8 +2,8 @@
 // one from the audit log, for the Audit → learn → simulate → Enforce rollout.
 //
 //	msp-policy simulate --rules FILE --endpoint imds --url URL [--method GET] [--user NAME] [--uid N] [--groups a,b] [--exe PATH] [--json]
-//	msp-policy simulate --rules FILE --endpoint imds --audit-log FILE [--json]
-//	msp-policy learn --audit-log FILE [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--json]
+//	msp-policy simulate --rules FILE --endpoint imds --audit-log FILE|GLOB|DIR... [--json]
+//	msp-policy learn --audit-log FILE|GLOB|DIR... [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--json]
 //	msp-policy help [simulate|learn]
 //
 // simulate exits 0 when nothing the agent let through would be denied and 3
@@ -63,7 +63,7 @@ something would, 1 on errors and 2 on bad usage.`
 
 const (
 	simulateSynopsis = `usage: msp-policy simulate --rules FILE [--endpoint imds] --url URL [--method GET] [--user NAME | --uid N] [--groups a,b] [--exe PATH] [--json]
-       msp-policy simulate --rules FILE [--endpoint imds] --audit-log FILE [--json]
+       msp-policy simulate --rules FILE [--endpoint imds] --audit-log FILE|GLOB|DIR... [--json]
 
 Decides one request (--url) with the canonical and the legacy matcher, or
 replays an audit log (--audit-log) and reports what the candidate changes.
@@ -72,7 +72,7 @@ only on the VM. Exit status 3 when the candidate denies a request the agent
 let through.
 
 Flags:`
-	learnSynopsis = `usage: msp-policy learn --audit-log FILE [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--id ID] [--location LOC] [--json]
+	learnSynopsis = `usage: msp-policy learn --audit-log FILE|GLOB|DIR... [--endpoint imds] [--group-by exe|user|both] [--format item|local|gallery] [--id ID] [--location LOC] [--json]
 
 Writes an allow-list (default Deny) of what the audit log shows, one identity
 per caller, to standard output; what it could not learn goes to standard
@@ -147,12 +147,13 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 	uid := fs.Uint("uid", 0, "caller's uid (0 means elevated); needed when --user is not a user of this machine")
 	groups := fs.String("groups", "", "caller's groups, comma-separated")
 	exe := fs.String("exe", "", "caller's executable path")
-	auditLog := fs.String("audit-log", "", "replay this audit log (JSON lines) instead of one request")
+	var auditLog auditLogs
+	fs.Var(&auditLog, "audit-log", "replay audit logs instead of one request; "+auditLogsHelp)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if code, done := parse(fs, simulateSynopsis, args, stdout); done {
 		return code
 	}
-	if *rulesFile == "" || (*url == "") == (*auditLog == "") {
+	if *rulesFile == "" || (*url == "") == (len(auditLog) == 0) {
 		fmt.Fprintln(stderr, "msp-policy simulate: --rules and exactly one of --url or --audit-log are required")
 		return exitUsage
 	}
@@ -228,18 +229,16 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
-	f, err := os.Open(*auditLog)
+	src, _, err := policy.AuditLogs(auditLog)
 	if err != nil {
 		fmt.Fprintln(stderr, "msp-policy:", err)
 		return exitError
 	}
-	defer f.Close()
-	records, err := policy.ReadAuditLog(f)
+	rep, err := sim.ReplayFrom(src)
 	if err != nil {
-		fmt.Fprintf(stderr, "msp-policy: %s: %v\n", *auditLog, err)
+		fmt.Fprintln(stderr, "msp-policy:", err)
 		return exitError
 	}
-	rep := sim.Replay(records)
 	if *asJSON {
 		writeJSON(stdout, rep)
 	} else {
@@ -266,7 +265,8 @@ func simulate(args []string, stdout, stderr io.Writer) int {
 func learn(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("learn", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	auditLog := fs.String("audit-log", "", "audit log (JSON lines) to learn from")
+	var auditLog auditLogs
+	fs.Var(&auditLog, "audit-log", "audit logs to learn from; "+auditLogsHelp)
 	endpoint := fs.String("endpoint", "imds", "imds, wireserver or hostga")
 	groupBy := fs.String("group-by", "exe", "what identifies a caller: exe, user or both")
 	format := fs.String("format", "item", "output shape: item, local or gallery")
@@ -276,7 +276,7 @@ func learn(args []string, stdout, stderr io.Writer) int {
 	if code, done := parse(fs, learnSynopsis, args, stdout); done {
 		return code
 	}
-	if *auditLog == "" {
+	if len(auditLog) == 0 {
 		fmt.Fprintln(stderr, "msp-policy learn: --audit-log is required")
 		return exitUsage
 	}
@@ -287,18 +287,12 @@ func learn(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "msp-policy:", err)
 		return exitUsage
 	}
-	in, err := os.Open(*auditLog)
+	src, _, err := policy.AuditLogs(auditLog)
 	if err != nil {
 		fmt.Fprintln(stderr, "msp-policy:", err)
 		return exitError
 	}
-	defer in.Close()
-	records, err := policy.ReadAuditLog(in)
-	if err != nil {
-		fmt.Fprintf(stderr, "msp-policy: %s: %v\n", *auditLog, err)
-		return exitError
-	}
-	res, err := policy.Learn(records, &policy.LearnOptions{Endpoint: ep, GroupBy: g, ID: *id})
+	res, err := policy.LearnFrom(src, &policy.LearnOptions{Endpoint: ep, GroupBy: g, ID: *id})
 	if err != nil {
 		fmt.Fprintln(stderr, "msp-policy:", err)
 		return exitError
@@ -315,6 +309,9 @@ func learn(args []string, stdout, stderr io.Writer) int {
 	stdout.Write(out)
 	for _, s := range res.Skipped {
 		fmt.Fprintf(stderr, "msp-policy: skipped %s %s from %s: %s\n", s.Record.Method, s.Record.URL, dash(s.Record.ProcessFullPath), s.Reason)
+	}
+	if more := res.SkippedTotal - len(res.Skipped); more > 0 {
+		fmt.Fprintf(stderr, "msp-policy: and %d more records skipped\n", more)
 	}
 	return exitOK
 }

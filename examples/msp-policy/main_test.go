@@ -297,3 +297,29 @@ func TestSimulateUnknownUserNeedsUID(t *testing.T) {
 		t.Errorf("with --uid: exit %d, %v: %s", code, err, out)
 	}
 }
+
+// TestManyAuditLogs learns from one VM's log and another's Log Analytics
+// export, given as a glob and a file, and simulates over both.
+func TestManyAuditLogs(t *testing.T) {
+	dir := t.TempDir()
+	vm1 := `{"method":"GET","url":"/metadata/instance/compute?api-version=2021-02-01","ip":"169.254.169.254","port":80,"userName":"root","processFullPath":"/usr/bin/curl","runAsElevated":true,"decision":"audit"}`
+	vm2 := `{"method":"GET","url":"/metadata/identity/oauth2/token?resource=https%3A%2F%2Fvault.azure.net","ip":"169.254.169.254","port":80,"userName":"app","processFullPath":"/opt/app/app","decision":"audit"}`
+	export, err := json.Marshal([]map[string]string{{"Computer": "vm2", "RawData": vm2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"vm1.ProxyAgent.Connection.log": vm1 + "\n", "vm2-export.json": string(export)} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, learned, errOut := runCLI(t, "learn", "--audit-log", filepath.Join(dir, "*.log"), "--audit-log", filepath.Join(dir, "vm2-export.json"))
+	if code != exitOK || !strings.Contains(learned, "/opt/app/app") || !strings.Contains(learned, "/usr/bin/curl") {
+		t.Fatalf("learn: %d %s %s", code, learned, errOut)
+	}
+	rulesFile := writeFile(t, "learned.json", learned)
+	code, out, _ := runCLI(t, "simulate", "--rules", rulesFile, "--audit-log", dir)
+	if code != exitOK || !strings.Contains(out, "replayed 2 requests") {
+		t.Errorf("simulate over the directory: %d %s", code, out)
+	}
+}

@@ -39,10 +39,24 @@ func ReadAuditLog(r io.Reader) ([]msp.AuditRecord, error) {
 	return out, nil
 }
 
+// parseRecord reads a record, a wrapper of one, or a JSON string holding
+// either (a RawData cell of a Log Analytics custom text log).
 func parseRecord(b []byte) (msp.AuditRecord, error) {
+	if len(b) > 0 && b[0] == '"' {
+		var line string
+		if err := json.Unmarshal(b, &line); err != nil {
+			return msp.AuditRecord{}, err
+		}
+		b = []byte(line)
+	}
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(b, &probe); err != nil {
 		return msp.AuditRecord{}, err
+	}
+	for _, k := range []string{"RawData", "rawData"} {
+		if inner, ok := probe[k]; ok && len(inner) > 0 && inner[0] == '"' {
+			return parseRecord(inner)
+		}
 	}
 	for _, k := range []string{"summary", "message"} {
 		if inner, ok := probe[k]; ok && len(inner) > 0 && inner[0] == '{' {

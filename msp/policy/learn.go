@@ -66,9 +66,15 @@ type Skipped struct {
 
 // LearnResult is a learned rule set and what was left out.
 type LearnResult struct {
-	Item    *msp.AuthorizationItem `json:"item"`
-	Skipped []Skipped              `json:"skipped,omitempty"`
+	Item *msp.AuthorizationItem `json:"item"`
+	// Skipped are the first MaxSkipped records left out, with why.
+	Skipped []Skipped `json:"skipped,omitempty"`
+	// SkippedTotal counts every record left out.
+	SkippedTotal int `json:"skippedTotal,omitempty"`
 }
+
+// MaxSkipped bounds LearnResult.Skipped.
+const MaxSkipped = 1000
 
 // ErrNothingToLearn is returned when no record of the endpoint could be used.
 var ErrNothingToLearn = errors.New("policy: no usable audit records for the endpoint")
@@ -95,6 +101,13 @@ func (t tuple) key() string {
 // common path of what the same callers use, one role per set of callers
 // that use the same privileges, default access Deny.
 func Learn(records []msp.AuditRecord, opts *LearnOptions) (*LearnResult, error) {
+	return LearnFrom(Records(records), opts)
+}
+
+// LearnFrom is Learn over a stream of records, for example AuditLogs: the
+// memory it needs grows with the distinct (caller, path) tuples seen, not
+// with the number of records.
+func LearnFrom(src RecordSource, opts *LearnOptions) (*LearnResult, error) {
 	o := LearnOptions{}
 	if opts != nil {
 		o = *opts
@@ -122,25 +135,32 @@ func Learn(records []msp.AuditRecord, opts *LearnOptions) (*LearnResult, error) 
 	res := &LearnResult{}
 	tuples := map[string]tuple{}
 	users := map[string]map[caller]bool{} // tuple key → callers
-	for _, rec := range records {
+	err := src(func(rec msp.AuditRecord) error {
 		if rec.Destination() != o.Endpoint {
-			continue
+			return nil
 		}
-		skip := func(reason string) { res.Skipped = append(res.Skipped, Skipped{Record: rec, Reason: reason}) }
+		skip := func(reason string) {
+			// The count is exact; the examples stop at MaxSkipped so
+			// that a huge log cannot grow the result without bound.
+			res.SkippedTotal++
+			if len(res.Skipped) < MaxSkipped {
+				res.Skipped = append(res.Skipped, Skipped{Record: rec, Reason: reason})
+			}
+		}
 		if rec.Verdict() == msp.VerdictDeny {
 			// What the agent refused (in Enforce, or before authorization:
 			// malformed, traversal) is not evidence of need.
 			skip("denied by the agent")
-			continue
+			return nil
 		}
 		if o.Endpoint.RequiresRoot() && !rec.RunAsElevated {
 			skip("non-root callers are always refused by " + o.Endpoint.DisplayName())
-			continue
+			return nil
 		}
 		c := callerOf(&rec, o.GroupBy)
 		if c.exe == "" && c.user == "" {
 			skip("caller unknown (no executable or user recorded)")
-			continue
+			return nil
 		}
 		cr, err := msp.Canonicalize(rec.Method, rec.Request().RawURI)
 		if err != nil {
@@ -150,7 +170,7 @@ func Learn(records []msp.AuditRecord, opts *LearnOptions) (*LearnResult, error) 
 			} else {
 				skip(err.Error())
 			}
-			continue
+			return nil
 		}
 		t := tuple{path: cr.Path.Segments}
 		for _, k := range slices.Sorted(maps.Keys(cr.Query)) {
@@ -164,6 +184,10 @@ func Learn(records []msp.AuditRecord, opts *LearnOptions) (*LearnResult, error) 
 			users[k] = map[caller]bool{}
 		}
 		users[k][c] = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(tuples) == 0 {
 		return res, ErrNothingToLearn

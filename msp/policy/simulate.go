@@ -87,18 +87,25 @@ func (r *Report) WouldDeny() bool { return r.NewlyDenied > 0 }
 // Replay decides every record under the candidate with the canonical
 // matcher and compares with what the agent recorded.
 func (s *Simulator) Replay(records []msp.AuditRecord) *Report {
+	rep, _ := s.ReplayFrom(Records(records)) // a slice source cannot fail
+	return rep
+}
+
+// ReplayFrom is Replay over a stream of records, for example AuditLogs: the
+// memory it needs grows with the distinct changes, not with the records.
+func (s *Simulator) ReplayFrom(src RecordSource) (*Report, error) {
 	rep := &Report{}
 	groups := map[Change]*Change{}
-	for i := range records {
-		rec := &records[i]
+	err := src(func(r msp.AuditRecord) error {
+		rec := &r
 		ep := rec.Destination()
 		if ep == msp.EndpointNone {
 			rep.NotProtected++
-			continue
+			return nil
 		}
 		if !s.endpoints[ep] {
 			rep.OtherEndpoints++
-			continue
+			return nil
 		}
 		rep.Total++
 		req := rec.Request()
@@ -120,7 +127,7 @@ func (s *Simulator) Replay(records []msp.AuditRecord) *Report {
 			rep.NewlyDenied++
 		}
 		if was == now {
-			continue
+			return nil
 		}
 		key := Change{Exe: rec.ProcessFullPath, User: rec.UserName, PathPrefix: pathPrefix(req.RawURI, 2), Was: was, Now: now}
 		g, ok := groups[key]
@@ -129,6 +136,10 @@ func (s *Simulator) Replay(records []msp.AuditRecord) *Report {
 			groups[key] = g
 		}
 		g.Count++
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for _, g := range groups {
 		rep.Changes = append(rep.Changes, *g)
@@ -139,7 +150,7 @@ func (s *Simulator) Replay(records []msp.AuditRecord) *Report {
 			cmp.Compare(a.Now, b.Now), // deny (0) first
 			strings.Compare(a.Exe, b.Exe), strings.Compare(a.User, b.User), strings.Compare(a.PathPrefix, b.PathPrefix))
 	})
-	return rep
+	return rep, nil
 }
 
 // pathPrefix returns the first n segments of the canonical path, or the
