@@ -188,7 +188,7 @@ func (g *gate) observe(ctx context.Context, resp *http.Response) {
 		if !strings.HasPrefix(strings.ToLower(k), "x-ms-ratelimit-remaining-") || len(vs) == 0 {
 			continue
 		}
-		if n, err := strconv.Atoi(vs[0]); err == nil && n <= g.low && g.pause > d {
+		if n, ok := lowestRemaining(vs[0]); ok && n <= g.low && g.pause > d {
 			d, reason = g.pause, k+": "+vs[0]
 		}
 	}
@@ -201,6 +201,29 @@ func (g *gate) observe(ctx context.Context, resp *http.Response) {
 		g.until = until
 		g.log.DebugContext(ctx, "throttled, pausing requests", "service", g.name, "reason", reason, "pause", d)
 	}
+}
+
+// lowestRemaining reads an x-ms-ratelimit-remaining-* value: a number
+// (subscription reads and writes) or, as Compute sends in
+// x-ms-ratelimit-remaining-resource, policies with their remaining calls,
+// "Microsoft.Compute/PutVM3Min;239,Microsoft.Compute/PutVM30Min;1195", of
+// which the lowest counts.
+func lowestRemaining(v string) (int, bool) {
+	low, found := 0, false
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if i := strings.LastIndexByte(part, ';'); i >= 0 {
+			part = part[i+1:]
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil {
+			continue
+		}
+		if !found || n < low {
+			low, found = n, true
+		}
+	}
+	return low, found
 }
 
 // retryAfter reads the retry headers ARM uses, most precise first.

@@ -6,7 +6,7 @@
 // failure budget and a state file to resume from.
 //
 // It is meant for SREs and rollout jobs that own thousands of VMs; the
-// msp-fleet command is a thin front end. It imports only arm and msp of this
+// msp-fleet command is a thin front end. It imports only arm of this
 // module, azcore and the Azure SDK's Resource Graph client.
 //
 // Every write is a PATCH of securityProfile.proxyAgentSettings alone, with
