@@ -385,3 +385,36 @@ func TestResetKeysOncePerResource(t *testing.T) {
 		t.Errorf("again: %+v %v", resp, err)
 	}
 }
+
+func TestStateFileSurvivesATornLine(t *testing.T) {
+	srv := newServer(t)
+	srv.AddFleet(10, nil)
+	c := newClient(t, srv)
+	state := filepath.Join(t.TempDir(), "state")
+	o := &fleet.RolloutOptions{StatePath: state, PollFrequency: time.Millisecond, MaxParallel: 1}
+	first, err := c.Apply(ctx(t), fleet.Selection{}, enforceAll, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Tear the last result line, as a crash in the middle of a write would.
+	st, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(state, st.Size()-7); err != nil {
+		t.Fatal(err)
+	}
+	second, err := c.Apply(ctx(t), fleet.Selection{}, enforceAll, o)
+	if err != nil || second.Skipped != first.Planned-1 || second.Unchanged != 1 {
+		t.Fatalf("after the tear: %+v %v", second, err)
+	}
+	third, err := c.Apply(ctx(t), fleet.Selection{}, enforceAll, o)
+	if err != nil || third.Skipped != first.Planned {
+		t.Errorf("the record after the torn line was lost: %+v %v", third, err)
+	}
+	for id, n := range srv.Writes() {
+		if n != 1 {
+			t.Errorf("%s written %d times", id, n)
+		}
+	}
+}

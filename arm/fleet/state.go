@@ -71,9 +71,21 @@ func openState(path, op, digest string) (*stateFile, error) {
 			return nil, err
 		}
 	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("fleet: state file: %w", err)
+	}
+	// A crash can leave the last line torn; end it, so that the next
+	// record starts a line of its own.
+	last := make([]byte, 1)
+	if end > 0 {
+		if _, err := f.ReadAt(last, end-1); err == nil && last[0] != '\n' {
+			if _, err := f.Write([]byte{'\n'}); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("fleet: state file: %w", err)
+			}
+		}
 	}
 	return st, nil
 }
