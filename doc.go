@@ -45,7 +45,9 @@
 //
 // arm is the VM owner's side: an azcore client for proxyAgentSettings,
 // key reset and gallery rule profiles; arm/armtest is a fake ARM. It imports
-// only msp (for the rules model) and azcore.
+// only msp (for the rules model) and azcore. arm/fleet reads a fleet
+// through Azure Resource Graph and rolls MSP changes out in waves through
+// arm; it imports arm, azcore and the SDK's Resource Graph client.
 //
 // msp/policy turns audit logs into rule sets and rule sets into
 // predictions (simulate, learn, the three rule-set formats). It imports
@@ -53,14 +55,14 @@
 //
 // examples holds the thin programs: azure-proxy-agent (flags, upstream's
 // configuration file, agent.Run and the --status client), msp-demo (the
-// whole protocol on a simulated host), msp-validate, msp-keyreset and
-// msp-policy. Only msp-demo and the tests link msp/msptest and the test
-// helpers under internal/.
+// whole protocol on a simulated host), msp-validate, msp-keyreset,
+// msp-policy and msp-fleet. Only msp-demo and the tests link msp/msptest
+// and the test helpers under internal/.
 //
 // Platforms: ebpf, keylatch, proxy and agent are Linux-only (ebpf and
 // keylatch fail to compile elsewhere with an error that names why). msp,
-// status, arm and the operator tools msp-validate, msp-keyreset and
-// msp-policy also build and run on Windows; .ci/run cross-compiles and vets
+// status, arm and the operator tools msp-validate, msp-keyreset,
+// msp-policy and msp-fleet also build and run on Windows; .ci/run cross-compiles and vets
 // the packages listed in .ci/windows-packages.
 //
 // internal/testenv decides whether privileged tests run, skip, or (under
