@@ -10,6 +10,14 @@
 // AddScaleSet, SetResource), hand Server.ClientOptions to the client, and
 // inspect Server.Requests afterwards.
 //
+// The same resources answer Resource Graph queries (POST
+// /providers/Microsoft.ResourceGraph/resources, graph.go), paged with
+// $skipToken and optionally behind a per-user quota; AddFleet generates N
+// resources, SetWriteRateLimit throttles writes as ARM's window does, and
+// Writes records every accepted write to check a rollout against. The fake
+// does not evaluate KQL: it returns every VM, scale set and instance in
+// scope.
+//
 // The fake validates writes as the service documents it (mode XOR profile
 // reference per endpoint, mode values, profile version ids, keyIncarnationId
 // only growing, profile OS, endpoint and region, feature registration) and
