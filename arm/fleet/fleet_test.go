@@ -334,11 +334,7 @@ func TestApplyStopsAfterMaxFailuresAndResumes(t *testing.T) {
 	if err != nil || resp.Failed != 0 || resp.Written+resp.Unchanged+resp.Skipped != resp.Planned {
 		t.Fatalf("resumed: %+v %v", resp, err)
 	}
-	for id, n := range srv.Writes() {
-		if n != 1 {
-			t.Errorf("%s written %d times", id, n)
-		}
-	}
+	writtenOnce(t, srv)
 	// Another desired state must not reuse this state file.
 	other := enforceAll
 	other.Settings.IMDS = arm.InlineMode(arm.ModeAudit)
@@ -412,9 +408,5 @@ func TestStateFileSurvivesATornLine(t *testing.T) {
 	if err != nil || third.Skipped != first.Planned {
 		t.Errorf("the record after the torn line was lost: %+v %v", third, err)
 	}
-	for id, n := range srv.Writes() {
-		if n != 1 {
-			t.Errorf("%s written %d times", id, n)
-		}
-	}
+	writtenOnce(t, srv)
 }

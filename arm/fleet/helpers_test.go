@@ -79,3 +79,14 @@ func patches(t *testing.T, srv *armtest.Server) map[string][]map[string]any {
 	}
 	return out
 }
+
+// writtenOnce fails for every resource the fake accepted more than one
+// write for.
+func writtenOnce(t *testing.T, srv *armtest.Server) {
+	t.Helper()
+	for id, n := range srv.Writes() {
+		if n != 1 {
+			t.Errorf("%s written %d times", id, n)
+		}
+	}
+}
