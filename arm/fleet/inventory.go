@@ -99,21 +99,21 @@ func (c *Client) Inventory(ctx context.Context, sel Selection, fn func(Resource)
 // Summary counts an inventory as it streams by.
 type Summary struct {
 	// Total counts resources by kind.
-	Total map[Kind]int
+	Total map[Kind]int `json:"total"`
 	// WithoutMSP counts resources whose proxyAgentSettings are absent or
 	// not enabled.
-	WithoutMSP int
+	WithoutMSP int `json:"withoutMsp"`
 	// Modes counts enabled resources by endpoint ("wireServer", "imds")
 	// and state (Audit, Enforce, Disabled, "profile", "-" for unset).
-	Modes map[string]map[string]int
+	Modes map[string]map[string]int `json:"modes"`
 	// ProfileVersions counts linked references by profile/version.
-	ProfileVersions map[string]int
+	ProfileVersions map[string]int `json:"profileVersions"`
 	// UnsupportedImage counts enabled resources on an image MSP does not
 	// support.
-	UnsupportedImage int
+	UnsupportedImage int `json:"unsupportedImage"`
 	// UnknownImage counts enabled resources on an image the documentation
 	// does not name.
-	UnknownImage int
+	UnknownImage int `json:"unknownImage"`
 }
 
 // NewSummary returns an empty summary.

@@ -124,7 +124,7 @@ func TestInventoryJSONAndCSV(t *testing.T) {
 		t.Fatalf("%d %s", code, errs)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 13 || !strings.HasPrefix(lines[0], `{"summary":`) {
+	if len(lines) != 13 || !strings.HasPrefix(lines[0], `{"summary":{"total":{"vm":9,"vmss":1,"vmss-instance":2},"withoutMsp":`) {
 		t.Fatalf("%d lines, first %q", len(lines), lines[0])
 	}
 	for _, l := range lines[1:] {
