@@ -62,8 +62,8 @@
 // Platforms: ebpf, keylatch, proxy and agent are Linux-only (ebpf and
 // keylatch fail to compile elsewhere with an error that names why). msp,
 // status, arm and the operator tools msp-validate, msp-keyreset,
-// msp-policy and msp-fleet also build and run on Windows; .ci/run cross-compiles and vets
-// the packages listed in .ci/windows-packages.
+// msp-policy and msp-fleet also build and run on Windows; .ci/run
+// cross-compiles and vets the packages listed in .ci/windows-packages.
 //
 // internal/testenv decides whether privileged tests run, skip, or (under
 // CI=true) fail; internal/sandbox gives the demo and the tests a network
