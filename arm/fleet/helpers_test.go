@@ -28,6 +28,7 @@ func newClient(t testing.TB, srv *armtest.Server) *fleet.Client {
 	tr := o.Transport.(*http.Client).Transport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 100
 	o.Transport = &http.Client{Transport: tr}
+	t.Cleanup(tr.CloseIdleConnections) // before the server closes
 	c, err := fleet.NewClient(&fake.TokenCredential{}, &fleet.Options{
 		ClientOptions:     o,
 		LowRemainingPause: 20 * time.Millisecond,
