@@ -26,7 +26,7 @@
 //
 // ebpf owns the kernel half: the cgroup connect4/connect6/getpeername4 and
 // audit programs (bpf2go, generated files committed), their loader, and
-// typed maps for the redirect policy, the skip list and the caller audit. It
+// typed maps for the redirect policy, the agent's exemption and the caller audit. It
 // imports msp.
 //
 // status owns what operators and cloud-init see: the status.json model and

@@ -324,9 +324,9 @@ func startRedirector(ctx context.Context, cfg *Config, logger *slog.Logger) (*eb
 		return nil, err
 	}
 	// The agent's own upstream connections must reach the host.
-	if err := r.Skip().Add(uint32(syscall.Getpid())); err != nil {
+	if err := r.ExemptSelf(); err != nil {
 		r.Close()
-		return nil, fmt.Errorf("add own pid to the skip list: %w", err)
+		return nil, fmt.Errorf("exempt the agent from redirection: %w", err)
 	}
 	return r, nil
 }

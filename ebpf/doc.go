@@ -4,15 +4,15 @@
 // let the proxy ask, for each connection it accepts, which process made it.
 //
 // The intended caller is the agent (and the proxy package): it calls Load
-// once with the root of the cgroup v2 hierarchy (CgroupV2Root), adds its own
-// process to the skip list so its upstream connections are not looped back,
+// once with the root of the cgroup v2 hierarchy (CgroupV2Root), exempts its
+// own process (ExemptSelf) so its upstream connections are not looped back,
 // programs the redirect policy from the latched state, and on every accepted
 // connection calls Audit().LookupAndDelete with the client's port.
 //
 //	r, err := ebpf.Load(ctx, ebpf.Options{CgroupPath: root})
 //	...
 //	defer r.Close()
-//	r.Skip().Add(uint32(os.Getpid()))
+//	r.ExemptSelf()
 //	r.Policy().Set(msp.IMDSAddr, msp.ProxyAddr)
 //	rec, err := r.Audit().LookupAndDelete(clientAddrPort)
 //
@@ -23,7 +23,7 @@
 // generated object is committed, so building needs no clang.
 //
 //   - cgroup/connect4 looks the destination up in policy_map; if it is
-//     protected and the caller's process is not in skip_process_map, it
+//     protected and the caller's process is not exempt, it
 //     records the caller (tgid, uid, gid, comm, cgroup id, original
 //     destination) in the socket's own storage and rewrites the destination.
 //   - cgroup/connect6 does the same for IPv4-mapped IPv6 destinations
@@ -55,11 +55,15 @@
 //
 // # Maps and compatibility
 //
-// policy_map, skip_process_map and audit_map keep upstream's names, types,
+// policy_map and audit_map keep upstream's names, types,
 // sizes and struct layouts (docs/protocol.md §5.2: u32 fields in host byte
 // order, addresses and ports in network order, the audit key's port in host
 // order), so tools that read them keep working. Our own data lives in:
 //
+//   - gpa_exempt_map, tgid → start time in clock ticks: the processes
+//     (the agent) whose connections are not redirected. It replaces
+//     upstream's skip_process_map, which exempted a bare pid that a later
+//     process could be given (docs/exemption.md).
 //   - gpa_sk_storage, socket-local storage holding the caller record. The
 //     kernel frees it with the socket, so getpeername works for the whole
 //     connection, and a socket that was never redirected costs only an
@@ -100,7 +104,7 @@
 // # The sharp edge
 //
 // Attaching to the cgroup v2 root redirects every process on the machine,
-// including, unless it is in the skip list, the agent itself. Only the
+// including, unless it exempted itself, the agent itself. Only the
 // agent does that. Tests and experiments must create a child cgroup, place
 // only their own subprocesses in it, and attach there; the tests in this
 // package do exactly that and dial only loopback addresses. Keep the

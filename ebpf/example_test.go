@@ -9,7 +9,6 @@ import (
 	"log"
 	"net"
 	"net/netip"
-	"os"
 
 	"github.com/metadatasec/gpa/ebpf"
 	"github.com/metadatasec/gpa/msp"
@@ -29,9 +28,12 @@ func ExampleLoad() {
 		// A *RequirementError or *ProgramError text includes the remediation.
 		log.Fatalf("Failed to start redirector: %v", err)
 	}
-	defer r.Close()
+	defer r.Close() // also removes the exemption
 
-	if err := r.Skip().Add(uint32(os.Getpid())); err != nil {
+	// The agent's own upstream connections must reach the host. The
+	// exemption names this process by pid and start time, so a process
+	// given this pid after the agent exits is redirected.
+	if err := r.ExemptSelf(); err != nil {
 		log.Fatal(err)
 	}
 	if err := r.Policy().Set(msp.IMDSAddr, msp.ProxyAddr); err != nil {

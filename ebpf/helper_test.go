@@ -4,6 +4,7 @@ package ebpf
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,10 +41,45 @@ func TestMain(m *testing.M) {
 		os.Exit(helperBench())
 	case "netns":
 		os.Exit(helperNetns())
+	case "agent":
+		os.Exit(helperAgent())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper mode")
 		os.Exit(2)
 	}
+}
+
+// Where the agent helper loads and pins.
+const (
+	agentCgroupEnv = "GPA_EBPF_AGENT_CGROUP"
+	agentPinEnv    = "GPA_EBPF_AGENT_PIN"
+)
+
+// helperAgent starts as the agent does: it loads with pins (taking over
+// what an earlier helper left), exempts itself, then serves dial commands
+// like helperDial. SIGTERM is a clean stop: Close, which removes the
+// exemption, then exit 0.
+func helperAgent() int {
+	r, err := Load(context.Background(), Options{CgroupPath: os.Getenv(agentCgroupEnv), PinPath: os.Getenv(agentPinEnv)})
+	if err != nil {
+		fmt.Printf("error load: %v\n", err)
+		return 1
+	}
+	if err := r.ExemptSelf(); err != nil {
+		fmt.Printf("error exempt: %v\n", err)
+		return 1
+	}
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	go func() {
+		<-term
+		if err := r.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "close:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}()
+	return helperDial()
 }
 
 // dialResult is what the dial helper reports for one connect().
@@ -213,7 +250,7 @@ type helper struct {
 }
 
 type helperOpts struct {
-	mode   string      // "dial", "bench" or "netns"
+	mode   string      // "dial", "bench", "netns" or "agent"
 	cgroup *testCgroup // nil: stay in the test's cgroup
 	cred   *syscall.Credential
 	exe    string // binary to run; os.Args[0] if empty

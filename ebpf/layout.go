@@ -14,7 +14,6 @@ import (
 // with the BTF in the compiled object.
 const (
 	destinationEntrySize = 24 // struct gpa_destination_entry
-	skipEntrySize        = 4  // struct gpa_skip_process_entry
 	auditKeySize         = 8  // struct gpa_audit_key
 	auditEventSize       = 20 // struct gpa_audit_event
 	callerKeySize        = 12 // struct gpa_caller_key
@@ -84,12 +83,6 @@ func unmarshalDestination(b []byte) (ap netip.AddrPort, ok bool) {
 		return netip.AddrPort{}, false
 	}
 	return netip.AddrPortFrom(wordIP4(ne.Uint32(b[0:])), wordPort(ne.Uint32(b[16:]))), true
-}
-
-func marshalSkip(tgid uint32) []byte {
-	b := make([]byte, skipEntrySize)
-	ne.PutUint32(b, tgid)
-	return b
 }
 
 // marshalAuditKey encodes gpa_audit_key: protocol, then the local port in

@@ -37,17 +37,17 @@ func TestStructSizesMatchObject(t *testing.T) {
 		got[name] = [2]int{size(ms.Key), size(ms.Value)}
 	}
 	want := map[string][2]int{
-		"policy_map":       {destinationEntrySize, destinationEntrySize},
-		"skip_process_map": {skipEntrySize, skipEntrySize},
-		"audit_map":        {auditKeySize, auditEventSize},
-		"gpa_sk_storage":   {4, callerRecordSize},
-		"gpa_caller_map":   {callerKeySize, callerRecordSize},
+		"policy_map":     {destinationEntrySize, destinationEntrySize},
+		"gpa_exempt_map": {4, 8},
+		"audit_map":      {auditKeySize, auditEventSize},
+		"gpa_sk_storage": {4, callerRecordSize},
+		"gpa_caller_map": {callerKeySize, callerRecordSize},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("map key/value sizes (-want +got):\n%s", diff)
 	}
-	upstream := map[string]int{"dest": 24, "skip": 4, "akey": 8, "aevent": 20}
-	ours := map[string]int{"dest": destinationEntrySize, "skip": skipEntrySize, "akey": auditKeySize, "aevent": auditEventSize}
+	upstream := map[string]int{"dest": 24, "akey": 8, "aevent": 20}
+	ours := map[string]int{"dest": destinationEntrySize, "akey": auditKeySize, "aevent": auditEventSize}
 	if diff := cmp.Diff(upstream, ours); diff != "" {
 		t.Errorf("upstream struct sizes changed (-upstream +ours):\n%s", diff)
 	}

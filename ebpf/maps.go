@@ -3,11 +3,9 @@
 package ebpf
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 
 	"github.com/cilium/ebpf"
 )
@@ -84,46 +82,6 @@ func (p *PolicyMap) List() ([]PolicyEntry, error) {
 		return out, &MapError{Op: "iterate", Map: "policy_map",
 			Err: fmt.Errorf("%w: %d entries not in IPv4/TCP form: %v", ErrInvalidAddress, len(bad), bad)}
 	}
-	return out, nil
-}
-
-// SkipMap lists processes (by thread group id) whose connections are never
-// redirected: the agent's own process, so its upstream connections reach
-// the host. It is the upstream skip_process_map (at most 10 entries).
-type SkipMap struct{ m *ebpf.Map }
-
-// Add exempts the process tgid from redirection.
-func (s *SkipMap) Add(tgid uint32) error {
-	k := marshalSkip(tgid)
-	if err := s.m.Update(k, k, ebpf.UpdateAny); err != nil {
-		return &MapError{Op: "update", Map: "skip_process_map", Key: strconv.FormatUint(uint64(tgid), 10), Err: err}
-	}
-	return nil
-}
-
-// Delete removes tgid from the skip list; a tgid not in it gives an error
-// matching ErrNotFound.
-func (s *SkipMap) Delete(tgid uint32) error {
-	if err := s.m.Delete(marshalSkip(tgid)); err != nil {
-		return &MapError{Op: "delete", Map: "skip_process_map", Key: strconv.FormatUint(uint64(tgid), 10), Err: err}
-	}
-	return nil
-}
-
-// List returns the skipped tgids in ascending order.
-func (s *SkipMap) List() ([]uint32, error) {
-	var (
-		out      []uint32
-		key, val = make([]byte, skipEntrySize), make([]byte, skipEntrySize)
-	)
-	it := s.m.Iterate()
-	for it.Next(&key, &val) {
-		out = append(out, ne.Uint32(key))
-	}
-	if err := it.Err(); err != nil {
-		return nil, &MapError{Op: "iterate", Map: "skip_process_map", Err: err}
-	}
-	slices.SortFunc(out, cmp.Compare)
 	return out, nil
 }
 

@@ -6,14 +6,17 @@
 // endpoints so it lands on the local proxy, and remember who made each
 // redirected connection so the proxy can ask by source port.
 //
-// Map names and the layouts of the upstream structs (policy_map,
-// skip_process_map, audit_map) follow the Azure Guest Proxy Agent so tools
-// that read those maps keep working. Everything else (gpa_sk_storage,
-// gpa_caller_map, struct gpa_caller_record) is ours.
+// Map names and the layouts of the upstream structs (policy_map, audit_map)
+// follow the Azure Guest Proxy Agent so tools that read those maps keep
+// working. Everything else (gpa_exempt_map, gpa_sk_storage, gpa_caller_map
+// and their structs) is ours. Upstream's skip_process_map is gone on
+// purpose: it exempted a bare pid, which a later process can be given
+// (docs/exemption.md).
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #define GPA_IPPROTO_TCP 6
 
@@ -27,10 +30,30 @@ struct gpa_destination_entry {
 	__u32 protocol;
 };
 
-// Upstream layout, 4 bytes. The key and the value are the same struct.
-struct gpa_skip_process_entry {
-	__u32 pid;
+// Our exemption key, 4 bytes: the thread group id (the process id as the
+// initial pid namespace sees it).
+struct gpa_exempt_key {
+	__u32 tgid;
 };
+
+// Our exemption value, 8 bytes: when that process started, in clock ticks
+// since boot, the number in field 22 of /proc/<pid>/stat. A later process
+// given the same pid started later, so it does not match.
+struct gpa_exemption {
+	__u64 start_ticks;
+};
+
+// Only the two fields we read, relocated against the running kernel's BTF
+// (CO-RE), so no kernel headers are needed at build time.
+struct task_struct {
+	struct task_struct *group_leader;
+	__u64 start_boottime;
+} __attribute__((preserve_access_index));
+
+// The kernel reports start times to userspace as nsec_to_clock_t(ns),
+// which is ns / (NSEC_PER_SEC / USER_HZ); USER_HZ is 100 on every
+// architecture this package builds for (the loader checks AT_CLKTCK).
+#define GPA_NSEC_PER_TICK 10000000ULL
 
 // Upstream layout, 8 bytes. source_port is the local port in host order.
 struct gpa_audit_key {
@@ -76,12 +99,16 @@ struct {
 	__type(value, struct gpa_destination_entry);
 } policy_map SEC(".maps");
 
+// Processes whose connections are never redirected: the agent itself, so
+// its upstream connections reach the host. The loader removes entries of
+// processes that are gone at every start, so it holds one entry per live
+// agent.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10);
-	__type(key, struct gpa_skip_process_entry);
-	__type(value, struct gpa_skip_process_entry);
-} skip_process_map SEC(".maps");
+	__uint(max_entries, 64);
+	__type(key, struct gpa_exempt_key);
+	__type(value, struct gpa_exemption);
+} gpa_exempt_map SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -111,9 +138,27 @@ struct {
 	__type(value, struct gpa_caller_record);
 } gpa_caller_map SEC(".maps");
 
+// exempt reports whether the calling process is the one that exempted
+// itself: same tgid and same start time. The start time is the thread
+// group leader's, since any thread of the agent may connect. A failed read
+// gives 0, which no exemption holds, so it fails closed (redirected).
+static __always_inline int
+exempt(void)
+{
+	struct gpa_exempt_key key = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+	};
+	struct gpa_exemption *ex = bpf_map_lookup_elem(&gpa_exempt_map, &key);
+	if (!ex)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 start = BPF_CORE_READ(task, group_leader, start_boottime);
+	return start / GPA_NSEC_PER_TICK == ex->start_ticks;
+}
+
 // redirect_target returns the proxy address for a protected IPv4
 // destination, or NULL when the destination is not protected or the calling
-// process is in the skip list.
+// process is exempt.
 static __always_inline struct gpa_destination_entry *
 redirect_target(__u32 ip4, __u32 port, __u32 protocol)
 {
@@ -126,10 +171,7 @@ redirect_target(__u32 ip4, __u32 port, __u32 protocol)
 	if (!target)
 		return NULL;
 
-	struct gpa_skip_process_entry skip = {
-		.pid = bpf_get_current_pid_tgid() >> 32,
-	};
-	if (bpf_map_lookup_elem(&skip_process_map, &skip))
+	if (exempt())
 		return NULL;
 	return target;
 }

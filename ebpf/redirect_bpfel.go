@@ -54,25 +54,30 @@ type redirectGpaDestinationEntry struct {
 	Protocol uint32
 }
 
-type redirectGpaSkipProcessEntry struct {
-	_   structs.HostLayout
-	Pid uint32
+type redirectGpaExemptKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+}
+
+type redirectGpaExemption struct {
+	_          structs.HostLayout
+	StartTicks uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	redirectMapAuditMap       = "audit_map"
-	redirectMapGpaCallerMap   = "gpa_caller_map"
-	redirectMapGpaSkStorage   = "gpa_sk_storage"
-	redirectMapPolicyMap      = "policy_map"
-	redirectMapSkipProcessMap = "skip_process_map"
-	redirectProgConnect4      = "connect4"
-	redirectProgConnect6      = "connect6"
-	redirectProgConnectAudit  = "connect_audit"
-	redirectProgGetpeername4  = "getpeername4"
-	redirectProgGetpeername6  = "getpeername6"
+	redirectMapAuditMap      = "audit_map"
+	redirectMapGpaCallerMap  = "gpa_caller_map"
+	redirectMapGpaExemptMap  = "gpa_exempt_map"
+	redirectMapGpaSkStorage  = "gpa_sk_storage"
+	redirectMapPolicyMap     = "policy_map"
+	redirectProgConnect4     = "connect4"
+	redirectProgConnect6     = "connect6"
+	redirectProgConnectAudit = "connect_audit"
+	redirectProgGetpeername4 = "getpeername4"
+	redirectProgGetpeername6 = "getpeername6"
 )
 
 // loadRedirect returns the embedded CollectionSpec for redirect.
@@ -128,11 +133,11 @@ type redirectProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectMapSpecs struct {
-	AuditMap       *ebpf.MapSpec `ebpf:"audit_map"`
-	GpaCallerMap   *ebpf.MapSpec `ebpf:"gpa_caller_map"`
-	GpaSkStorage   *ebpf.MapSpec `ebpf:"gpa_sk_storage"`
-	PolicyMap      *ebpf.MapSpec `ebpf:"policy_map"`
-	SkipProcessMap *ebpf.MapSpec `ebpf:"skip_process_map"`
+	AuditMap     *ebpf.MapSpec `ebpf:"audit_map"`
+	GpaCallerMap *ebpf.MapSpec `ebpf:"gpa_caller_map"`
+	GpaExemptMap *ebpf.MapSpec `ebpf:"gpa_exempt_map"`
+	GpaSkStorage *ebpf.MapSpec `ebpf:"gpa_sk_storage"`
+	PolicyMap    *ebpf.MapSpec `ebpf:"policy_map"`
 }
 
 // redirectVariableSpecs contains global variables before they are loaded into the kernel.
@@ -161,20 +166,20 @@ func (o *redirectObjects) Close() error {
 //
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectMaps struct {
-	AuditMap       *ebpf.Map `ebpf:"audit_map"`
-	GpaCallerMap   *ebpf.Map `ebpf:"gpa_caller_map"`
-	GpaSkStorage   *ebpf.Map `ebpf:"gpa_sk_storage"`
-	PolicyMap      *ebpf.Map `ebpf:"policy_map"`
-	SkipProcessMap *ebpf.Map `ebpf:"skip_process_map"`
+	AuditMap     *ebpf.Map `ebpf:"audit_map"`
+	GpaCallerMap *ebpf.Map `ebpf:"gpa_caller_map"`
+	GpaExemptMap *ebpf.Map `ebpf:"gpa_exempt_map"`
+	GpaSkStorage *ebpf.Map `ebpf:"gpa_sk_storage"`
+	PolicyMap    *ebpf.Map `ebpf:"policy_map"`
 }
 
 func (m *redirectMaps) Close() error {
 	return _RedirectClose(
 		m.AuditMap,
 		m.GpaCallerMap,
+		m.GpaExemptMap,
 		m.GpaSkStorage,
 		m.PolicyMap,
-		m.SkipProcessMap,
 	)
 }
 

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -46,8 +48,10 @@ type Options struct {
 // with or after Close.
 type Redirector struct {
 	policy PolicyMap
-	skip   SkipMap
 	audit  AuditMap
+
+	exemptMu sync.Mutex
+	exempted *Exemption // set by ExemptSelf
 
 	cgroupPath string
 	pinPath    string
@@ -72,10 +76,19 @@ var attachments = []struct {
 
 var mapNames = []string{
 	redirectMapPolicyMap,
-	redirectMapSkipProcessMap,
+	redirectMapGpaExemptMap,
 	redirectMapAuditMap,
 	redirectMapGpaSkStorage,
 	redirectMapGpaCallerMap,
+}
+
+// legacyMapNames are maps older versions pinned and this one no longer
+// uses. Load removes their pins once the programs that used them are
+// replaced; RemovePins removes them too.
+var legacyMapNames = []string{
+	// Upstream's skip list keyed by bare pid: a process given a dead
+	// agent's pid inherited its exemption (docs/exemption.md).
+	"skip_process_map",
 }
 
 // Load checks the kernel, loads the programs and attaches them to
@@ -180,8 +193,25 @@ func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 		r.links = append(r.links, l)
 	}
 
+	if opts.PinPath != "" {
+		// Every link now runs this version's programs, so nothing
+		// reads the old maps any more.
+		for _, name := range legacyMapNames {
+			p := filepath.Join(opts.PinPath, "maps", name)
+			if err := os.Remove(p); err == nil {
+				log.Info("removed pinned map of an older version", "map", p)
+			} else if !errors.Is(err, os.ErrNotExist) {
+				log.Warn("cannot remove pinned map of an older version", "map", p, "error", err)
+			}
+		}
+	}
+	// Exemptions of processes that are gone (killed agents) go now, so
+	// the map holds only live ones.
+	if err := pruneExemptions(r.maps[redirectMapGpaExemptMap]); err != nil {
+		log.Warn("cannot remove every stale exemption", "error", err)
+	}
+
 	r.policy = PolicyMap{m: r.maps[redirectMapPolicyMap]}
-	r.skip = SkipMap{m: r.maps[redirectMapSkipProcessMap]}
 	r.audit = AuditMap{caller: r.maps[redirectMapGpaCallerMap], upstream: r.maps[redirectMapAuditMap]}
 	log.Info("eBPF redirector attached", "cgroup", opts.CgroupPath, "pinned", opts.PinPath != "")
 	return r, nil
@@ -256,21 +286,24 @@ func linkCgroup(l link.Link) uint64 {
 // Policy returns the redirect policy map.
 func (r *Redirector) Policy() *PolicyMap { return &r.policy }
 
-// Skip returns the skip list of processes never redirected.
-func (r *Redirector) Skip() *SkipMap { return &r.skip }
-
 // Audit returns the caller lookup for accepted connections.
 func (r *Redirector) Audit() *AuditMap { return &r.audit }
 
 // CgroupPath returns the cgroup the programs are attached to.
 func (r *Redirector) CgroupPath() string { return r.cgroupPath }
 
-// Close releases every file descriptor the Redirector holds. Without
-// pinning that detaches the programs and frees the maps; with pinning the
-// pinned links and maps stay in place for the next Load (use RemovePins to
-// take them down). Close is safe to call more than once.
+// Close removes the exemption ExemptSelf made and releases every file
+// descriptor the Redirector holds. Without pinning that detaches the
+// programs and frees the maps; with pinning the pinned links and maps stay
+// in place for the next Load (use RemovePins to take them down). Close is
+// safe to call more than once.
 func (r *Redirector) Close() error {
 	var errs []error
+	r.exemptMu.Lock()
+	if err := r.unexemptLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	r.exemptMu.Unlock()
 	for _, l := range r.links {
 		if err := l.Close(); err != nil {
 			errs = append(errs, err)
@@ -321,7 +354,7 @@ func RemovePins(pinPath string) error {
 		}
 		l.Close()
 	}
-	for _, name := range mapNames {
+	for _, name := range slices.Concat(mapNames, legacyMapNames) {
 		p := filepath.Join(pinPath, "maps", name)
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("ebpf: remove pinned map %s: %w", p, err))

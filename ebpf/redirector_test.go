@@ -83,6 +83,26 @@ func expectLanding(t *testing.T, want, notWant *listener, res dialResult) netip.
 	return remote
 }
 
+type exemptHow int
+
+const (
+	exemptNone exemptHow = iota
+	exemptExact
+	exemptOtherStart
+)
+
+// putExemption writes e into the exemption map as ExemptSelf would for
+// another process, and removes it when the test ends.
+func putExemption(t testing.TB, r *Redirector, e Exemption) {
+	t.Helper()
+	m := r.maps[redirectMapGpaExemptMap]
+	key := redirectGpaExemptKey{Tgid: e.PID}
+	if err := m.Update(&key, &redirectGpaExemption{StartTicks: e.StartTicks}, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Delete(&key) })
+}
+
 func TestRedirect(t *testing.T) {
 	cg := newTestCgroup(t)
 	r := mustLoad(t, Options{CgroupPath: cg.path})
@@ -101,7 +121,7 @@ func TestRedirect(t *testing.T) {
 		name      string
 		cgroup    *testCgroup
 		cred      *syscall.Credential
-		skip      bool
+		exempt    exemptHow
 		family    string
 		dst       netip.AddrPort
 		wantProxy bool
@@ -116,17 +136,25 @@ func TestRedirect(t *testing.T) {
 		{name: "not protected", cgroup: cg, family: "4", dst: other.addr, wantPeer: other.addr},
 		{name: "not protected AF_INET6", cgroup: cg, family: "6", dst: netip.AddrPortFrom(netip.AddrFrom16(other.addr.Addr().As16()), other.addr.Port()),
 			wantPeer: netip.AddrPortFrom(netip.AddrFrom16(other.addr.Addr().As16()), other.addr.Port())},
-		{name: "skip-listed process", cgroup: cg, skip: true, family: "4", dst: protected.addr, wantPeer: protected.addr},
+		{name: "exempt process", cgroup: cg, exempt: exemptExact, family: "4", dst: protected.addr, wantPeer: protected.addr},
+		{name: "exempt process via AF_INET6", cgroup: cg, exempt: exemptExact, family: "6", dst: mapped, wantPeer: mapped},
+		// The pid alone is not enough: a process started at another
+		// time holding an exempt pid is redirected.
+		{name: "exempt pid, other start time", cgroup: cg, exempt: exemptOtherStart, family: "4", dst: protected.addr, wantProxy: true, wantPeer: protected.addr},
 		{name: "process outside the cgroup", cgroup: nil, family: "4", dst: protected.addr, wantPeer: protected.addr},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := startHelper(t, helperOpts{mode: "dial", cgroup: tt.cgroup, cred: tt.cred, exe: exe})
-			if tt.skip {
-				if err := r.Skip().Add(h.pid); err != nil {
+			if tt.exempt != exemptNone {
+				start, err := processStart("/proc", int(h.pid))
+				if err != nil {
 					t.Fatal(err)
 				}
-				defer r.Skip().Delete(h.pid)
+				if tt.exempt == exemptOtherStart {
+					start--
+				}
+				putExemption(t, r, Exemption{PID: h.pid, StartTicks: start})
 			}
 			res := h.dial(t, tt.family, tt.dst)
 			if res.Err != "" {
@@ -245,7 +273,7 @@ func TestPolicyUpdatesApplyToNextConnect(t *testing.T) {
 	}
 }
 
-func TestPolicyAndSkipMapsOperations(t *testing.T) {
+func TestPolicyMapOperations(t *testing.T) {
 	cg := newTestCgroup(t)
 	r := mustLoad(t, Options{CgroupPath: cg.path})
 
@@ -274,25 +302,6 @@ func TestPolicyAndSkipMapsOperations(t *testing.T) {
 	}
 	if err := r.Policy().Set(netip.MustParseAddrPort("[2001:db8::1]:80"), netip.MustParseAddrPort("127.0.0.1:3080")); !errors.Is(err, ErrInvalidAddress) {
 		t.Errorf("IPv6 destination: %v, want ErrInvalidAddress", err)
-	}
-
-	for _, pid := range []uint32{30, 10, 20} {
-		if err := r.Skip().Add(pid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := r.Skip().Delete(20); err != nil {
-		t.Fatal(err)
-	}
-	pids, err := r.Skip().List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]uint32{10, 30}, pids); diff != "" {
-		t.Errorf("skip list (-want +got):\n%s", diff)
-	}
-	if err := r.Skip().Delete(20); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Delete missing tgid = %v, want ErrNotFound", err)
 	}
 }
 

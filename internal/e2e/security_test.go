@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -975,6 +976,60 @@ func TestSecuritySuite(t *testing.T) {
 		}
 		finding(t, "E5", r.Status == 200 && len(fw) > 0 && bad == 0,
 			"after the rollback %d requests reached the host, %d not validly signed with the new key (last: %v)", len(fw), bad, r)
+	})
+
+	// The agent exempts itself from redirection. An exemption by bare pid
+	// (upstream's skip_process_map) outlived a killed agent, so a process
+	// given its pid reached WireServer past the proxy, unsigned.
+	t.Run("E4 killed agent's pid reused", func(t *testing.T) {
+		if !a.Alive() {
+			a = env.StartProvisioned(t)
+		}
+		dead := a.PID
+		a.Kill(t)
+		// Pinned, the programs keep redirecting while the agent is
+		// down: to a proxy that is not there.
+		m := mark(t, env)
+		r := env.GetAsPid(t, agenttest.Nobody, dead, wsGoalState, nil)
+		finding(t, "E4", r.Status == 0 && len(forwarded(env, m)) == 0,
+			"nobody as the killed agent's pid %d with the agent down: %v, the host got %d requests", dead, r, len(forwarded(env, m)))
+
+		a = env.StartProvisioned(t)
+		m = mark(t, env)
+		r = env.GetAsPid(t, agenttest.Nobody, dead, wsGoalState, nil)
+		finding(t, "E4", (r.Status == 401 || r.Status == 403) && len(forwarded(env, m)) == 0,
+			"nobody as the killed agent's pid %d after a restart: %v, the host got %d requests", dead, r, len(forwarded(env, m)))
+	})
+
+	// Every start used to add a pid to the 10-entry skip list and none
+	// removed one, so the tenth start failed and left every caller with
+	// 421 until someone cleared the pins.
+	t.Run("G4 restarts do not lock out", func(t *testing.T) {
+		const restarts = 12
+		started := 0
+		for i := range restarts {
+			if i%3 == 1 {
+				a.Stop(t)
+			} else {
+				a.Kill(t)
+			}
+			a = env.StartAgent(t)
+			if code, out := env.StatusCLI(t, 20); code != 0 {
+				t.Logf("start %d: --status exit %d %q\n%s", i, code, out, a.Output())
+				break
+			}
+			started++
+		}
+		finding(t, "G4", started == restarts, "%d of %d restarts (SIGTERM and SIGKILL mixed) provisioned", started, restarts)
+		var pids []int
+		eachPinned(t, env.PinDir, "gpa_exempt_map", func(k, _ []byte) {
+			if len(k) == 4 {
+				pids = append(pids, int(binary.NativeEndian.Uint32(k)))
+			}
+		})
+		finding(t, "G4", len(pids) == 1 && pids[0] == a.PID, "the pinned exemption map holds one entry, the live agent's (pid %d): %v", a.PID, pids)
+		r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
+		finding(t, "G4", r.Status == 200, "the next caller is served: %v", r)
 	})
 }
 
