@@ -221,8 +221,8 @@ func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 	if !bytes.Contains(b, []byte(`"status": "SUCCESS"`)) {
 		t.Errorf("status.json never said SUCCESS:\n%s", b)
 	}
-	if testenv.AttachedPrograms(t, cg) == "" {
-		t.Error("bpftool shows no programs on the test cgroup while the agent runs")
+	if len(testenv.AttachedPrograms(t, cg)) == 0 {
+		t.Error("no programs attached to the test cgroup while the agent runs")
 	}
 	stop()
 	// A stopped agent says so.
@@ -231,7 +231,7 @@ func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 		t.Errorf("status.json after stop:\n%s", b)
 	}
 	// Close detached everything from the test cgroup.
-	if progs := testenv.AttachedPrograms(t, cg); progs != "" {
-		t.Errorf("programs still attached to %s: %s", cg, progs)
+	if progs := testenv.AttachedPrograms(t, cg); len(progs) != 0 {
+		t.Errorf("programs still attached to %s: %v", cg, progs)
 	}
 }

@@ -36,7 +36,7 @@
 //	sudo go test -v ./internal/e2e/
 //
 // They need root, cgroup v2, a kernel the ebpf package accepts, and unshare
-// (util-linux), ip (iproute2), curl and bpftool on PATH; the agent is built
+// (util-linux), ip (iproute2) and curl on PATH; the agent is built
 // with the go command the tests find on PATH. They take about 105 s, the
 // security suite about 85 of them.
 //

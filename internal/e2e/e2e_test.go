@@ -244,7 +244,7 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 	if code, out := env.StatusCLI(t, 0); code != 1 {
 		t.Errorf("--status with the agent dead: exit %d %q, want 1", code, out)
 	}
-	if progs := testenv.AttachedPrograms(t, env.Cgroup); progs == "" {
+	if progs := testenv.AttachedPrograms(t, env.Cgroup); len(progs) == 0 {
 		t.Error("no programs attached to the cgroup while the pinned agent is dead")
 	}
 	time.Sleep(700 * time.Millisecond)
@@ -255,8 +255,8 @@ func TestSIGKILLRestartWithPins(t *testing.T) {
 	restartedAt := time.Now()
 	// G4: the restart swapped its programs into the pinned links instead
 	// of stacking a second set on the cgroup.
-	if progsAfter := testenv.AttachedPrograms(t, env.Cgroup); strings.Count(progsAfter, "\n") != strings.Count(progsBefore, "\n") {
-		t.Errorf("programs on the cgroup before the kill:\n%s\nafter the restart:\n%s", progsBefore, progsAfter)
+	if progsAfter := testenv.AttachedPrograms(t, env.Cgroup); len(progsAfter) != len(progsBefore) {
+		t.Errorf("programs on the cgroup before the kill: %v; after the restart: %v", progsBefore, progsAfter)
 	}
 	res := <-done
 

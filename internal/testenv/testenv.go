@@ -7,8 +7,6 @@ package testenv
 
 import (
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 )
 
@@ -39,23 +37,4 @@ func Require(t testing.TB, what string, err error) {
 	if err != nil {
 		SkipOrFail(t, "needs %s: %v", what, err)
 	}
-}
-
-// AttachedPrograms returns what `bpftool cgroup show` lists on cgroup, or
-// "" when no program is attached there. Without bpftool it skips (or under
-// CI fails) t.
-func AttachedPrograms(t testing.TB, cgroup string) string {
-	t.Helper()
-	if _, err := exec.LookPath("bpftool"); err != nil {
-		SkipOrFail(t, "needs bpftool to list the programs attached to a cgroup: %v", err)
-	}
-	out, err := exec.Command("bpftool", "cgroup", "show", cgroup).CombinedOutput()
-	if err != nil {
-		t.Fatalf("bpftool cgroup show %s: %v\n%s", cgroup, err, out)
-	}
-	// The first line is the column header.
-	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) <= 1 {
-		return ""
-	}
-	return string(out)
 }
