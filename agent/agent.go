@@ -150,7 +150,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			logger.Error("eBPF redirector failed", "err", err)
 		} else {
 			defer redir.Close()
-			redirect = &redirectPolicy{policy: redir.Policy(), proxy: cfg.ListenAddr}
+			redirect = redir.Policy()
 			reg.Set(status.ModuleRedirector, msp.ModuleRunning, fmt.Sprintf("Started Redirector with eBPF maps - %d", uptimeMS()))
 			if err := prov.SetReady(ctx, status.RedirectorReady); err != nil {
 				logger.Warn("provisioning state files", "err", err)
@@ -195,7 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if resolver == nil {
 		var lookup proxy.AuditLookup = noAudit{}
 		if redir != nil {
-			lookup = auditLookup{redir.Audit()}
+			lookup = redir.Audit()
 		}
 		resolver = proxy.NewProcResolver(lookup, nil)
 	}
@@ -319,7 +319,7 @@ func startRedirector(ctx context.Context, cfg *Config, logger *slog.Logger) (*eb
 		}
 		path = root
 	}
-	r, err := ebpf.Load(ctx, ebpf.Options{CgroupPath: path, PinPath: cfg.PinFolder, Logger: logger})
+	r, err := ebpf.Load(ctx, ebpf.Options{CgroupPath: path, PinPath: cfg.PinFolder, Proxy: cfg.ListenAddr, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -276,7 +276,7 @@ func TestCustomAgentExample(t *testing.T) {
 			t.Errorf("the example printed %q, want a line %q", got, want)
 		}
 	}
-	if progs := testenv.AttachedPrograms(t, cg); progs != "" {
-		t.Errorf("programs still attached to %s after the example stopped: %s", cg, progs)
+	if progs := testenv.AttachedPrograms(t, cg); len(progs) != 0 {
+		t.Errorf("programs still attached to %s after the example stopped: %v", cg, progs)
 	}
 }

@@ -8,54 +8,15 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"sync"
 
-	"github.com/metadatasec/gpa/ebpf"
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
-	"github.com/metadatasec/gpa/proxy"
 	"github.com/metadatasec/gpa/status"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func mkdirLogs(dir string) error { return os.MkdirAll(dir, 0o755) }
-
-// redirectPolicy programs the eBPF policy map from the latch's redirect
-// set: one source of truth for what is redirected.
-type redirectPolicy struct {
-	mu     sync.Mutex
-	policy *ebpf.PolicyMap
-	proxy  netip.AddrPort
-}
-
-func (r *redirectPolicy) SetRedirect(_ context.Context, eps []msp.Endpoint) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	want := map[msp.Endpoint]bool{}
-	for _, ep := range eps {
-		want[ep] = true
-	}
-	var errs []error
-	for _, ep := range msp.Endpoints {
-		if want[ep] {
-			errs = append(errs, r.policy.Set(ep.AddrPort(), r.proxy))
-		} else if err := r.policy.Delete(ep.AddrPort()); err != nil && !errors.Is(err, ebpf.ErrNotFound) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-type auditLookup struct{ m *ebpf.AuditMap }
-
-func (a auditLookup) LookupAndDelete(client netip.AddrPort) (proxy.ConnectRecord, error) {
-	r, err := a.m.LookupAndDelete(client)
-	if err != nil {
-		return proxy.ConnectRecord{}, err
-	}
-	return proxy.ConnectRecord{PID: r.PID, UID: r.UID, GID: r.GID, OriginalDst: r.OriginalDst}, nil
-}
 
 // errNoRedirector is what a caller lookup fails with when eBPF is not
 // running.
@@ -65,8 +26,8 @@ var errNoRedirector = errors.New("agent: eBPF redirector not running")
 // every proxied request gets 421, as upstream answers then.
 type noAudit struct{}
 
-func (noAudit) LookupAndDelete(netip.AddrPort) (proxy.ConnectRecord, error) {
-	return proxy.ConnectRecord{}, errNoRedirector
+func (noAudit) LookupAndDelete(netip.AddrPort) (msp.ConnectRecord, error) {
+	return msp.ConnectRecord{}, errNoRedirector
 }
 
 // statusFeed carries each latch snapshot into status.json and

@@ -216,8 +216,8 @@ func connectSlowdown(b *testing.B, attach bool) {
 	const probe = 5000
 	h.connectN(b, probe, target.addr)
 	var inBPF time.Duration
-	for _, p := range r.progs {
-		st, err := p.Stats()
+	for _, a := range r.objs.attachments() {
+		st, err := a.prog.Stats()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -252,15 +252,14 @@ func BenchmarkAuditLookupAndDelete(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	rec := make([]byte, callerRecordSize)
-	ne.PutUint32(rec[16:], 42)
-	ne.PutUint32(rec[28:], ipprotoTCP)
+	rec := redirectGpaCallerRecord{Tgid: 42, Protocol: ipprotoTCP}
 	const batch = 512 // below the map's LRU capacity
 	for i := 0; i < b.N; i += batch {
 		n := min(batch, b.N-i)
 		b.StopTimer()
 		for p := range n {
-			if err := r.maps[redirectMapGpaCallerMap].Put(marshalCallerKey(benchClient(p)), rec); err != nil {
+			key := callerKey(benchClient(p))
+			if err := r.objs.GpaCallerMap.Put(&key, &rec); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -33,8 +33,6 @@ const userHZ = 100
 
 const nsPerTick = int64(time.Second) / userHZ
 
-const exemptMap = "gpa_exempt_map"
-
 // ExemptSelf exempts the calling process from redirection, so its own
 // connections to protected endpoints (the agent's upstream requests) reach
 // them. The exemption is keyed by pid and start time, so it dies with the
@@ -51,8 +49,8 @@ func (r *Redirector) ExemptSelf() error {
 	val := redirectGpaExemption{StartTicks: self.StartTicks}
 	r.exemptMu.Lock()
 	defer r.exemptMu.Unlock()
-	if err := r.maps[exemptMap].Update(&key, &val, ebpf.UpdateAny); err != nil {
-		return &MapError{Op: "update", Map: exemptMap, Key: exemptionKey(self), Err: err}
+	if err := r.objs.GpaExemptMap.Update(&key, &val, ebpf.UpdateAny); err != nil {
+		return &MapError{Op: "update", Map: redirectMapGpaExemptMap, Key: exemptionKey(self), Err: err}
 	}
 	r.exempted = &self
 	return nil
@@ -71,7 +69,7 @@ func (r *Redirector) unexemptLocked() error {
 	if self == nil {
 		return nil
 	}
-	m := r.maps[exemptMap]
+	m := r.objs.GpaExemptMap
 	if m == nil {
 		return nil
 	}
@@ -79,7 +77,7 @@ func (r *Redirector) unexemptLocked() error {
 	// is ours.
 	key := redirectGpaExemptKey{Tgid: self.PID}
 	if err := m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return &MapError{Op: "delete", Map: exemptMap, Key: exemptionKey(*self), Err: err}
+		return &MapError{Op: "delete", Map: redirectMapGpaExemptMap, Key: exemptionKey(*self), Err: err}
 	}
 	r.exempted = nil
 	return nil
@@ -87,7 +85,7 @@ func (r *Redirector) unexemptLocked() error {
 
 // Exemptions lists the exempt processes, sorted by pid.
 func (r *Redirector) Exemptions() ([]Exemption, error) {
-	return listExemptions(r.maps[exemptMap])
+	return listExemptions(r.objs.GpaExemptMap)
 }
 
 func listExemptions(m *ebpf.Map) ([]Exemption, error) {
@@ -101,7 +99,7 @@ func listExemptions(m *ebpf.Map) ([]Exemption, error) {
 		out = append(out, Exemption{PID: key.Tgid, StartTicks: val.StartTicks})
 	}
 	if err := it.Err(); err != nil {
-		return nil, &MapError{Op: "iterate", Map: exemptMap, Err: err}
+		return nil, &MapError{Op: "iterate", Map: redirectMapGpaExemptMap, Err: err}
 	}
 	slices.SortFunc(out, func(a, b Exemption) int { return cmp.Compare(a.PID, b.PID) })
 	return out, nil
@@ -130,7 +128,7 @@ func pruneExemptions(m *ebpf.Map) error {
 		}
 		key := redirectGpaExemptKey{Tgid: e.PID}
 		if err := m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, &MapError{Op: "delete", Map: exemptMap, Key: exemptionKey(e), Err: err})
+			errs = append(errs, &MapError{Op: "delete", Map: redirectMapGpaExemptMap, Key: exemptionKey(e), Err: err})
 		}
 	}
 	return errors.Join(errs...)

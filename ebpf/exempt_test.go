@@ -191,8 +191,8 @@ func TestExemptionAcrossRestarts(t *testing.T) {
 		}
 	}
 	t.Logf("%d restarts, %d killed", restarts, kills)
-	if n := countAttached(attachedPrograms(t, cg)); n != len(attachments) {
-		t.Errorf("%d programs attached after the restarts, want %d", n, len(attachments))
+	if n := countAttached(attachedPrograms(t, cg)); n != len(linkNames) {
+		t.Errorf("%d programs attached after the restarts, want %d", n, len(linkNames))
 	}
 }
 

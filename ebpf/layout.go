@@ -3,22 +3,16 @@
 package ebpf
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"github.com/metadatasec/gpa/msp"
 )
 
-// Sizes of the structs shared with the kernel programs (redirect.c). The
-// upstream ones are fixed by docs/protocol.md §5.2; tests compare all of them
-// with the BTF in the compiled object.
-const (
-	destinationEntrySize = 24 // struct gpa_destination_entry
-	auditKeySize         = 8  // struct gpa_audit_key
-	auditEventSize       = 20 // struct gpa_audit_event
-	callerKeySize        = 12 // struct gpa_caller_key
-	callerRecordSize     = 48 // struct gpa_caller_record
-)
+// The map keys and values are bpf2go's types generated from redirect.c
+// (redirect_bpfel.go). What this file adds is how addresses are encoded in
+// their fields, which the C types cannot say.
 
 const ipprotoTCP = 6
 
@@ -63,89 +57,67 @@ func checkIPv4(ap netip.AddrPort) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, ap.Port()), nil
 }
 
-// marshalDestination encodes gpa_destination_entry for a TCP IPv4
-// destination: ip[0], three zero words, port, protocol.
-func marshalDestination(ap netip.AddrPort) []byte {
-	b := make([]byte, destinationEntrySize)
-	ne.PutUint32(b[0:], ip4Word(ap.Addr()))
-	ne.PutUint32(b[16:], portWord(ap.Port()))
-	ne.PutUint32(b[20:], ipprotoTCP)
-	return b
+// destinationEntry is a TCP IPv4 destination as policy_map stores it: ip[0],
+// three zero words, port, protocol.
+func destinationEntry(ap netip.AddrPort) redirectGpaDestinationEntry {
+	return redirectGpaDestinationEntry{
+		Ip:       [4]uint32{ip4Word(ap.Addr())},
+		Port:     portWord(ap.Port()),
+		Protocol: ipprotoTCP,
+	}
 }
 
-// unmarshalDestination decodes gpa_destination_entry. ok is false for
-// entries this package would not write (IPv6 words, other protocols).
-func unmarshalDestination(b []byte) (ap netip.AddrPort, ok bool) {
-	if len(b) != destinationEntrySize || ne.Uint32(b[20:]) != ipprotoTCP {
+// addrPort decodes e. ok is false for entries this package would not write
+// (IPv6 words, other protocols, a port wider than 16 bits).
+func (e redirectGpaDestinationEntry) addrPort() (ap netip.AddrPort, ok bool) {
+	if e.Protocol != ipprotoTCP || e.Ip[1] != 0 || e.Ip[2] != 0 || e.Ip[3] != 0 || e.Port>>16 != 0 {
 		return netip.AddrPort{}, false
 	}
-	if !bytes.Equal(b[4:16], make([]byte, 12)) || ne.Uint32(b[16:])>>16 != 0 {
-		return netip.AddrPort{}, false
-	}
-	return netip.AddrPortFrom(wordIP4(ne.Uint32(b[0:])), wordPort(ne.Uint32(b[16:]))), true
+	return netip.AddrPortFrom(wordIP4(e.Ip[0]), wordPort(e.Port)), true
 }
 
-// marshalAuditKey encodes gpa_audit_key: protocol, then the local port in
+// auditKey is upstream's audit_map key: protocol, then the local port in
 // host order (not htons: the sock_ops context gives it that way, as does
 // upstream's skc_num).
-func marshalAuditKey(localPort uint16) []byte {
-	b := make([]byte, auditKeySize)
-	ne.PutUint32(b[0:], ipprotoTCP)
-	ne.PutUint32(b[4:], uint32(localPort))
-	return b
+func auditKey(localPort uint16) redirectGpaAuditKey {
+	return redirectGpaAuditKey{Protocol: ipprotoTCP, SourcePort: uint32(localPort)}
 }
 
-// marshalCallerKey encodes gpa_caller_key: upstream's audit key plus the
-// client's IPv4 address as the programs store addresses.
-func marshalCallerKey(client netip.AddrPort) []byte {
-	b := make([]byte, callerKeySize)
-	ne.PutUint32(b[0:], ipprotoTCP)
-	ne.PutUint32(b[4:], uint32(client.Port()))
-	ne.PutUint32(b[8:], ip4Word(client.Addr()))
-	return b
+// callerKey is gpa_caller_map's key: upstream's audit key plus the client's
+// IPv4 address as the programs store addresses.
+func callerKey(client netip.AddrPort) redirectGpaCallerKey {
+	return redirectGpaCallerKey{Protocol: ipprotoTCP, SourcePort: uint32(client.Port()), SourceIp4: ip4Word(client.Addr())}
 }
 
-// AuditRecord is the process that made one redirected connection, as the
-// kernel saw it at connect() time.
-type AuditRecord struct {
-	// PID is the thread group id (what userspace calls the process id).
-	PID uint32
-	// UID and GID are the real user and group ids at connect() time.
-	UID uint32
-	GID uint32
-	// Comm is the task's command name (at most 15 bytes, may be truncated;
-	// use /proc/<PID>/exe for identity).
-	Comm string
-	// CgroupID is the cgroup v2 id (the cgroup directory's inode number).
-	CgroupID uint64
-	// OriginalDst is the destination the process dialled before the
-	// redirect.
-	OriginalDst netip.AddrPort
-}
-
-// IsRoot reports whether the caller ran as uid 0, upstream's is_root.
-func (r AuditRecord) IsRoot() bool { return r.UID == 0 }
-
-// ParseCallerRecord decodes one value of gpa_caller_map (a
-// gpa_caller_record), as read from the map or its pin, for tools that
-// inspect a running agent's callers:
-//
-//	+0 cgroup_id u64, +8 uid, +12 gid, +16 tgid, +20 destination_ipv4,
-//	+24 destination_port, +28 protocol, +32 comm[16]
-func ParseCallerRecord(b []byte) (AuditRecord, error) {
-	if len(b) != callerRecordSize {
-		return AuditRecord{}, fmt.Errorf("caller record is %d bytes, want %d", len(b), callerRecordSize)
+// connectRecord is the record in the protocol's words.
+func (r redirectGpaCallerRecord) connectRecord() msp.ConnectRecord {
+	comm := make([]byte, 0, len(r.Comm))
+	for _, c := range r.Comm {
+		if c == 0 {
+			break
+		}
+		comm = append(comm, byte(c))
 	}
-	comm := b[32:48]
-	if i := bytes.IndexByte(comm, 0); i >= 0 {
-		comm = comm[:i]
-	}
-	return AuditRecord{
-		CgroupID:    ne.Uint64(b[0:]),
-		UID:         ne.Uint32(b[8:]),
-		GID:         ne.Uint32(b[12:]),
-		PID:         ne.Uint32(b[16:]),
-		OriginalDst: netip.AddrPortFrom(wordIP4(ne.Uint32(b[20:])), wordPort(ne.Uint32(b[24:]))),
+	return msp.ConnectRecord{
+		PID:         r.Tgid,
+		UID:         r.Uid,
+		GID:         r.Gid,
 		Comm:        string(comm),
-	}, nil
+		CgroupID:    r.CgroupId,
+		OriginalDst: netip.AddrPortFrom(wordIP4(r.DestinationIpv4), wordPort(r.DestinationPort)),
+	}
+}
+
+// ParseCallerRecord decodes one value of gpa_caller_map (a struct
+// gpa_caller_record, 48 bytes), as read from the map or its pin, for tools
+// that inspect a running agent's callers.
+func ParseCallerRecord(b []byte) (msp.ConnectRecord, error) {
+	var r redirectGpaCallerRecord
+	if n := binary.Size(r); len(b) != n {
+		return msp.ConnectRecord{}, fmt.Errorf("caller record is %d bytes, want %d", len(b), n)
+	}
+	if _, err := binary.Decode(b, ne, &r); err != nil {
+		return msp.ConnectRecord{}, fmt.Errorf("caller record: %w", err)
+	}
+	return r.connectRecord(), nil
 }

@@ -163,7 +163,7 @@ func TestRedirectRealIMDSAddressInNetns(t *testing.T) {
 	}
 	comm := filepath.Base(os.Args[0])
 	comm = comm[:min(len(comm), 15)] // TASK_COMM_LEN - 1
-	want := AuditRecord{PID: h.pid, Comm: comm, CgroupID: cg.id, OriginalDst: msp.IMDSAddr}
+	want := msp.ConnectRecord{PID: h.pid, Comm: comm, CgroupID: cg.id, OriginalDst: msp.IMDSAddr}
 	if diff := cmp.Diff(want, rec, netipEqual); diff != "" {
 		t.Errorf("audit record (-want +got):\n%s", diff)
 	}

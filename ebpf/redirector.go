@@ -8,14 +8,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/metadatasec/gpa/msp"
 )
 
 // Options configures Load.
@@ -34,6 +37,10 @@ type Options struct {
 	// are refused (a *MapError wrapping ebpf.ErrMapIncompatible): call
 	// RemovePins and load again. Empty means nothing outlives Close.
 	PinPath string
+
+	// Proxy is where PolicyMap.SetRedirect sends protected endpoints'
+	// connections; msp.ProxyAddr when zero.
+	Proxy netip.AddrPort
 
 	// Logger receives attach and replace events. Nil discards them.
 	Logger *slog.Logger
@@ -55,32 +62,40 @@ type Redirector struct {
 
 	cgroupPath string
 	pinPath    string
-	maps       map[string]*ebpf.Map
-	progs      map[string]*ebpf.Program
+	objs       redirectObjects
 	links      []link.Link
 }
 
-// attachment says where each program goes. The audit hook comes first and
-// the redirect last, so no connection is redirected before its caller can
-// be recorded and shown its original peer.
-var attachments = []struct {
-	prog   string
+// attachment is where one program goes; name is its name in the object,
+// which also names its pinned link.
+type attachment struct {
+	name   string
+	prog   *ebpf.Program
 	attach ebpf.AttachType
-}{
-	{redirectProgConnectAudit, ebpf.AttachCGroupSockOps},
-	{redirectProgGetpeername4, ebpf.AttachCgroupInet4GetPeername},
-	{redirectProgGetpeername6, ebpf.AttachCgroupInet6GetPeername},
-	{redirectProgConnect4, ebpf.AttachCGroupInet4Connect},
-	{redirectProgConnect6, ebpf.AttachCGroupInet6Connect},
 }
 
-var mapNames = []string{
-	redirectMapPolicyMap,
-	redirectMapGpaExemptMap,
-	redirectMapAuditMap,
-	redirectMapGpaSkStorage,
-	redirectMapGpaCallerMap,
+// attachments lists the programs of o in attach order. The audit hook
+// comes first and the redirect last, so no connection is redirected before
+// its caller can be recorded and shown its original peer.
+func (o *redirectObjects) attachments() []attachment {
+	return []attachment{
+		{redirectProgConnectAudit, o.ConnectAudit, ebpf.AttachCGroupSockOps},
+		{redirectProgGetpeername4, o.Getpeername4, ebpf.AttachCgroupInet4GetPeername},
+		{redirectProgGetpeername6, o.Getpeername6, ebpf.AttachCgroupInet6GetPeername},
+		{redirectProgConnect4, o.Connect4, ebpf.AttachCGroupInet4Connect},
+		{redirectProgConnect6, o.Connect6, ebpf.AttachCGroupInet6Connect},
+	}
 }
+
+// linkNames and mapNames are the pins a Load leaves under PinPath/links and
+// PinPath/maps: the object's program and map names, which older versions
+// used too, so a newer agent takes their pins over.
+var (
+	linkNames = []string{redirectProgConnectAudit, redirectProgGetpeername4, redirectProgGetpeername6,
+		redirectProgConnect4, redirectProgConnect6}
+	mapNames = []string{redirectMapPolicyMap, redirectMapGpaExemptMap, redirectMapAuditMap,
+		redirectMapGpaSkStorage, redirectMapGpaCallerMap}
+)
 
 // legacyMapNames are maps older versions pinned and this one no longer
 // uses. Load removes their pins once the programs that used them are
@@ -130,12 +145,7 @@ func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 		h.editSpec(spec)
 	}
 
-	r := &Redirector{
-		cgroupPath: opts.CgroupPath,
-		pinPath:    opts.PinPath,
-		maps:       make(map[string]*ebpf.Map),
-		progs:      make(map[string]*ebpf.Program),
-	}
+	r := &Redirector{cgroupPath: opts.CgroupPath, pinPath: opts.PinPath}
 	defer func() {
 		if err != nil {
 			// Without pinning this detaches whatever was attached.
@@ -147,48 +157,30 @@ func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 		}
 	}()
 
-	var mapOpts ebpf.MapOptions
+	var colOpts ebpf.CollectionOptions
 	if opts.PinPath != "" {
-		mapOpts.PinPath = filepath.Join(opts.PinPath, "maps")
-		for _, d := range []string{mapOpts.PinPath, filepath.Join(opts.PinPath, "links")} {
+		colOpts.Maps.PinPath = filepath.Join(opts.PinPath, "maps")
+		for _, d := range []string{colOpts.Maps.PinPath, filepath.Join(opts.PinPath, "links")} {
 			if err := os.MkdirAll(d, 0o700); err != nil {
 				return nil, fmt.Errorf("ebpf: create pin directory: %w", err)
 			}
 		}
-	}
-	for _, name := range mapNames {
-		ms := spec.Maps[name].Copy()
-		if opts.PinPath != "" {
+		// Pinned by name, so the next Load finds and reuses them.
+		for _, ms := range spec.Maps {
 			ms.Pinning = ebpf.PinByName
 		}
-		m, err := ebpf.NewMapWithOptions(ms, mapOpts)
-		if err != nil {
-			return nil, &MapError{Op: "create", Map: name, Err: err}
-		}
-		r.maps[name] = m
+	}
+	if err := spec.LoadAndAssign(&r.objs, &colOpts); err != nil {
+		return nil, loadError(err)
 	}
 
-	for _, a := range attachments {
+	for _, a := range r.objs.attachments() {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		ps := spec.Programs[a.prog].Copy()
-		for name, m := range r.maps {
-			if err := ps.Instructions.AssociateMap(name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
-				return nil, newLoadError(a.prog, err)
-			}
-		}
-		prog, err := ebpf.NewProgram(ps)
+		l, err := r.attach(log, cg, cgID, a)
 		if err != nil {
-			return nil, newLoadError(a.prog, err)
-		}
-		r.progs[a.prog] = prog
-	}
-
-	for _, a := range attachments {
-		l, err := r.attach(log, cg, cgID, a.prog, a.attach)
-		if err != nil {
-			return nil, &ProgramError{Op: OpAttach, Program: a.prog, Err: err}
+			return nil, &ProgramError{Op: OpAttach, Program: a.name, Err: err}
 		}
 		r.links = append(r.links, l)
 	}
@@ -207,12 +199,16 @@ func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 	}
 	// Exemptions of processes that are gone (killed agents) go now, so
 	// the map holds only live ones.
-	if err := pruneExemptions(r.maps[redirectMapGpaExemptMap]); err != nil {
+	if err := pruneExemptions(r.objs.GpaExemptMap); err != nil {
 		log.Warn("cannot remove every stale exemption", "error", err)
 	}
 
-	r.policy = PolicyMap{m: r.maps[redirectMapPolicyMap]}
-	r.audit = AuditMap{caller: r.maps[redirectMapGpaCallerMap], upstream: r.maps[redirectMapAuditMap]}
+	proxy := opts.Proxy
+	if !proxy.IsValid() {
+		proxy = msp.ProxyAddr
+	}
+	r.policy = PolicyMap{m: r.objs.PolicyMap, proxy: proxy}
+	r.audit = AuditMap{caller: r.objs.GpaCallerMap, upstream: r.objs.AuditMap}
 	log.Info("eBPF redirector attached", "cgroup", opts.CgroupPath, "pinned", opts.PinPath != "")
 	return r, nil
 }
@@ -222,8 +218,8 @@ func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 // A pinned link that cannot be updated (another cgroup, an update error)
 // is replaced only after the new link is in force, so there is never a
 // moment without one.
-func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name string, at ebpf.AttachType) (link.Link, error) {
-	prog := r.progs[name]
+func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, a attachment) (link.Link, error) {
+	name, prog := a.name, a.prog
 	var old link.Link
 	pin := ""
 	if r.pinPath != "" {
@@ -249,7 +245,7 @@ func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name str
 	// A bpf_link on the directory already checked to be cgroup v2 (no
 	// re-open by path), and no fallback to the legacy attach API: only
 	// links can be pinned and updated in place, and 5.15 has them.
-	l, err := link.AttachRawLink(link.RawLinkOptions{Target: int(cg.Fd()), Program: prog, Attach: at})
+	l, err := link.AttachRawLink(link.RawLinkOptions{Target: int(cg.Fd()), Program: prog, Attach: a.attach})
 	if err != nil {
 		if old != nil {
 			old.Close() // still pinned, still in force
@@ -272,6 +268,32 @@ func (r *Redirector) attach(log *slog.Logger, cg *os.File, cgID uint64, name str
 	}
 	log.Debug("attached eBPF program", "program", name, "cgroup", cg.Name())
 	return l, nil
+}
+
+// loadError names the object a failed LoadAndAssign was creating.
+// cilium/ebpf wraps each step's error as "program <name>: " and "map <name>:
+// ", outermost first, so the innermost of those markers names the object
+// that failed. An error naming neither is about the object as a whole.
+func loadError(err error) error {
+	msg := err.Error()
+	at, prog, mapName := -1, "", ""
+	for _, name := range linkNames {
+		if i := strings.LastIndex(msg, "program "+name+": "); i > at {
+			at, prog, mapName = i, name, ""
+		}
+	}
+	for _, name := range mapNames {
+		if i := strings.LastIndex(msg, "map "+name+": "); i > at {
+			at, prog, mapName = i, "", name
+		}
+	}
+	switch {
+	case mapName != "":
+		return &MapError{Op: "create", Map: mapName, Err: err}
+	case prog != "":
+		return newLoadError(prog, err)
+	}
+	return fmt.Errorf("ebpf: load the redirect object: %w", err)
 }
 
 // linkCgroup returns the id of the cgroup a link is attached to, or 0.
@@ -310,18 +332,10 @@ func (r *Redirector) Close() error {
 		}
 	}
 	r.links = nil
-	for name, p := range r.progs {
-		if err := p.Close(); err != nil {
-			errs = append(errs, err)
-		}
-		delete(r.progs, name)
+	if err := r.objs.Close(); err != nil {
+		errs = append(errs, err)
 	}
-	for name, m := range r.maps {
-		if err := m.Close(); err != nil {
-			errs = append(errs, err)
-		}
-		delete(r.maps, name)
-	}
+	r.objs = redirectObjects{}
 	return errors.Join(errs...)
 }
 
@@ -334,8 +348,8 @@ func RemovePins(pinPath string) error {
 		return errors.New("ebpf: RemovePins: empty pin path")
 	}
 	var errs []error
-	for _, a := range attachments {
-		p := filepath.Join(pinPath, "links", a.prog)
+	for _, name := range linkNames {
+		p := filepath.Join(pinPath, "links", name)
 		l, err := link.LoadPinnedLink(p, nil)
 		if errors.Is(err, os.ErrNotExist) {
 			continue

@@ -19,7 +19,10 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sys/unix"
+
+	"github.com/metadatasec/gpa/msp"
 )
 
 func mustLoad(t testing.TB, opts Options) *Redirector {
@@ -37,7 +40,7 @@ func mustLoad(t testing.TB, opts Options) *Redirector {
 func attachedPrograms(t testing.TB, cg *testCgroup) map[ebpf.AttachType][]ebpf.ProgramID {
 	t.Helper()
 	out := map[ebpf.AttachType][]ebpf.ProgramID{}
-	for _, a := range attachments {
+	for _, a := range new(redirectObjects).attachments() {
 		res, err := link.QueryPrograms(link.QueryOptions{Target: int(cg.fd.Fd()), Attach: a.attach})
 		if err != nil {
 			t.Fatalf("query %v: %v", a.attach, err)
@@ -95,7 +98,7 @@ const (
 // another process, and removes it when the test ends.
 func putExemption(t testing.TB, r *Redirector, e Exemption) {
 	t.Helper()
-	m := r.maps[redirectMapGpaExemptMap]
+	m := r.objs.GpaExemptMap
 	key := redirectGpaExemptKey{Tgid: e.PID}
 	if err := m.Update(&key, &redirectGpaExemption{StartTicks: e.StartTicks}, ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
@@ -183,8 +186,9 @@ func TestRedirect(t *testing.T) {
 				uid, gid = tt.cred.Uid, tt.cred.Gid
 			}
 			// Upstream's reduced record is there too, for its tools.
-			ev := make([]byte, auditEventSize)
-			if err := r.maps[redirectMapAuditMap].Lookup(marshalAuditKey(port), &ev); err != nil {
+			var ev redirectGpaAuditEvent
+			akey := auditKey(port)
+			if err := r.objs.AuditMap.Lookup(&akey, &ev); err != nil {
 				t.Fatalf("audit_map entry: %v", err)
 			}
 			isRoot := uint32(0)
@@ -192,7 +196,7 @@ func TestRedirect(t *testing.T) {
 				isRoot = 1
 			}
 			wantEv := []uint32{uid, h.pid, isRoot, ip4Word(protected.addr.Addr()), portWord(protected.addr.Port())}
-			gotEv := []uint32{ne.Uint32(ev[0:]), ne.Uint32(ev[4:]), ne.Uint32(ev[8:]), ne.Uint32(ev[12:]), ne.Uint32(ev[16:])}
+			gotEv := []uint32{ev.LogonId, ev.ProcessId, ev.IsRoot, ev.DestinationIpv4, ev.DestinationPort}
 			if diff := cmp.Diff(wantEv, gotEv); diff != "" {
 				t.Errorf("audit_map value (-want +got):\n%s", diff)
 			}
@@ -207,14 +211,14 @@ func TestRedirect(t *testing.T) {
 			if err != nil {
 				t.Fatalf("LookupAndDelete(%v): %v", client, err)
 			}
-			want := AuditRecord{PID: h.pid, UID: uid, GID: gid, Comm: "gpa-ebpf-helper", CgroupID: cg.id, OriginalDst: protected.addr}
+			want := msp.ConnectRecord{PID: h.pid, UID: uid, GID: gid, Comm: "gpa-ebpf-helper", CgroupID: cg.id, OriginalDst: protected.addr}
 			if diff := cmp.Diff(want, got, netipEqual); diff != "" {
 				t.Errorf("audit record (-want +got):\n%s", diff)
 			}
 			if _, err := r.Audit().LookupAndDelete(client); !errors.Is(err, ErrNotFound) {
 				t.Errorf("second LookupAndDelete = %v, want ErrNotFound", err)
 			}
-			if err := r.maps[redirectMapAuditMap].Lookup(marshalAuditKey(port), &ev); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			if err := r.objs.AuditMap.Lookup(&akey, &ev); !errors.Is(err, ebpf.ErrKeyNotExist) {
 				t.Errorf("audit_map entry after LookupAndDelete: %v, want gone", err)
 			}
 		})
@@ -305,14 +309,56 @@ func TestPolicyMapOperations(t *testing.T) {
 	}
 }
 
+func TestSetRedirect(t *testing.T) {
+	cg := newTestCgroup(t)
+	custom := netip.MustParseAddrPort("127.0.0.9:4000")
+	tests := []struct {
+		name  string
+		proxy netip.AddrPort // Options.Proxy
+		want  netip.AddrPort
+	}{
+		{"default proxy", netip.AddrPort{}, msp.ProxyAddr},
+		{"proxy from Options", custom, custom},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustLoad(t, Options{CgroupPath: cg.path, Proxy: tt.proxy})
+			p := r.Policy()
+			steps := [][]msp.Endpoint{
+				{msp.EndpointWireServer, msp.EndpointIMDS, msp.EndpointHostGA},
+				{msp.EndpointIMDS},
+				{msp.EndpointHostGA, msp.EndpointWireServer},
+				nil,
+			}
+			for _, eps := range steps {
+				if err := p.SetRedirect(t.Context(), eps); err != nil {
+					t.Fatalf("SetRedirect(%v): %v", eps, err)
+				}
+				want := []PolicyEntry{}
+				for _, ep := range eps {
+					want = append(want, PolicyEntry{Dst: ep.AddrPort(), Proxy: tt.want})
+				}
+				slices.SortFunc(want, func(a, b PolicyEntry) int { return a.Dst.Compare(b.Dst) })
+				got, err := p.List()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want, got, netipEqual, cmpopts.EquateEmpty()); diff != "" {
+					t.Errorf("after SetRedirect(%v) (-want +got):\n%s", eps, diff)
+				}
+			}
+		})
+	}
+}
+
 func TestCloseDetaches(t *testing.T) {
 	cg := newTestCgroup(t)
 	r, err := Load(t.Context(), Options{CgroupPath: cg.path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := countAttached(attachedPrograms(t, cg)); n != len(attachments) {
-		t.Fatalf("%d programs attached after Load, want %d", n, len(attachments))
+	if n := countAttached(attachedPrograms(t, cg)); n != len(linkNames) {
+		t.Fatalf("%d programs attached after Load, want %d", n, len(linkNames))
 	}
 	protected := listen(t, "127.0.0.77:0")
 	proxy := listen(t, "127.0.0.1:0")
@@ -363,15 +409,16 @@ func TestLoadCloseNoLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range r.progs {
-			info, err := p.Info()
+		for _, a := range r.objs.attachments() {
+			info, err := a.prog.Info()
 			if err != nil {
 				t.Fatal(err)
 			}
 			id, _ := info.ID()
 			progIDs = append(progIDs, id)
 		}
-		for _, m := range r.maps {
+		o := &r.objs
+		for _, m := range []*ebpf.Map{o.PolicyMap, o.GpaExemptMap, o.AuditMap, o.GpaSkStorage, o.GpaCallerMap} {
 			info, err := m.Info()
 			if err != nil {
 				t.Fatal(err)
@@ -397,7 +444,7 @@ func TestLoadCloseNoLeaks(t *testing.T) {
 	if got := attachedPrograms(t, cg); countAttached(got) != 0 {
 		t.Errorf("programs still attached: %v", got)
 	}
-	if len(progIDs) != rounds*len(attachments) || len(mapIDs) != rounds*len(mapNames) || len(linkIDs) != rounds*len(attachments) {
+	if len(progIDs) != rounds*len(linkNames) || len(mapIDs) != rounds*len(mapNames) || len(linkIDs) != rounds*len(linkNames) {
 		t.Fatalf("collected %d programs, %d maps, %d links", len(progIDs), len(mapIDs), len(linkIDs))
 	}
 	// The kernel may release objects a moment after the last reference
@@ -597,8 +644,8 @@ func TestPinnedRestartKeepsRedirecting(t *testing.T) {
 	}
 	defer r2.Close()
 	second := attachedPrograms(t, cg)
-	if countAttached(second) != len(attachments) {
-		t.Fatalf("after restart %d programs attached, want %d: %v", countAttached(second), len(attachments), second)
+	if countAttached(second) != len(linkNames) {
+		t.Fatalf("after restart %d programs attached, want %d: %v", countAttached(second), len(linkNames), second)
 	}
 	for at, ids := range second {
 		if slices.Equal(ids, first[at]) {
@@ -649,8 +696,8 @@ func TestPinnedLinksForAnotherCgroupAreReplaced(t *testing.T) {
 	if n := countAttached(attachedPrograms(t, cgA)); n != 0 {
 		t.Errorf("%d programs still attached to the old cgroup", n)
 	}
-	if n := countAttached(attachedPrograms(t, cgB)); n != len(attachments) {
-		t.Errorf("%d programs attached to the new cgroup, want %d", n, len(attachments))
+	if n := countAttached(attachedPrograms(t, cgB)); n != len(linkNames) {
+		t.Errorf("%d programs attached to the new cgroup, want %d", n, len(linkNames))
 	}
 	if err := RemovePins(pin); err != nil {
 		t.Fatal(err)
@@ -697,8 +744,8 @@ func TestPinnedMapsOfAnotherLayoutAreRefused(t *testing.T) {
 		t.Fatalf("Load over incompatible pins = %v, want ErrMapIncompatible", err)
 	}
 	// The old programs keep redirecting until the pins are removed.
-	if n := countAttached(attachedPrograms(t, cg)); n != len(attachments) {
-		t.Errorf("%d programs attached after the refused Load, want %d", n, len(attachments))
+	if n := countAttached(attachedPrograms(t, cg)); n != len(linkNames) {
+		t.Errorf("%d programs attached after the refused Load, want %d", n, len(linkNames))
 	}
 	if err := RemovePins(pin); err != nil {
 		t.Fatal(err)

@@ -64,7 +64,7 @@ func TestNetnsProduction(t *testing.T) {
 		t.Fatalf("no key latched: %+v", latcher.Status())
 	}
 
-	lookup := &mapLookup{m: map[uint16]ConnectRecord{}}
+	lookup := &mapLookup{m: map[uint16]msp.ConnectRecord{}}
 	srv, err := New(Config{
 		Resolver: NewProcResolver(lookup, nil),
 		Latch:    latcher,
@@ -85,7 +85,7 @@ func TestNetnsProduction(t *testing.T) {
 	do := func(dst netip.AddrPort, uri string) int {
 		port++
 		lookup.mu.Lock()
-		lookup.m[port] = ConnectRecord{PID: uint32(os.Getpid()), UID: uint32(os.Geteuid()), OriginalDst: dst}
+		lookup.m[port] = msp.ConnectRecord{PID: uint32(os.Getpid()), UID: uint32(os.Geteuid()), OriginalDst: dst}
 		lookup.mu.Unlock()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)}}
 		c, err := d.Dial("tcp", pln.Addr().String())

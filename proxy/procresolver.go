@@ -18,27 +18,18 @@ import (
 	"sync"
 	"syscall"
 	"time"
-)
 
-// ConnectRecord is what the kernel recorded when a process connected to a
-// protected endpoint: who connected and where it meant to go.
-type ConnectRecord struct {
-	// PID is the connecting process (the thread-group id), UID and GID its
-	// credentials at connect time.
-	PID, UID, GID uint32
-	// OriginalDst is where the process meant to connect before the
-	// redirect, for example 169.254.169.254:80.
-	OriginalDst netip.AddrPort
-}
+	"github.com/metadatasec/gpa/msp"
+)
 
 // AuditLookup finds and consumes the kernel's record of a redirected
 // connection by its client address and port (the accepted connection's
 // remote address). Records are one-shot: a second lookup of the same
-// client must fail. The eBPF audit map is adapted to this interface by the
-// agent; keying by address as well as port means a process that binds
-// another loopback address to a recorded port finds nothing.
+// client must fail. *ebpf.AuditMap implements it; keying by address as well
+// as port means a process that binds another loopback address to a recorded
+// port finds nothing.
 type AuditLookup interface {
-	LookupAndDelete(client netip.AddrPort) (ConnectRecord, error)
+	LookupAndDelete(client netip.AddrPort) (msp.ConnectRecord, error)
 }
 
 // ProcResolver is the production CallerResolver: the audit record names the

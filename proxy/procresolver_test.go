@@ -22,16 +22,16 @@ import (
 // mapLookup is an AuditLookup over a map, one-shot like the eBPF audit map.
 type mapLookup struct {
 	mu sync.Mutex
-	m  map[uint16]ConnectRecord
+	m  map[uint16]msp.ConnectRecord
 }
 
-func (l *mapLookup) LookupAndDelete(client netip.AddrPort) (ConnectRecord, error) {
+func (l *mapLookup) LookupAndDelete(client netip.AddrPort) (msp.ConnectRecord, error) {
 	port := client.Port()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r, ok := l.m[port]
 	if !ok {
-		return ConnectRecord{}, errors.New("no audit entry")
+		return msp.ConnectRecord{}, errors.New("no audit entry")
 	}
 	delete(l.m, port)
 	return r, nil
@@ -71,7 +71,7 @@ func TestProcResolverFakeProc(t *testing.T) {
 	mk(100, "/usr/bin/curl", "curl\x00-H\x00Metadata:true\x00\x00--password\x00hunter2\x00http://169.254.169.254/\x00")
 	mk(101, "", "")
 	lookups := 0
-	lk := &mapLookup{m: map[uint16]ConnectRecord{
+	lk := &mapLookup{m: map[uint16]msp.ConnectRecord{
 		5000: {PID: 100, UID: 1000, OriginalDst: msp.IMDSAddr},
 		5001: {PID: 101, UID: 0, OriginalDst: msp.WireServerAddr},
 		5002: {PID: 102, UID: 4242, OriginalDst: msp.HostGAAddr},
@@ -111,7 +111,7 @@ func TestProcResolverFakeProc(t *testing.T) {
 		t.Errorf("second resolve: %v, want ErrNoCaller", err)
 	}
 	// Cached users are not looked up again.
-	lk.m[5003] = ConnectRecord{PID: 100, UID: 1000, OriginalDst: msp.IMDSAddr}
+	lk.m[5003] = msp.ConnectRecord{PID: 100, UID: 1000, OriginalDst: msp.IMDSAddr}
 	before := lookups
 	if _, err := r.Resolve(context.Background(), connFrom(5003)); err != nil || lookups != before {
 		t.Errorf("cached user looked up again (%d -> %d), %v", before, lookups, err)
@@ -141,7 +141,7 @@ func TestProcResolverSelf(t *testing.T) {
 		t.Skipf("no user database: %v", err)
 	}
 	uid, _ := strconv.Atoi(me.Uid)
-	lk := &mapLookup{m: map[uint16]ConnectRecord{7000: {PID: uint32(os.Getpid()), UID: uint32(uid), OriginalDst: msp.IMDSAddr}}}
+	lk := &mapLookup{m: map[uint16]msp.ConnectRecord{7000: {PID: uint32(os.Getpid()), UID: uint32(uid), OriginalDst: msp.IMDSAddr}}}
 	got, err := NewProcResolver(lk, nil).Resolve(context.Background(), connFrom(7000))
 	if err != nil {
 		t.Fatal(err)
