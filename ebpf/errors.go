@@ -8,24 +8,27 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/metadatasec/gpa/ebpf/hostcheck"
 )
 
 // Sentinel errors. The typed errors below wrap them; test with errors.Is.
 var (
+	// ErrKernelTooOld means the running kernel is older than 5.15.
+	ErrKernelTooOld = hostcheck.ErrKernelTooOld
+	// ErrNoCgroup2 means cgroup v2 is not available, not mounted, or the
+	// path given is not on a cgroup v2 mount.
+	ErrNoCgroup2 = hostcheck.ErrNoCgroup2
+	// ErrNoBTF means the kernel does not expose BTF.
+	ErrNoBTF = hostcheck.ErrNoBTF
+
 	// ErrNotFound means the key is not in the map: no policy for that
-	// destination, no skip entry for that process, or no caller record for
-	// that port (never redirected, already consumed, or evicted).
+	// destination, or no caller record for that client (never
+	// redirected, already consumed, or evicted).
 	ErrNotFound = errors.New("ebpf: not found")
 	// ErrInvalidAddress means an address cannot be stored in the maps: it
 	// must be IPv4 (or IPv4-mapped IPv6) with a non-zero port.
 	ErrInvalidAddress = errors.New("ebpf: invalid address")
-	// ErrKernelTooOld means the running kernel is older than 5.15.
-	ErrKernelTooOld = errors.New("ebpf: kernel too old")
-	// ErrNoCgroup2 means cgroup v2 is not available, not mounted, or the
-	// path given is not on a cgroup v2 mount.
-	ErrNoCgroup2 = errors.New("ebpf: cgroup v2 not available")
-	// ErrNoBTF means the kernel does not expose BTF.
-	ErrNoBTF = errors.New("ebpf: kernel BTF not available")
 	// ErrNotSupported means the kernel lacks a program or map type the
 	// redirector needs. It wraps cilium/ebpf's ErrNotSupported when the
 	// probe said so.
@@ -34,50 +37,16 @@ var (
 
 // Remediations quoted in errors; they match the MSP troubleshooting guide.
 const (
-	remedyKernel  = "upgrade the kernel to Linux 5.15 or later"
-	remedyCgroup2 = "mount cgroup v2: boot with systemd.unified_cgroup_hierarchy=1 " +
-		`(RHEL-like images: grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1", then reboot)`
-	remedyBTF     = "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux)"
+	remedyKernel  = hostcheck.RemedyKernel
+	remedyCgroup2 = hostcheck.RemedyCgroup2
 	remedyFeature = "upgrade the kernel to Linux 5.15 or later with cgroup sock_addr and sock_ops program support"
 )
 
 // RequirementError reports a host that cannot run the redirector, before
 // anything is loaded. errors.Is matches Kind (ErrKernelTooOld, ErrNoCgroup2,
-// ErrNoBTF, ErrNotSupported) and Err.
-type RequirementError struct {
-	// Kind is the sentinel naming the missing requirement.
-	Kind error
-	// Detail says what was found, for example "kernel 5.4.0".
-	Detail string
-	// Remediation tells the user how to fix the host.
-	Remediation string
-	// Err is the underlying cause, if any.
-	Err error
-}
-
-// Error says what is missing and how to fix it.
-func (e *RequirementError) Error() string {
-	var b strings.Builder
-	b.WriteString(strings.TrimPrefix(e.Kind.Error(), "ebpf: "))
-	if e.Detail != "" {
-		b.WriteString(" (" + e.Detail + ")")
-	}
-	if e.Err != nil {
-		b.WriteString(": " + e.Err.Error())
-	}
-	if e.Remediation != "" {
-		b.WriteString("; " + e.Remediation)
-	}
-	return b.String()
-}
-
-// Unwrap returns the sentinel and the cause.
-func (e *RequirementError) Unwrap() []error {
-	if e.Err == nil {
-		return []error{e.Kind}
-	}
-	return []error{e.Kind, e.Err}
-}
+// ErrNoBTF, ErrNotSupported) and Err. It is hostcheck's type, so the
+// kernel, cgroup and BTF verdicts are the ones msp-validate shows.
+type RequirementError = hostcheck.RequirementError
 
 // ProgramOp is the step at which a program failed.
 type ProgramOp string

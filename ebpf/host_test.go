@@ -9,108 +9,29 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/google/go-cmp/cmp"
 )
-
-func TestParseKernelRelease(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    [2]int
-		wantErr bool
-	}{
-		{"6.18.44-fc-v669", [2]int{6, 18}, false},
-		{"5.15.0-1057-azure", [2]int{5, 15}, false},
-		{"5.4.0-150-generic", [2]int{5, 4}, false},
-		{"4.18.0-553.el8_10.x86_64", [2]int{4, 18}, false},
-		{"6.1", [2]int{6, 1}, false},
-		{"6.8rc1", [2]int{6, 8}, false},
-		{"6", [2]int{}, true},
-		{"x.y.z", [2]int{}, true},
-		{"", [2]int{}, true},
-	}
-	for _, tt := range tests {
-		got, err := parseKernelRelease(tt.in)
-		if (err != nil) != tt.wantErr {
-			t.Errorf("parseKernelRelease(%q) error = %v, wantErr %v", tt.in, err, tt.wantErr)
-			continue
-		}
-		if !tt.wantErr {
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("parseKernelRelease(%q) (-want +got):\n%s", tt.in, diff)
-			}
-		}
-	}
-}
-
-const (
-	hybridMountinfo = `23 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-`
-	unifiedMountinfo = `22 1 8:1 / / rw - ext4 /dev/sda1 rw
-26 22 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
-`
-	// A container with a bind-mounted sub-cgroup before the real root.
-	nestedMountinfo = `50 1 0:40 /kubepods/pod1 /sys/fs/cgroup ro - cgroup2 cgroup2 rw
-51 1 0:40 / /run/gpa\040cg rw - cgroup2 cgroup2 rw
-`
-	v1OnlyMountinfo = `32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-`
-)
-
-func TestFindCgroup2Mount(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		want    string
-		wantErr error
-	}{
-		{"hybrid", hybridMountinfo, "/sys/fs/cgroup/unified", nil},
-		{"unified", unifiedMountinfo, "/sys/fs/cgroup", nil},
-		{"sub-cgroup bind mount skipped, escapes decoded", nestedMountinfo, "/run/gpa cg", nil},
-		{"v1 only", v1OnlyMountinfo, "", errNoCgroup2Mount},
-		{"empty", "", "", errNoCgroup2Mount},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := findCgroup2Mount(strings.NewReader(tt.in))
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("error = %v, want %v", err, tt.wantErr)
-			}
-			if got != tt.want {
-				t.Errorf("got %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
 
 // fakeHost is a machine that passes every check; tests break one thing.
-func fakeHost(t *testing.T) *host {
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+func fakeHost() *host {
 	return &host{
-		kernelRelease:   func() (string, error) { return "5.15.0-1057-azure", nil },
-		procFilesystems: write("filesystems", "nodev\tsysfs\nnodev\tcgroup\nnodev\tcgroup2\n\text4\n"),
-		mountinfo:       write("mountinfo", hybridMountinfo),
-		btfPath:         write("vmlinux", "btf"),
-		haveProgramType: func(ebpf.ProgramType) error { return nil },
-		haveMapType:     func(ebpf.MapType) error { return nil },
-
+		root: fstest.MapFS{
+			"proc/sys/kernel/osrelease": {Data: []byte("5.15.0-1057-azure\n")},
+			"proc/filesystems":          {Data: []byte("nodev\tcgroup2\n")},
+			"proc/self/mountinfo":       {Data: []byte("41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n")},
+			"sys/kernel/btf/vmlinux":    {Data: []byte("btf")},
+		},
+		haveProgramType:   func(ebpf.ProgramType) error { return nil },
+		haveMapType:       func(ebpf.MapType) error { return nil },
 		haveProgramHelper: func(ebpf.ProgramType, asm.BuiltinFunc) error { return nil },
 	}
 }
 
+// The file checks are hostcheck's (tested there); this covers that Load's
+// check runs them and the feature probes after them.
 func TestHostCheck(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -119,19 +40,13 @@ func TestHostCheck(t *testing.T) {
 		wantText []string
 	}{
 		{"ok", func(*host) {}, nil, nil},
-		{"kernel 5.4", func(h *host) { h.kernelRelease = func() (string, error) { return "5.4.0-150-generic", nil } },
-			ErrKernelTooOld, []string{"kernel 5.4.0-150-generic, need 5.15 or later", "upgrade the kernel"}},
-		{"kernel 4.19", func(h *host) { h.kernelRelease = func() (string, error) { return "4.19.0", nil } },
-			ErrKernelTooOld, []string{"need 5.15"}},
-		{"uname fails", func(h *host) { h.kernelRelease = func() (string, error) { return "", errors.New("boom") } },
-			ErrKernelTooOld, []string{"boom"}},
-		{"no cgroup2 filesystem", func(h *host) {
-			os.WriteFile(h.procFilesystems, []byte("nodev\tcgroup\n"), 0o600)
-		}, ErrNoCgroup2, []string{"cgroup2 is not in", "systemd.unified_cgroup_hierarchy=1"}},
+		{"kernel 5.4", func(h *host) {
+			h.root.(fstest.MapFS)["proc/sys/kernel/osrelease"].Data = []byte("5.4.0-150-generic")
+		}, ErrKernelTooOld, []string{"kernel 5.4.0-150-generic, need 5.15 or later", "upgrade the kernel"}},
 		{"cgroup2 not mounted", func(h *host) {
-			os.WriteFile(h.mountinfo, []byte(v1OnlyMountinfo), 0o600)
-		}, ErrNoCgroup2, []string{"no cgroup2 mount", "systemd.unified_cgroup_hierarchy=1"}},
-		{"no BTF", func(h *host) { h.btfPath = filepath.Join(t.TempDir(), "missing") },
+			h.root.(fstest.MapFS)["proc/self/mountinfo"].Data = nil
+		}, ErrNoCgroup2, []string{"systemd.unified_cgroup_hierarchy=1"}},
+		{"no BTF", func(h *host) { delete(h.root.(fstest.MapFS), "sys/kernel/btf/vmlinux") },
 			ErrNoBTF, []string{"CONFIG_DEBUG_INFO_BTF"}},
 		{"no sock_ops", func(h *host) {
 			h.haveProgramType = func(pt ebpf.ProgramType) error {
@@ -160,7 +75,7 @@ func TestHostCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := fakeHost(t)
+			h := fakeHost()
 			tt.breakIt(h)
 			err := h.check()
 			if tt.wantKind == nil {
@@ -186,7 +101,7 @@ func TestHostCheck(t *testing.T) {
 }
 
 func TestUnsupportedFeatureKeepsCause(t *testing.T) {
-	h := fakeHost(t)
+	h := fakeHost()
 	h.haveProgramType = func(ebpf.ProgramType) error { return ebpf.ErrNotSupported }
 	err := h.check()
 	if !errors.Is(err, ErrNotSupported) || !errors.Is(err, ebpf.ErrNotSupported) {

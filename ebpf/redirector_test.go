@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -22,6 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sys/unix"
 
+	"github.com/metadatasec/gpa/ebpf/hostcheck"
 	"github.com/metadatasec/gpa/msp"
 )
 
@@ -496,7 +498,7 @@ func cgroupV1Dir(t *testing.T) string {
 		left, right, ok := strings.Cut(line, " - ")
 		if ok && strings.HasPrefix(right, "cgroup ") {
 			if f := strings.Fields(left); len(f) >= 5 {
-				return unescapeMountinfo(f[4])
+				return hostcheck.UnescapeMountinfo(f[4])
 			}
 		}
 	}
@@ -530,7 +532,9 @@ func TestLoadErrors(t *testing.T) {
 			return nil
 		}
 	}
-	oldKernel := func(h *host) { h.kernelRelease = func() (string, error) { return "5.10.0-28-cloud-amd64", nil } }
+	oldKernel := func(h *host) {
+		h.root = fstest.MapFS{"proc/sys/kernel/osrelease": {Data: []byte("5.10.0-28-cloud-amd64\n")}}
+	}
 
 	tests := []struct {
 		name       string

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metadatasec/gpa/ebpf/hostcheck"
 	"github.com/metadatasec/gpa/status"
 )
 
@@ -44,11 +44,8 @@ var cloudInitVersionGlobs = []string{
 	"usr/local/lib/python3*/site-packages/cloudinit/version.py",
 }
 
-// Minimums from the troubleshooting guide.
-var (
-	minKernel    = version{5, 15}
-	minCloudInit = version{24, 3}
-)
+// Minimum from the troubleshooting guide (the kernel's is hostcheck's).
+var minCloudInit = version{24, 3}
 
 // The guide's actions, in its words where it has them.
 const (
@@ -119,101 +116,57 @@ func parseVersion(s string) (version, bool) {
 	return version{major, minor}, err1 == nil && err2 == nil
 }
 
-func kernelRelease(e *Env) (string, error) {
-	if b, err := fs.ReadFile(e.Root, "proc/sys/kernel/osrelease"); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	b, err := fs.ReadFile(e.Root, "proc/version")
-	if err != nil {
-		return "", err
-	}
-	// "Linux version 6.8.0-1015-azure (buildd@...) #15 SMP ..."
-	f := strings.Fields(string(b))
-	if len(f) < 3 || f[0] != "Linux" || f[1] != "version" {
-		return "", fmt.Errorf("unexpected /proc/version %s", quoted(string(b)))
-	}
-	return f[2], nil
-}
+// The kernel, cgroup2 and btf rows are hostcheck's verdicts, the ones the
+// agent's eBPF loader acts on: a row that says OK here means Load gets past
+// that check on this host. ErrUnreadable (the file is missing or garbled)
+// is a warning, since the host may be fine.
 
 func checkKernel(e *Env) status.Finding {
 	const check, action = "kernel", actionKernelOld
-	rel, err := kernelRelease(e)
-	if err != nil && isOffline(e) {
-		return row(check, warn, actionOffline+" (uname -r: 5.15 or later)", notChecked)
-	}
-	if err != nil {
-		return row(check, warn, "run on the VM, with /proc mounted", "cannot tell the kernel version: %v", err)
-	}
-	v, good := parseVersion(rel)
+	rel, err := hostcheck.Kernel(e.Root)
 	switch {
-	case !good:
+	case err == nil:
+		return row(check, ok, "", "kernel %s (5.15 or later)", rel)
+	case errors.Is(err, hostcheck.ErrUnreadable) && rel == "" && isOffline(e):
+		return row(check, warn, actionOffline+" (uname -r: 5.15 or later)", notChecked)
+	case errors.Is(err, hostcheck.ErrUnreadable) && rel == "":
+		return row(check, warn, "run on the VM, with /proc mounted", "cannot tell the kernel version: %v", err)
+	case errors.Is(err, hostcheck.ErrUnreadable):
 		return row(check, warn, "check with uname -r that the kernel is 5.15 or later", "cannot parse kernel release %s", quoted(rel))
-	case v.less(minKernel):
-		return row(check, fail, action, "kernel %s is older than %s", rel, minKernel)
 	}
-	return row(check, ok, "", "kernel %s (%s or later)", rel, minKernel)
+	return row(check, fail, action, "kernel %s is older than 5.15", rel)
 }
 
 func checkCgroupFS(e *Env) status.Finding {
 	const check = "cgroup2.filesystem"
-	b, err := fs.ReadFile(e.Root, "proc/filesystems")
-	if err != nil && isOffline(e) {
+	err := hostcheck.Cgroup2Filesystem(e.Root)
+	switch {
+	case err == nil:
+		return row(check, ok, "", "the kernel supports cgroup2 (nodev cgroup2 in /proc/filesystems)")
+	case errors.Is(err, hostcheck.ErrUnreadable) && isOffline(e):
 		return row(check, warn, actionOffline+" (grep cgroup /proc/filesystems)", notChecked)
-	}
-	if err != nil {
-		return row(check, warn, "run on the VM, with /proc mounted", "cannot read /proc/filesystems: %v", errors.Unwrap(err))
-	}
-	for line := range strings.Lines(string(b)) {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "nodev" && f[1] == "cgroup2" {
-			return row(check, ok, "", "the kernel supports cgroup2 (nodev cgroup2 in /proc/filesystems)")
-		}
+	case errors.Is(err, hostcheck.ErrUnreadable):
+		return row(check, warn, "run on the VM, with /proc mounted", "cannot read /proc/filesystems: %v", err)
 	}
 	return row(check, fail, actionNoCgroup2, "no \"nodev cgroup2\" in /proc/filesystems")
 }
 
-// cgroup2Mounts returns the mount points of cgroup2 file systems listed in
-// mountinfo. The file system type follows the " - " separator; the mount
-// point is the fifth field.
-func cgroup2Mounts(mountinfo []byte) []string {
-	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
-	for sc.Scan() {
-		line := sc.Text()
-		pre, post, found := strings.Cut(line, " - ")
-		if !found {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) >= 5 && len(g) >= 1 && g[0] == "cgroup2" {
-			out = append(out, unescapeMount(f[4]))
-		}
-	}
-	return out
-}
-
-// unescapeMount undoes the octal escapes of spaces and tabs in mountinfo.
-func unescapeMount(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
-}
-
 func checkCgroupMount(e *Env) status.Finding {
 	const check = "cgroup2.mount"
-	b, err := fs.ReadFile(e.Root, "proc/self/mountinfo")
-	if err != nil && isOffline(e) {
-		return row(check, warn, actionOffline+" (mount | grep cgroup2)", notChecked)
-	}
-	if err != nil {
-		return row(check, warn, "run on the VM, with /proc mounted", "cannot read /proc/self/mountinfo: %v", errors.Unwrap(err))
-	}
-	mounts := cgroup2Mounts(b)
+	mnt, err := hostcheck.Cgroup2Root(e.Root)
 	switch {
-	case len(mounts) == 0:
-		return row(check, fail, actionGrubby, "cgroup v2 is not mounted (no cgroup2 in /proc/self/mountinfo)")
-	case !slices.Contains(mounts, "/sys/fs/cgroup"):
+	case errors.Is(err, hostcheck.ErrUnreadable) && isOffline(e):
+		return row(check, warn, actionOffline+" (mount | grep cgroup2)", notChecked)
+	case errors.Is(err, hostcheck.ErrUnreadable):
+		return row(check, warn, "run on the VM, with /proc mounted", "cannot read /proc/self/mountinfo: %v", err)
+	case err != nil:
+		return row(check, fail, actionGrubby, "cgroup v2 is not mounted (no cgroup2 mount of the hierarchy root in /proc/self/mountinfo)")
+	case mnt != "/sys/fs/cgroup":
+		// The loader accepts it (hostcheck's verdict); the warning is advice.
 		return row(check, warn, `nothing to do for the agent, which finds the cgroup v2 mount; to make cgroup v2 the only hierarchy: sudo grubby --update-kernel=ALL --args="systemd.unified_cgroup_hierarchy=1", then restart the VM`,
-			"cgroup v2 is mounted at %s only: a hybrid hierarchy", strings.Join(mounts, ", "))
+			"cgroup v2 is mounted at %s only: a hybrid hierarchy", mnt)
 	}
-	return row(check, ok, "", "cgroup v2 mounted at /sys/fs/cgroup")
+	return row(check, ok, "", "cgroup v2 mounted at %s", mnt)
 }
 
 func checkBTF(e *Env) status.Finding {
@@ -221,7 +174,7 @@ func checkBTF(e *Env) status.Finding {
 	if isOffline(e) {
 		return row(check, warn, actionOffline+" (ls /sys/kernel/btf/vmlinux)", notChecked)
 	}
-	if _, err := fs.Stat(e.Root, "sys/kernel/btf/vmlinux"); err != nil {
+	if err := hostcheck.BTF(e.Root); err != nil {
 		return row(check, fail, "the kernel has no BTF (CONFIG_DEBUG_INFO_BTF=y; the Azure kernels have it): "+actionUpgradeImage, "no kernel BTF at /sys/kernel/btf/vmlinux: the eBPF program cannot be loaded")
 	}
 	return row(check, ok, "", "kernel BTF present at /sys/kernel/btf/vmlinux")

@@ -548,12 +548,6 @@ func TestParseHelpers(t *testing.T) {
 			t.Errorf("parseVersion(%q) = %v, %v; want %v, %v", tt.in, got, good, tt.want, tt.ok)
 		}
 	}
-	mi := []byte("31 22 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n" +
-		"40 22 0:30 / /mnt/my\\040cg rw shared:3 - cgroup2 none rw\n" +
-		"41 22 0:31 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\nbroken line\n")
-	if diff := cmp.Diff([]string{"/sys/fs/cgroup", "/mnt/my cg"}, cgroup2Mounts(mi)); diff != "" {
-		t.Errorf("cgroup2Mounts (-want +got):\n%s", diff)
-	}
 }
 
 // The CLI: exit codes, JSON, usage errors, and the loopback-only listener.
