@@ -26,8 +26,9 @@
 //
 // ebpf owns the kernel half: the cgroup connect4/connect6/getpeername4 and
 // audit programs (bpf2go, generated files committed), their loader, and
-// typed maps for the redirect policy, the agent's exemption and the caller audit. It
-// imports msp.
+// typed maps for the redirect policy, the agent's exemption and the caller
+// audit. It imports msp. ebpf/hostcheck, below it, is the host check
+// (kernel, cgroup v2, BTF) that msp-validate shares.
 //
 // status owns what operators and cloud-init see: the status.json model and
 // writer, provisioning state, and the --status client. It imports msp and

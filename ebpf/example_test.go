@@ -36,7 +36,8 @@ func ExampleLoad() {
 	if err := r.ExemptSelf(); err != nil {
 		log.Fatal(err)
 	}
-	if err := r.Policy().Set(msp.IMDSAddr, msp.ProxyAddr); err != nil {
+	// Normally the key latch calls this (PolicyMap is its RedirectPolicy).
+	if err := r.Policy().SetRedirect(ctx, []msp.Endpoint{msp.EndpointIMDS}); err != nil {
 		log.Fatal(err)
 	}
 }
