@@ -3,8 +3,11 @@
 package ebpf
 
 import (
+	"context"
 	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -147,21 +150,56 @@ func (h *helper) end(t *testing.T, sig syscall.Signal) {
 	h.stdin.Close()
 }
 
+// agentExe returns the binary the agent helpers run: a copy of this test
+// binary, or under -race one built without it. Every Load parses the
+// kernel's BTF (for the exemption's CO-RE read), which race-instrumented
+// code does about six times slower; the restart tests start a hundred
+// agents and would spend minutes on it.
+func agentExe(t *testing.T) string {
+	t.Helper()
+	if !raceEnabled {
+		return exeFor(t)
+	}
+	dir, err := os.MkdirTemp("", "gpa-ebpf-helper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "gpa-ebpf-helper")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "test", "-c", "-o", exe, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build the agent helper without -race: %v\n%s", err, out)
+	}
+	return exe
+}
+
+// pinnedRig loads pinned into a test cgroup with one protected loopback
+// destination redirected to a stand-in proxy, as a first agent would, and
+// returns what agent helpers need to take it over.
+func pinnedRig(t *testing.T) (cg *testCgroup, pin, exe string, r *Redirector, protected, proxy *listener) {
+	t.Helper()
+	cg = newTestCgroup(t)
+	pin = mountBPFFS(t)
+	t.Cleanup(func() { RemovePins(pin) })
+	protected = listen(t, "127.0.0.77:0")
+	proxy = listen(t, "127.0.0.1:0")
+	exe = agentExe(t)
+	r = mustLoad(t, Options{CgroupPath: cg.path, PinPath: pin})
+	if err := r.Policy().Set(protected.addr, proxy.addr); err != nil {
+		t.Fatal(err)
+	}
+	return cg, pin, exe, r, protected, proxy
+}
+
 // A hundred restarts, clean and killed mixed, each one starting and
 // leaving exactly its own exemption. The skip list this replaced (pid
 // only, 10 entries, never cleaned) refused the tenth start.
 func TestExemptionAcrossRestarts(t *testing.T) {
-	cg := newTestCgroup(t)
-	pin := mountBPFFS(t)
-	t.Cleanup(func() { RemovePins(pin) })
-	protected := listen(t, "127.0.0.77:0")
-	proxy := listen(t, "127.0.0.1:0")
-	exe := exeFor(t)
-
-	r := mustLoad(t, Options{CgroupPath: cg.path, PinPath: pin})
-	if err := r.Policy().Set(protected.addr, proxy.addr); err != nil {
-		t.Fatal(err)
-	}
+	cg, pin, exe, r, protected, proxy := pinnedRig(t)
 	const restarts = 100
 	kills := 0
 	for i := range restarts {
@@ -220,17 +258,7 @@ func processWithPid(t *testing.T, cg *testCgroup, pid uint32, exe string) *helpe
 // An unprivileged process given a killed agent's pid is redirected like any
 // other, before and after the next agent starts.
 func TestReusedAgentPidIsRedirected(t *testing.T) {
-	cg := newTestCgroup(t)
-	pin := mountBPFFS(t)
-	t.Cleanup(func() { RemovePins(pin) })
-	protected := listen(t, "127.0.0.77:0")
-	proxy := listen(t, "127.0.0.1:0")
-	exe := exeFor(t)
-
-	r := mustLoad(t, Options{CgroupPath: cg.path, PinPath: pin})
-	if err := r.Policy().Set(protected.addr, proxy.addr); err != nil {
-		t.Fatal(err)
-	}
+	cg, pin, exe, r, protected, proxy := pinnedRig(t)
 	a := startAgent(t, cg, pin, exe)
 	expectLanding(t, protected, proxy, a.dial(t, "4", protected.addr))
 	dead := a.pid

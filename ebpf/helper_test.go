@@ -266,7 +266,8 @@ func startHelper(t testing.TB, o helperOpts) *helper {
 	}
 	cmd := exec.Command(exe)
 	cmd.Dir = "/"
-	cmd.Env = append([]string{helperEnv + "=" + o.mode, "PATH=/usr/bin:/bin"}, o.env...)
+	// Under -race a helper sleeps a second at exit unless told not to.
+	cmd.Env = append([]string{helperEnv + "=" + o.mode, "PATH=/usr/bin:/bin", "GORACE=atexit_sleep_ms=0"}, o.env...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred, Pdeathsig: syscall.SIGKILL}
 	if o.netns {
