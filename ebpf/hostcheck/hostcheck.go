@@ -43,7 +43,7 @@ const (
 	RemedyBTF = "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux)"
 )
 
-// The oldest kernel MSP supports (gpa-protocol §5.5).
+// The oldest kernel MSP supports (docs/protocol.md §5.5).
 const minMajor, minMinor = 5, 15
 
 // The files read, relative to the root.
