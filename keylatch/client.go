@@ -89,7 +89,7 @@ func NewClient(opts *ClientOptions) *Client {
 // HostError reports an unexpected answer from the host. It matches
 // ErrHostResponse.
 type HostError struct {
-	// Op is "status", "acquire" or "attest".
+	// Op is "status", "acquire", "attest" or "telemetry".
 	Op string
 	// StatusCode is the HTTP status, 0 for a body problem.
 	StatusCode int
@@ -182,6 +182,27 @@ func (c *Client) AttestKey(ctx context.Context, k msp.Key) error {
 	}
 	if resp.status != http.StatusOK {
 		return &HostError{Op: "attest", StatusCode: resp.status}
+	}
+	return nil
+}
+
+// TelemetryPath is where telemetry events go, upstream's URI.
+const TelemetryPath = "/machine/?comp=telemetrydata"
+
+// SendTelemetry posts one TelemetryData XML document to WireServer with
+// upstream's headers (x-ms-version 2012-11-30, text/xml). Upstream sends it
+// unsigned (the URI is one of the skip-sig requests); we sign it with
+// signer when the latch has a key, as the proxy signs a root caller's
+// request, so a host that checks every signature accepts it too. A nil
+// signer sends it unsigned. Any 2xx is success.
+func (c *Client) SendTelemetry(ctx context.Context, xml []byte, signer *msp.Signer) error {
+	hdr := []msp.HeaderField{{Name: "x-ms-version", Value: "2012-11-30"}, {Name: "Content-Type", Value: "text/xml; charset=utf-8"}}
+	resp, err := c.do(ctx, "POST", TelemetryPath, hdr, xml, signer)
+	if err != nil {
+		return fmt.Errorf("keylatch: telemetry: %w", err)
+	}
+	if resp.status < 200 || resp.status > 299 {
+		return &HostError{Op: "telemetry", StatusCode: resp.status}
 	}
 	return nil
 }

@@ -526,7 +526,7 @@ func (l *Latcher) maybePublish(state string, items map[msp.Endpoint]*msp.Authori
 		return
 	}
 	l.lastItems = itemsJSON
-	s := &Snapshot{State: state, Policy: l.compile(items), Key: l.key, RuleIDs: ruleIDs}
+	s := &Snapshot{State: state, Policy: l.compile(items), Items: items, Key: l.key, RuleIDs: ruleIDs}
 	if inc != nil {
 		v := *inc
 		s.KeyIncarnationID = &v

@@ -26,6 +26,9 @@ type Snapshot struct {
 	Signer *msp.Signer
 	// KeyIncarnationID is the host's keyIncarnationId, when it sent one.
 	KeyIncarnationID *uint32
+	// Items are the effective rule sets per endpoint (local rules applied,
+	// ids as displayed) that Policy was compiled from. Read-only.
+	Items map[msp.Endpoint]*msp.AuthorizationItem
 	// RuleIDs are the effective rule-set ids per endpoint, as status.json
 	// reports them (wireServerRuleId, imdsRuleId, hostGARuleId).
 	RuleIDs map[msp.Endpoint]string

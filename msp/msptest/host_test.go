@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -571,5 +572,26 @@ func TestMalformedRequest(t *testing.T) {
 	}
 	if resp.StatusCode != 400 {
 		t.Fatalf("malformed request line: %d", resp.StatusCode)
+	}
+}
+
+func TestTelemetryRecordsAcceptedPosts(t *testing.T) {
+	h := NewHost(nil)
+	defer h.Close()
+	h.SetFault(Fault{Kind: FaultStatus, Endpoint: msp.EndpointWireServer, Path: "/machine/", Status: 503, Count: 1})
+	post := func(uri, body string) {
+		hdr := []msp.HeaderField{{Name: "Host", Value: "168.63.129.16"}, {Name: "Content-Length", Value: strconv.Itoa(len(body))}}
+		rawDo(t, h.WireServerAddr().String(), "POST", uri, hdr, []byte(body), msp.Key{}).Body.Close()
+	}
+	for _, body := range []string{"refused", "first", "second"} {
+		post("/machine/?comp=telemetrydata", body)
+	}
+	post("/machine/?comp=health", "not telemetry")
+	var got []string
+	for _, r := range h.Telemetry() {
+		got = append(got, string(r.Body))
+	}
+	if want := []string{"first", "second"}; !slices.Equal(got, want) {
+		t.Errorf("Telemetry() bodies = %q, want %q (the refused post and other posts left out)", got, want)
 	}
 }

@@ -88,3 +88,19 @@ func (h *Host) ResetRequests() {
 	defer h.mu.Unlock()
 	h.requests = nil
 }
+
+// Telemetry returns the telemetry posts (POST /machine/?comp=telemetrydata
+// to WireServer) the host accepted, oldest first: what left the guest.
+// Each Body is one TelemetryData XML document.
+func (h *Host) Telemetry() []Request {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Request
+	for _, r := range h.requests {
+		if r.Endpoint == msp.EndpointWireServer && r.Method == "POST" && strings.EqualFold(r.RawURI, "/machine/?comp=telemetrydata") &&
+			r.Status >= 200 && r.Status < 300 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
