@@ -64,6 +64,9 @@ type Options struct {
 	// Start is the process start, from which provisioning and the log's
 	// elapsed times count; the time of New when zero.
 	Start time.Time
+	// RunCommand runs systemctl to set the CPU quota after provisioning;
+	// os/exec when nil.
+	RunCommand RunCommand
 }
 
 // Agent is the whole guest agent: eBPF redirect, key latch, the
@@ -123,6 +126,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeLog()
+	vm, logger := newVMSide(cfg, o, logger, uptimeMS())
 	logger.Info(fmt.Sprintf("============== GuestProxyAgent (%s) is starting, elapsed: %d", cfg.Version, uptimeMS()))
 	defer func() {
 		logger.Info(fmt.Sprintf("============== GuestProxyAgent is stopping, elapsed: %d", uptimeMS()))
@@ -131,7 +135,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 
 	reg := status.NewRegistry(&status.RegistryOptions{Version: cfg.Version, Logger: logger})
-	prov, err := status.NewProvision(&status.ProvisionOptions{Registry: reg, KeyDir: cfg.KeyFolder, Timeout: cfg.ProvisionTimeout, Logger: logger})
+	prov, err := status.NewProvision(&status.ProvisionOptions{Registry: reg, KeyDir: cfg.KeyFolder, Timeout: cfg.ProvisionTimeout, Logger: logger,
+		Console: vm.console, OnFinished: vm.provisioned})
 	if err != nil {
 		return err
 	}
@@ -263,6 +268,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun("status feed", func(ctx context.Context) error { return feed.run(ctx, snaps) })
 	prov.StartTimer()
 	goRun("key latch", latcher.Run)
+	goRun("telemetry and rule snapshots", func(ctx context.Context) error { return vm.runAll(ctx, latcher, client) })
 	goRun("provisioning", prov.Run)
 	var writer *status.Writer
 	if cfg.StatusFolder != "" {

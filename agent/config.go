@@ -71,6 +71,24 @@ type Config struct {
 	MetricsAddr string
 	// Version is reported in status.json and the start-up log line.
 	Version string
+
+	// EventFolder holds upstream's telemetry event files (eventFolder):
+	// events wait there when they cannot be queued for sending. Empty
+	// drops such events instead.
+	EventFolder string
+	// MaxEventFileCount bounds the files in EventFolder
+	// (maxEventFileCount); upstream's 30 when zero.
+	MaxEventFileCount int
+	// EventLogLevel is the least level of the log records also sent as
+	// telemetry events (fileLogLevelForEvents); Info when zero.
+	EventLogLevel slog.Level
+	// TelemetryInterval is how often queued events are sent; upstream's
+	// 60 s when zero. Tests shorten it.
+	TelemetryInterval time.Duration
+	// SerialConsole receives upstream's start-up and "Provision finished"
+	// lines; none when empty. ConfigFile.Config sets DefaultSerialConsole,
+	// as upstream writes there.
+	SerialConsole string
 }
 
 // withDefaults checks c and fills in its defaults.

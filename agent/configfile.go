@@ -59,6 +59,10 @@ type ConfigFile struct {
 	WireServerAddress string `json:"wireServerAddress,omitempty"`
 	HostGAAddress     string `json:"hostGAAddress,omitempty"`
 	IMDSAddress       string `json:"imdsAddress,omitempty"`
+	// SerialConsolePath replaces /dev/console (tests); "off" writes none.
+	SerialConsolePath string `json:"serialConsolePath,omitempty"`
+	// TelemetryIntervalInSeconds replaces upstream's 60 s (tests).
+	TelemetryIntervalInSeconds uint64 `json:"telemetryIntervalInSeconds,omitempty"`
 }
 
 // PollInterval returns pollKeyStatusIntervalInSeconds as a duration.
@@ -222,6 +226,8 @@ func (c *ConfigFile) Config() (Config, error) {
 		ListenAddr: listen, KeyFolder: c.LatchKeyFolder, LogFolder: c.LogFolder, StatusFolder: c.StatusFolder,
 		LogLevel: LogLevel(c.FileLogLevel), PollInterval: c.PollInterval(), Matcher: m,
 		CgroupPath: c.CgroupPath, PinFolder: c.BPFPinFolder, MetricsAddr: c.MetricsAddress,
+		EventFolder: c.EventFolder, MaxEventFileCount: int(min(c.MaxEventFileCount, 1<<20)), EventLogLevel: LogLevel(c.FileLogLevelForEvents),
+		TelemetryInterval: time.Duration(c.TelemetryIntervalInSeconds) * time.Second, SerialConsole: serialConsolePath(c.SerialConsolePath),
 	}
 	for _, ep := range msp.Endpoints {
 		a, err := c.EndpointAddr(ep)

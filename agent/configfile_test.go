@@ -103,7 +103,7 @@ func TestConfigFromFile(t *testing.T) {
 		ListenAddr: msp.ProxyAddr, KeyFolder: "/var/lib/azure-proxy-agent/keys",
 		LogFolder: "/var/log/azure-proxy-agent", StatusFolder: "/var/log/azure-proxy-agent",
 		LogLevel: slog.LevelDebug, PollInterval: 15 * time.Second, Matcher: msp.MatcherLegacy,
-		PinFolder: "/sys/fs/bpf/gpa",
+		PinFolder: "/sys/fs/bpf/gpa", EventFolder: "/var/log/azure-proxy-agent/events", SerialConsole: DefaultSerialConsole,
 		Endpoints: map[msp.Endpoint]netip.AddrPort{msp.EndpointIMDS: netip.MustParseAddrPort("127.0.0.1:9000")},
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {

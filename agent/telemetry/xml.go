@@ -118,7 +118,9 @@ type Batch struct {
 }
 
 // NewBatch starts an empty batch whose events carry vm.
-func NewBatch(vm VMData) *Batch { return &Batch{vm: vm, size: len(xmlHead) + len(xmlProvider) + len(xmlTail)} }
+func NewBatch(vm VMData) *Batch {
+	return &Batch{vm: vm, size: len(xmlHead) + len(xmlProvider) + len(xmlTail)}
+}
 
 // Add adds e when the document stays under MaxPayload and reports whether
 // it did.

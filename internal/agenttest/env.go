@@ -139,6 +139,9 @@ func New(t *testing.T, o *Options) *Env {
 		"ebpfProgramName":                "ebpf_cgroup.o",
 		"fileLogLevel":                   "Info",
 		"cgroupPath":                     e.Cgroup,
+		// Never the real /dev/console; telemetry sent every second.
+		"serialConsolePath":          e.ConsolePath(),
+		"telemetryIntervalInSeconds": 1,
 	}
 	if e.PinDir != "" {
 		cfg["bpfPinFolder"] = e.PinDir
@@ -201,6 +204,10 @@ func (e *Env) StatusPath() string { return filepath.Join(e.LogDir, "status.json"
 
 // ConnectionLogPath is the connection (audit) log.
 func (e *Env) ConnectionLogPath() string { return filepath.Join(e.LogDir, "ProxyAgent.Connection.log") }
+
+// ConsolePath is the file the agent writes its serial console lines to
+// instead of /dev/console.
+func (e *Env) ConsolePath() string { return filepath.Join(e.Dir, "console") }
 
 // AgentLogPath is the agent's own log.
 func (e *Env) AgentLogPath() string { return filepath.Join(e.LogDir, "ProxyAgent.log") }
