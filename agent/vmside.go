@@ -21,7 +21,7 @@ import (
 // lines and the CPU quota after provisioning.
 type vmSide struct {
 	cfg     *Config
-	logger  *slog.Logger // without the telemetry handler: the pipeline logs here
+	logger  *slog.Logger // the agent's, its records sent as events too
 	console *serialConsole
 	tel     *telemetry.Pipeline
 	run     RunCommand
@@ -54,7 +54,10 @@ func newVMSide(cfg *Config, o *Options, logger *slog.Logger, elapsedMS int64) (*
 		return v, logger
 	}
 	v.tel = tel
-	return v, slog.New(slog.NewMultiHandler(logger.Handler(), tel.Handler(cfg.EventLogLevel, cfg.Version)))
+	// The pipeline logs to the logger without its own handler, so that it
+	// never feeds itself.
+	v.logger = slog.New(slog.NewMultiHandler(logger.Handler(), tel.Handler(cfg.EventLogLevel, cfg.Version)))
+	return v, v.logger
 }
 
 // SendTelemetry posts through the agent's WireServer client once Run has

@@ -150,6 +150,10 @@ func New(t *testing.T, o *Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agent opens the console without creating it, as /dev/console.
+	if err := os.WriteFile(e.ConsolePath(), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e.ConfigPath = filepath.Join(e.Dir, "proxy-agent.json")
 	if err := os.WriteFile(e.ConfigPath, b, 0o644); err != nil {
 		t.Fatal(err)
