@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/metadatasec/gpa/internal/agenttest"
+	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
 )
@@ -25,11 +26,13 @@ func mark(t *testing.T, env *agenttest.Env) seen {
 	return seen{host: env.Host.Requests(), audit: len(env.ConnectionLog(t)), at: time.Now()}
 }
 
-// forwarded returns the non-secure-channel requests the host got since m.
+// forwarded returns the non-secure-channel requests the host got since m,
+// leaving out the agent's own telemetry posts (no test sends telemetry
+// through the proxy).
 func forwarded(env *agenttest.Env, m seen) []msptest.Request {
 	var out []msptest.Request
 	for _, r := range env.Host.Requests()[len(m.host):] {
-		if !r.SecureChannel {
+		if !r.SecureChannel && !strings.EqualFold(r.RawURI, keylatch.TelemetryPath) {
 			out = append(out, r)
 		}
 	}
