@@ -264,8 +264,6 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-type logBuffer struct{ bytes.Buffer }
-
 func TestApplyCPUQuota(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
@@ -281,7 +279,7 @@ func TestApplyCPUQuota(t *testing.T) {
 				got = append(got, append([]string{name}, args...))
 				return tt.err
 			}
-			var logs logBuffer
+			var logs bytes.Buffer
 			applyCPUQuota(context.Background(), run, slog.New(slog.NewTextHandler(&logs, nil)))
 			if diff := cmp.Diff([][]string{{"systemctl", "set-property", "azure-proxy-agent.service", "CPUQuota=15%"}}, got); diff != "" {
 				t.Errorf("commands (-want +got):\n%s", diff)

@@ -39,7 +39,7 @@ func TestRunDoesWhatUpstreamDoesOnAVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	var (
-		logs syncBuffer
+		logs testenv.Buffer
 		mu   sync.Mutex
 		ran  []string
 	)
