@@ -1,6 +1,9 @@
 // Package agent is the whole MSP guest agent as a Go package: the eBPF
 // redirect, the key latch, the authorizing and signing proxy, provisioning
-// and status.json, wired together and run by
+// and status.json, and what upstream does on a VM besides (telemetry events
+// to WireServer, AuthorizationRules snapshots in the log folder, serial
+// console lines, CPUQuota=15% on its service after provisioning), wired
+// together and run by
 //
 //	a, err := agent.New(cfg, opts)
 //	err = a.Run(ctx)
