@@ -526,7 +526,7 @@ func (cc *clientConn) relay(r *httpwire.Request, resp *httpwire.Response, uc *up
 	w.WriteString("\r\n")
 	// Fields the host's Connection header names are hop-by-hop too.
 	for _, h := range resp.Header {
-		if isHopByHop(h.Name) || httpwire.HasToken(resp.ConnTokens, h.Name) {
+		if isResponseHopByHop(h.Name) || httpwire.HasToken(resp.ConnTokens, h.Name) {
 			continue
 		}
 		httpwire.WriteField(w, h.Name, h.Value)

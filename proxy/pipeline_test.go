@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -554,3 +555,73 @@ type waitingLatch struct {
 }
 
 func (l waitingLatch) WaitKnown(ctx context.Context) *keylatch.Snapshot { return l.known(ctx) }
+
+// TestFragmentRemoved: a target's #fragment goes nowhere: the host sees,
+// and the signature covers, the target without it, and the rules match
+// that target too.
+func TestFragmentRemoved(t *testing.T) {
+	key := testKey(t, 5)
+	host := newFakeHost(t)
+	host.addKey(key)
+	tp := newTestProxy(t, host, proxyOpts{caller: userCaller(msp.IMDSAddr)})
+	tp.snap.Store(snapshotFor(t, 1, denyTokenRules(), &key))
+	tests := []struct {
+		target, wantURI string
+		wantStatus      int
+	}{
+		{"/metadata/instance?api-version=2021-02-01#frag", "/metadata/instance?api-version=2021-02-01", 200},
+		{"/metadata/instance#?api-version=x", "/metadata/instance", 200},
+		{"/metadata/instance?a=b#", "/metadata/instance?a=b", 200},
+		// The rules see the target without the fragment: still the token path.
+		{"/metadata/identity/oauth2/token#/metadata/instance", "", 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target, func(t *testing.T) {
+			before := len(host.requests())
+			resp := tp.raw(t, "GET "+tt.target+" HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\nConnection: close\r\n\r\n")
+			if st := rawStatus(resp); st != tt.wantStatus {
+				t.Fatalf("status %d, want %d\n%s", st, tt.wantStatus, resp)
+			}
+			reqs := host.requests()[before:]
+			if tt.wantURI == "" {
+				if len(reqs) != 0 {
+					t.Fatalf("a denied request reached the host: %q", reqs[0].Msg.RawURI)
+				}
+				return
+			}
+			if len(reqs) != 1 || reqs[0].Msg.RawURI != tt.wantURI || reqs[0].VerifyErr != nil {
+				t.Fatalf("host saw %+v, want one request for %q with a valid signature", reqs, tt.wantURI)
+			}
+		})
+	}
+}
+
+// TestResponseHeadersPassThrough: the host's own x-ms-azure-host-date and
+// other fields reach the caller; hop-by-hop fields and the fields the
+// host's Connection names do not; the authorization field is the proxy's
+// marker, not the host's.
+func TestResponseHeadersPassThrough(t *testing.T) {
+	key := testKey(t, 6)
+	host := newFakeHost(t)
+	host.addKey(key)
+	host.respond = func(c net.Conn, w *bufio.Writer, hr *hostRequest) bool {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Conn-Only\r\nX-Conn-Only: 1\r\n"+
+			"Keep-Alive: timeout=5\r\nx-ms-azure-host-date: Thu, 04 Dec 2026 10:00:00 GMT\r\nX-Ms-Azure-Host-Claims: {}\r\n"+
+			"x-ms-azure-host-authorization: from-host\r\nX-Request-Id: abc\r\n\r\nok")
+		return w.Flush() == nil
+	}
+	tp := newTestProxy(t, host, proxyOpts{caller: userCaller(msp.IMDSAddr)})
+	tp.snap.Store(snapshotFor(t, 1, nil, &key))
+	resp := tp.raw(t, "GET /metadata/instance HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\nConnection: close\r\n\r\n")
+	for _, want := range []string{"\r\nx-ms-azure-host-date: Thu, 04 Dec 2026 10:00:00 GMT\r\n", "\r\nX-Ms-Azure-Host-Claims: {}\r\n",
+		"\r\nX-Request-Id: abc\r\n", "\r\nx-ms-azure-host-authorization: value\r\n"} {
+		if !strings.Contains(resp, want) {
+			t.Errorf("answer lacks %q\n%s", want, resp)
+		}
+	}
+	for _, gone := range []string{"X-Conn-Only", "Keep-Alive", "from-host"} {
+		if strings.Contains(resp, gone) {
+			t.Errorf("answer carries %q\n%s", gone, resp)
+		}
+	}
+}

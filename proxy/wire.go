@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"strings"
 
 	"github.com/metadatasec/gpa/internal/httpwire"
 	"github.com/metadatasec/gpa/msp"
@@ -47,7 +48,24 @@ func readRequestHead(br *bufio.Reader, opts *httpwire.HeadOptions) (*httpwire.Re
 			return nil, err
 		}
 	}
+	// A fragment is the client's own and never reaches a server: hosts
+	// drop it before they verify. Removed here, matching, signing and
+	// forwarding all see the one target the host will.
+	if i := strings.IndexByte(r.URI, '#'); i >= 0 {
+		r.URI = r.URI[:i]
+	}
 	return r, nil
+}
+
+// isResponseHopByHop reports whether a field of the host's answer stays
+// with the upstream connection. The host's own x-ms-azure-host-* fields
+// (its date, its claims) are the caller's to see; only the authorization
+// field is replaced by the proxy's marker.
+func isResponseHopByHop(name string) bool {
+	if strings.EqualFold(name, msp.HeaderClaims) || strings.EqualFold(name, msp.HeaderDate) {
+		return false
+	}
+	return isHopByHop(name)
 }
 
 // isHopByHop reports whether name, in any case, is in hopByHop, without
