@@ -134,6 +134,11 @@ type Latcher struct {
 	lastItems     []byte
 	redirectSet   []msp.Endpoint
 	redirectValid bool
+
+	// lastGUID and prevGUID are the latest latched key and the one before
+	// it, whose files pruning keeps; failing is set while status polls fail.
+	lastGUID, prevGUID string
+	failing            bool
 }
 
 // NewLatcher returns a latcher whose current snapshot is Unknown (epoch 0).
@@ -162,7 +167,43 @@ func NewLatcher(opts *LatcherOptions) (*Latcher, error) {
 		l.log = slog.New(slog.DiscardHandler)
 	}
 	l.cur.Store(&Snapshot{State: msp.SecureChannelUnknown, Updated: l.clock.Now()})
+	l.restore()
 	return l, nil
+}
+
+// restore publishes the state an earlier run kept, marked Restored, so a
+// restarted agent signs with the latched key and knows the endpoints'
+// modes before the host answers. Without a usable state file the latcher
+// starts as on first boot.
+func (l *Latcher) restore() {
+	st, err := l.store.LoadState()
+	if err != nil {
+		if !errors.Is(err, ErrNoState) {
+			l.log.Warn("latch state file unusable; starting as on first boot", "error", err)
+		}
+		return
+	}
+	l.lastGUID, l.prevGUID = st.KeyGUID, st.PreviousKeyGUID
+	s := &Snapshot{State: st.State, Policy: l.compile(st.Endpoints), RuleIDs: st.RuleIDs(), Restored: true}
+	if st.KeyIncarnationID != nil {
+		v := *st.KeyIncarnationID
+		s.KeyIncarnationID = &v
+	}
+	if st.KeyGUID != "" && st.State != msp.SecureChannelDisabled {
+		k, err := l.store.Load(st.KeyGUID)
+		if err == nil {
+			s.Signer, err = msp.NewSigner(k)
+		}
+		if err != nil {
+			// The modes still apply: an endpoint in Enforce is then
+			// refused rather than sent unsigned.
+			l.log.Warn("latched key of the stored state unusable", "guid", st.KeyGUID, "error", err)
+			s.Signer = nil
+		} else {
+			s.Key = k
+		}
+	}
+	l.publish(s)
 }
 
 // Current returns the latest snapshot. Read it once per request and use
@@ -265,6 +306,14 @@ func (l *Latcher) waitFor(ctx context.Context, ok func(*Snapshot) bool, ask func
 // Run polls until ctx ends. The first poll happens at once.
 func (l *Latcher) Run(ctx context.Context) error {
 	l.setStatus(msp.ModuleRunning, msp.KeyLatchMsgStarted)
+	if cur := l.Current(); cur.Restored {
+		l.setMessage(l.elapsed(msp.KeyLatchMsgRestored))
+		// Only a latched state is programmed: an empty set would remove
+		// a pinned redirect that still protects the endpoints.
+		if cur.Latched() {
+			l.applyRedirect(ctx)
+		}
+	}
 	for {
 		l.Poll(ctx)
 		if err := l.sleep(ctx); err != nil {
@@ -276,7 +325,7 @@ func (l *Latcher) Run(ctx context.Context) error {
 
 // nextInterval is the poll cadence of §2.6.
 func (l *Latcher) nextInterval() time.Duration {
-	if l.Current().State == msp.SecureChannelUnknown && l.uptime() < FrequentPollWindow {
+	if cur := l.Current(); (cur.State == msp.SecureChannelUnknown || cur.Restored) && l.uptime() < FrequentPollWindow {
 		return FrequentPollInterval
 	}
 	return l.interval
@@ -294,8 +343,8 @@ func (l *Latcher) sleep(ctx context.Context) error {
 			return nil
 		case <-l.wake:
 			cur := l.Current()
-			if cur.State == msp.SecureChannelUnknown || cur.State == msp.SecureChannelDisabled {
-				if cur.State == msp.SecureChannelDisabled {
+			if cur.Restored || cur.State == msp.SecureChannelUnknown || cur.State == msp.SecureChannelDisabled {
+				if cur.State == msp.SecureChannelDisabled && !cur.Restored {
 					l.publish(&Snapshot{State: msp.SecureChannelUnknown})
 				}
 				return nil
@@ -332,8 +381,15 @@ func (l *Latcher) elapsed(msg string) string {
 func (l *Latcher) Poll(ctx context.Context) {
 	st, err := l.client.GetStatus(ctx)
 	if err != nil {
+		l.failing = true
 		l.setMessage(msp.KeyLatchMsgStatusFailed + err.Error())
 		return
+	}
+	if l.failing {
+		// Later steps of this poll may say more; without them the
+		// failure would stay the module's message.
+		l.failing = false
+		l.setMessage(l.elapsed(msp.KeyLatchMsgStatusRecovered))
 	}
 	if text := st.String(); text != l.lastText {
 		l.log.Info("Got key status successfully: " + text + ".")
@@ -351,7 +407,8 @@ func (l *Latcher) Poll(ctx context.Context) {
 	if state == msp.SecureChannelDisabled {
 		// The in-memory key is dropped; files on disk are kept.
 		l.key = msp.Key{}
-		changed := l.Current().State != msp.SecureChannelDisabled
+		cur := l.Current()
+		changed := cur.State != msp.SecureChannelDisabled || cur.Restored
 		if changed {
 			l.setMessage(l.elapsed(msp.KeyLatchMsgDisabled))
 		}
@@ -386,7 +443,7 @@ func (l *Latcher) latchKey(ctx context.Context, guid *string) bool {
 	if guid != nil {
 		k, err := l.store.Load(*guid)
 		if err == nil {
-			l.key = k
+			l.setKey(k)
 			l.setMessage(l.elapsed(msp.KeyLatchMsgFoundLocal))
 			l.latched()
 			return true
@@ -406,6 +463,7 @@ func (l *Latcher) latchKey(ctx context.Context, guid *string) bool {
 		l.setMessage(msp.KeyLatchMsgSaveFailed + err.Error())
 		return false
 	}
+	l.pruneKeys(guid)
 	back, err := l.store.Load(k.GUID)
 	if err == nil && !back.Equal(k) {
 		err = ErrKeyMismatch
@@ -418,11 +476,38 @@ func (l *Latcher) latchKey(ctx context.Context, guid *string) bool {
 		l.setMessage(msp.KeyLatchMsgAttestFailed + err.Error())
 		return false
 	}
-	l.key = k
+	l.setKey(k)
 	l.setMessage(l.elapsed(msp.KeyLatchMsgAttested))
 	l.log.Info("key latched", "key", k)
 	l.latched()
 	return true
+}
+
+// setKey makes k the in-memory key and remembers the one it replaces.
+func (l *Latcher) setKey(k msp.Key) {
+	if l.lastGUID != "" && l.lastGUID != k.GUID {
+		l.prevGUID = l.lastGUID
+	}
+	l.lastGUID = k.GUID
+	l.key = k
+}
+
+// pruneKeys bounds the key files after a new one was saved: every refused
+// attestation leaves one. The current and previous keys, and the one the
+// host's status names, are kept, with the newest KeepUnattestedKeys others
+// (the key just saved among them).
+func (l *Latcher) pruneKeys(named *string) {
+	keep := []string{l.key.GUID, l.lastGUID, l.prevGUID}
+	if named != nil {
+		keep = append(keep, *named)
+	}
+	removed, err := l.store.PruneKeys(keep, KeepUnattestedKeys)
+	if len(removed) > 0 {
+		l.log.Info("removed unattested key files", "guids", removed)
+	}
+	if err != nil {
+		l.log.Warn("pruning key files", "error", err)
+	}
 }
 
 func (l *Latcher) latched() {
@@ -522,7 +607,7 @@ func (l *Latcher) compile(items map[msp.Endpoint]*msp.AuthorizationItem) *msp.Po
 func (l *Latcher) maybePublish(state string, items map[msp.Endpoint]*msp.AuthorizationItem, itemsJSON []byte, ruleIDs map[msp.Endpoint]string, inc *uint32) {
 	prev := l.Current()
 	sameInc := (prev.KeyIncarnationID == nil) == (inc == nil) && (inc == nil || *inc == *prev.KeyIncarnationID)
-	if prev.State == state && prev.Key.Equal(l.key) && sameInc && bytes.Equal(l.lastItems, itemsJSON) && prev.Epoch > 0 {
+	if prev.State == state && prev.Key.Equal(l.key) && sameInc && bytes.Equal(l.lastItems, itemsJSON) && prev.Epoch > 0 && !prev.Restored {
 		return
 	}
 	l.lastItems = itemsJSON
@@ -539,6 +624,23 @@ func (l *Latcher) maybePublish(state string, items map[msp.Endpoint]*msp.Authori
 		s.Signer = signer
 	}
 	l.publish(s)
+	l.persist(s, items)
+}
+
+// persist keeps what s says on disk for the next start. A failure only
+// costs that start its head start, so it is logged, not reported.
+func (l *Latcher) persist(s *Snapshot, items map[msp.Endpoint]*msp.AuthorizationItem) {
+	st := &LatchState{Version: StateFileVersion, State: s.State, KeyIncarnationID: s.KeyIncarnationID,
+		PreviousKeyGUID: l.prevGUID, Endpoints: items, Saved: s.Updated}
+	if s.Key.Valid() {
+		st.KeyGUID = s.Key.GUID
+	}
+	if st.PreviousKeyGUID == st.KeyGUID {
+		st.PreviousKeyGUID = ""
+	}
+	if err := l.store.SaveState(st); err != nil {
+		l.log.Warn("saving the latch state", "error", err)
+	}
 }
 
 func (l *Latcher) publish(s *Snapshot) {

@@ -34,6 +34,15 @@ type Snapshot struct {
 	RuleIDs map[msp.Endpoint]string
 	// Updated is when the snapshot was published.
 	Updated time.Time
+	// Restored marks a snapshot read back from the state an earlier run of
+	// the agent kept on disk (LatchState), which the host has not confirmed
+	// yet: its key and modes are the last known ones. It is published when
+	// the latcher is created and replaced by the first snapshot built from
+	// a status the host sent. Its Key is missing when the key file named in
+	// the state could not be read; its modes apply all the same, so a
+	// consumer must not send unsigned what an endpoint in Enforce would
+	// refuse.
+	Restored bool
 }
 
 // Latched reports whether the secure channel is latched: the state is

@@ -296,6 +296,22 @@ func (s *Store) readFile(path string) ([]byte, error) {
 }
 
 func (s *Store) readChecked(path string, mask fs.FileMode, fix string) ([]byte, error) {
+	// A larger file is cut at 64 KiB and then fails to parse.
+	return s.readUpTo(path, mask, fix, 64<<10)
+}
+
+// readLimited is readChecked with a size limit; a larger file is an error.
+func (s *Store) readLimited(path string, mask fs.FileMode, fix string, limit int64) ([]byte, error) {
+	data, err := s.readUpTo(path, mask, fix, limit+1)
+	if err == nil && int64(len(data)) > limit {
+		return nil, fmt.Errorf("keylatch: %s is larger than %d bytes", path, limit)
+	}
+	return data, err
+}
+
+// readUpTo opens path without following a symlink, checks owner and mode
+// on the open file and reads at most n bytes.
+func (s *Store) readUpTo(path string, mask fs.FileMode, fix string, n int64) ([]byte, error) {
 	// O_NOFOLLOW closes the window between Lstat and open.
 	f, err := s.fs.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -315,7 +331,7 @@ func (s *Store) readChecked(path string, mask fs.FileMode, fix string) ([]byte, 
 	if err := s.checkOwnerMode(path, fi, mask, fix); err != nil {
 		return nil, err
 	}
-	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	data, err := io.ReadAll(io.LimitReader(f, n))
 	if err != nil {
 		return nil, fmt.Errorf("keylatch: reading %s: %w", path, err)
 	}

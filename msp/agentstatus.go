@@ -66,3 +66,13 @@ const (
 	KeyLatchMsgAttestFailed  = "Failed to attest the key: "
 	KeyLatchMsgCancelled     = "poll_secure_channel_status task cancelled."
 )
+
+// Key latch messages of ours, not upstream's. KeyLatchMsgRestored: a
+// restarted latch serves the state it kept on disk until the host answers.
+// KeyLatchMsgStatusRecovered: polls succeed again after
+// KeyLatchMsgStatusFailed, which otherwise stayed until the next key event.
+// Both end in " - <ms>".
+const (
+	KeyLatchMsgRestored        = "Restored the last known key status from local; waiting for the host to confirm it."
+	KeyLatchMsgStatusRecovered = "Key status polls recovered; the host answers again."
+)
