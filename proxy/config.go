@@ -54,7 +54,12 @@ type Config struct {
 	// StartupWait for Latch.WaitKnown: after a restart with pinned programs
 	// the redirect is live before the first status poll, and without the
 	// wait those requests would go out unsigned. After StartupWait the
-	// request proceeds as upstream would, unsigned.
+	// request proceeds as upstream would on first boot, unsigned. Whatever
+	// the snapshot, a request to an endpoint it has in Enforce is never
+	// sent without a signature: with no key it gets 503 and Retry-After. A
+	// restarted latch publishes the state it kept on disk
+	// (keylatch.Snapshot.Restored) before its first poll, so such a request
+	// is signed at once.
 	//
 	// When the host answers 401 to a request signed with a snapshot's key
 	// (the first sign of a key reset at the host), the proxy waits up to

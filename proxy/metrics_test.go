@@ -20,7 +20,9 @@ func scrape(t testing.TB, tp *testProxy) string {
 func TestMetrics(t *testing.T) {
 	host := newFakeHost(t)
 	tp := newTestProxy(t, host, proxyOpts{caller: userCaller(msp.IMDSAddr)})
-	tp.snap.Store(snapshotFor(t, 9, denyTokenRules(), nil))
+	key := testKey(t, 9)
+	host.addKey(key)
+	tp.snap.Store(snapshotFor(t, 9, denyTokenRules(), &key))
 	tp.raw(t, "GET /metadata/instance HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	tp.raw(t, "GET /metadata/identity HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	tp.srv.pool.closeIdle(false)

@@ -122,9 +122,25 @@ func (cc *clientConn) handle(ctx context.Context, r *httpwire.Request) (keep boo
 	}
 
 	skipSig := d.Reason == msp.ReasonSkipSig
+	if !skipSig && snap.Signer == nil && d.Mode == msp.ModeEnforce {
+		// The host refuses what is not signed for an endpoint in Enforce;
+		// with no key yet (a restart before the host answers, an
+		// acquisition that keeps failing) the client is asked to retry
+		// rather than the request sent unsigned.
+		status = http.StatusServiceUnavailable
+		rec.ErrorDetails = "no key to sign with for an endpoint in Enforce"
+		cc.writeSimple(status, []msp.HeaderField{{Name: "Retry-After", Value: retryAfterNoKey},
+			{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}, []byte("no key latched yet; retry later\n"), true)
+		return false
+	}
 	status, keep = cc.forward(ctx, r, rec, snap, dst, ep, skipSig)
 	return keep
 }
+
+// retryAfterNoKey is the Retry-After of a request refused for want of a
+// key, in seconds: the latch polls the host every second until it knows
+// the state.
+const retryAfterNoKey = "1"
 
 // decide evaluates r under snap's rules and puts the decision, and the
 // snapshot's epoch, in rec.
