@@ -505,6 +505,9 @@ func (h *Host) handle(ep msp.Endpoint, req *wireRequest, remote net.Addr) (resp 
 		Header:   slices.Clone(req.Header),
 		Body:     slices.Clone(req.body),
 		Time:     h.now(),
+		// Set before faults apply, so a key-protocol request a fault
+		// answered is still told apart from proxied traffic.
+		SecureChannel: isSecureChannel(ep, req),
 	}
 	msg := &msp.Message{Method: req.Method, RawURI: req.URI, Header: req.Header, Body: req.body}
 	_, rec.Signed = msg.Get(msp.HeaderAuthorization)
@@ -525,7 +528,7 @@ func (h *Host) handle(ep msp.Endpoint, req *wireRequest, remote net.Addr) (resp 
 			rec.KeyGUID = k.GUID
 			// Outside the key protocol only the latched key counts: an
 			// issued but unattested key is not yet trusted by the host.
-			if !isSecureChannel(ep, req) && (h.latched == nil || h.latched.GUID != k.GUID) {
+			if !rec.SecureChannel && (h.latched == nil || h.latched.GUID != k.GUID) {
 				rec.SignatureValid = false
 				rec.SignatureError = "msptest: key " + k.GUID + " is not the latched key"
 			}
@@ -580,8 +583,7 @@ func (h *Host) handle(ep msp.Endpoint, req *wireRequest, remote net.Addr) (resp 
 }
 
 func (h *Host) route(ep msp.Endpoint, req *wireRequest, rec *Request, remote net.Addr) *response {
-	if isSecureChannel(ep, req) {
-		rec.SecureChannel = true
+	if rec.SecureChannel {
 		return h.secureChannel(req, rec)
 	}
 	h.mu.Lock()

@@ -455,6 +455,9 @@ func TestFaults(t *testing.T) {
 			for {
 				var sawFault bool
 				for _, r := range h.Requests() {
+					if r.Fault == tt.fault.Kind && !r.SecureChannel {
+						t.Errorf("a faulted key-status request is not marked SecureChannel: %+v", r)
+					}
 					sawFault = sawFault || r.Fault == tt.fault.Kind || (tt.fault.Kind == FaultDown && r.Dropped)
 				}
 				if sawFault {
