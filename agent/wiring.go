@@ -46,6 +46,11 @@ type latch interface {
 }
 
 func (f *statusFeed) run(ctx context.Context, snaps <-chan *keylatch.Snapshot) error {
+	// A restarted latch starts from the state it kept on disk, published
+	// before the feed subscribed.
+	if s := f.latch.Current(); s != nil && s.Restored {
+		f.snapshot(s)
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -111,6 +111,27 @@ func TestStatusFeed(t *testing.T) {
 	}
 }
 
+// TestStatusFeedRestored: the snapshot a restarted latch restored from
+// disk, published before the feed subscribed, reaches status.json.
+func TestStatusFeedRestored(t *testing.T) {
+	reg := status.NewRegistry(&status.RegistryOptions{})
+	prov, err := status.NewProvision(&status.ProvisionOptions{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := &keylatch.Snapshot{State: "WireServer Enforce -  IMDS Enforce - HostGA Enforce", Key: testKey(t), Restored: true}
+	f := &statusFeed{reg: reg, prov: prov, latch: &fakeLatch{cur: restored}}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.run(ctx, make(chan *keylatch.Snapshot)); err != nil {
+		t.Fatal(err)
+	}
+	got := reg.Snapshot(time.Now()).ProxyAgentStatus.KeyLatchStatus.States
+	if got[status.StateKeySecureChannel] != restored.State || got[status.StateKeyKeyGUID] != restored.Key.GUID {
+		t.Errorf("states %v, want the restored state and key", got)
+	}
+}
+
 // TestAuditSinks: every record is counted for status.json, lands in both
 // summaries when authorization failed, and reaches the embedder's hook.
 func TestAuditSinks(t *testing.T) {
