@@ -8,8 +8,11 @@
 //     (docs/protocol.md §2.1–§2.2) with exactly upstream's header lines, parses
 //     the status (JSON or XML, §2.3) and keeps the host clock (§2.6).
 //   - Store keeps keys on disk as <guid>.key (§2.4, §2.8) in a root-only
-//     folder, written atomically and durably. The provisioning tag files
-//     of §7.2 in the same folder belong to package status.
+//     folder, written atomically and durably, and beside them
+//     latch-state.json (LatchState): what the latcher last knew, with no
+//     key material. PruneKeys bounds the key files refused attestations
+//     leave. The provisioning tag files of §7.2 in the same folder belong
+//     to package status.
 //   - Latcher runs the polling state machine of §2.6–§2.7 and publishes a
 //     Snapshot (state string, compiled rules, key, incarnation, epoch) each
 //     time something changes. RedirectSet derives the eBPF redirect set
@@ -17,6 +20,9 @@
 //     While a key cannot be latched, the snapshot stays "Unknown" (nothing
 //     redirected, nothing signed) but carries the status's rules, so a
 //     redirect still pinned from an earlier run is authorized by them.
+//     After a restart the latcher first publishes the stored LatchState
+//     (Snapshot.Restored: the stored key and modes) until the host answers;
+//     docs/restart-state.md says what it trusts from disk and why.
 //   - The local rules files of §4.8 (ApplyLocalRules and friends).
 //
 // The intended caller is the agent's main package, which wires

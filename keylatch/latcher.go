@@ -107,6 +107,11 @@ type LatcherOptions struct {
 // acquiring the key, so it can report "latched" while acquisition keeps
 // failing; here the snapshot stays Unknown (or keeps the previous key, which
 // upstream also signs with until a new one is attested).
+//
+// Two more: every published snapshot is also kept on disk (LatchState) and
+// a new Latcher starts from it, where upstream starts from Unknown and
+// forwards unsigned until its first poll succeeds; and the key files
+// refused attestations leave are pruned (Store.PruneKeys).
 type Latcher struct {
 	client    *Client
 	store     *Store
@@ -141,7 +146,9 @@ type Latcher struct {
 	failing            bool
 }
 
-// NewLatcher returns a latcher whose current snapshot is Unknown (epoch 0).
+// NewLatcher returns a latcher whose current snapshot is the state the
+// store kept from an earlier run (Restored, epoch 1), or Unknown (epoch 0)
+// when there is none or it is unusable.
 func NewLatcher(opts *LatcherOptions) (*Latcher, error) {
 	if opts == nil || opts.Client == nil || opts.Store == nil {
 		return nil, errors.New("keylatch: LatcherOptions.Client and Store are required")

@@ -97,15 +97,8 @@ func (s *Store) LoadState() (*LatchState, error) {
 		return nil, err
 	}
 	path := s.StatePath()
-	fi, err := s.fs.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNoState, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("keylatch: %s: %w", path, err)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return nil, insecure(path, "is a symlink", "delete it; the agent writes a new one")
+	if err := s.checkLink(path, ErrNoState, "delete it; the agent writes a new one"); err != nil {
+		return nil, err
 	}
 	data, err := s.readLimited(path, 0o077, "chown root:root "+path+" && chmod 0600 "+path, maxStateBytes)
 	if err != nil {

@@ -282,17 +282,26 @@ func (s *Store) ReadRulesFile(name string) ([]byte, error) {
 }
 
 func (s *Store) readFile(path string) ([]byte, error) {
-	fi, err := s.fs.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrKeyNotFound, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("keylatch: %s: %w", path, err)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return nil, insecure(path, "is a symlink", "delete it; the agent fetches a new key")
+	if err := s.checkLink(path, ErrKeyNotFound, "delete it; the agent fetches a new key"); err != nil {
+		return nil, err
 	}
 	return s.readChecked(path, 0o077, "chown root:root "+path+" && chmod 0600 "+path)
+}
+
+// checkLink looks at path before it is opened: missing is notFound, and a
+// symlink is refused with fix as the remedy.
+func (s *Store) checkLink(path string, notFound error, fix string) error {
+	fi, err := s.fs.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %s", notFound, path)
+	}
+	if err != nil {
+		return fmt.Errorf("keylatch: %s: %w", path, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return insecure(path, "is a symlink", fix)
+	}
+	return nil
 }
 
 func (s *Store) readChecked(path string, mask fs.FileMode, fix string) ([]byte, error) {

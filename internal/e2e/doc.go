@@ -31,13 +31,17 @@
 // requests, not the agent's), H1 and H2 (the setup tool and the VM
 // extension, which this project does not ship).
 //
+// The first seconds after a restart (docs/restart-state.md) are
+// TestRestartWhileKeyStatusFails, TestKeyStatusRecoveryReported and
+// TestRefusedAttestationsKeepFewKeyFiles.
+//
 // Run them with
 //
 //	sudo go test -v ./internal/e2e/
 //
 // They need root, cgroup v2, a kernel the ebpf package accepts, and unshare
 // (util-linux), ip (iproute2) and curl on PATH; the agent is built
-// with the go command the tests find on PATH. They take about 105 s, the
+// with the go command the tests find on PATH. They take about 130 s, the
 // security suite about 85 of them.
 //
 // The sharp edge: these tests load eBPF programs and start a process that
