@@ -67,3 +67,48 @@ func ExampleLatcher() {
 	// redirect: [wireserver imds hostga]
 	// key stored: true
 }
+
+// A latcher created over the key folder of an earlier run starts from what
+// that run knew, marked Restored, and signs with its key while the host does
+// not answer; the first answered poll confirms it.
+func ExampleLatcher_restart() {
+	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
+		msp.EndpointWireServer: {Mode: msp.ModeEnforce, DefaultAccess: msp.AccessAllow, ID: "ws"},
+	}})
+	defer host.Close()
+	base, _ := os.MkdirTemp("", "keylatch-example")
+	defer os.RemoveAll(base)
+	newLatcher := func() *keylatch.Latcher {
+		store, err := keylatch.OpenStore(&keylatch.StoreOptions{Dir: filepath.Join(base, "keys"), Owner: uint32(os.Geteuid())})
+		if err != nil {
+			panic(err)
+		}
+		l, err := keylatch.NewLatcher(&keylatch.LatcherOptions{
+			Client: keylatch.NewClient(&keylatch.ClientOptions{Addr: host.WireServerAddr()}),
+			Store:  store,
+		})
+		if err != nil {
+			panic(err)
+		}
+		return l
+	}
+	ctx := context.Background()
+
+	first := newLatcher()
+	first.Poll(ctx)
+	key := first.Current().Key.GUID
+
+	// The agent restarts while the key-status endpoint fails.
+	host.SetFault(msptest.Fault{Kind: msptest.FaultStatus, Endpoint: msp.EndpointWireServer, Path: keylatch.StatusPath})
+	second := newLatcher()
+	second.Poll(ctx)
+	snap := second.Current()
+	fmt.Println(snap.State, "| restored:", snap.Restored, "| same key:", snap.Key.GUID == key, "| signs:", snap.Signer != nil)
+
+	host.ClearFaults()
+	second.Poll(ctx)
+	fmt.Println("restored:", second.Current().Restored)
+	// Output:
+	// WireServer Enforce -  IMDS Disabled - HostGA Enforce | restored: true | same key: true | signs: true
+	// restored: false
+}
