@@ -43,8 +43,16 @@ func ExampleLatcher() {
 	updates, cancelSub := latcher.Subscribe()
 	defer cancelSub()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	go latcher.Run(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		latcher.Run(ctx)
+	}()
+	// The loop writes in the key folder: it ends before the folder goes.
+	defer func() {
+		cancel()
+		<-done
+	}()
 
 	for {
 		select {

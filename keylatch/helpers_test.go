@@ -171,6 +171,23 @@ func newRig(t *testing.T, hostOpts *msptest.Options, mut func(*LatcherOptions)) 
 	return r
 }
 
+// run starts the latcher's loop and stops it, waiting for it to end, when
+// the test ends: before the key folder is removed, since the loop writes
+// there.
+func (r *rig) run(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.latcher.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
 // secretHex returns the key's secret as upper- and lowercase hex, to check
 // it never shows up in logs or errors.
 func secretHex(t *testing.T, k msp.Key) []string {

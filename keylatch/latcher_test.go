@@ -517,9 +517,8 @@ func TestWake(t *testing.T) {
 func TestRecheckPollsWhileLatched(t *testing.T) {
 	r := newRig(t, &msptest.Options{}, nil)
 	r.host.SetModes(map[msp.Endpoint]msp.Mode{msp.EndpointWireServer: msp.ModeEnforce, msp.EndpointIMDS: msp.ModeEnforce})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.latcher.Run(ctx)
+	ctx := context.Background()
+	r.run(t)
 	r.clock.next(t)
 	old := r.latcher.Current()
 	if !old.Latched() || !old.Key.Valid() {
@@ -579,9 +578,7 @@ func TestWaitKnown(t *testing.T) {
 	}
 	got := make(chan *Snapshot, 1)
 	go func() { got <- r.latcher.WaitKnown(context.Background()) }()
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go r.latcher.Run(ctx)
+	r.run(t)
 	select {
 	case s := <-got:
 		if s == nil || !s.Latched() || !s.Key.Valid() {
