@@ -111,8 +111,17 @@ func Example_signerOnly() {
 		log.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	go latcher.Run(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		latcher.Run(ctx)
+	}()
+	// The loop writes its state in the key folder: it ends before the
+	// folder goes.
+	defer func() {
+		cancel()
+		<-done
+	}()
 	if latcher.WaitKnown(ctx).Signer == nil {
 		log.Fatal("no key latched")
 	}
