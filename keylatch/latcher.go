@@ -191,7 +191,7 @@ func (l *Latcher) restore() {
 		return
 	}
 	l.lastGUID, l.prevGUID = st.KeyGUID, st.PreviousKeyGUID
-	s := &Snapshot{State: st.State, Policy: l.compile(st.Endpoints), RuleIDs: st.RuleIDs(), Restored: true}
+	s := &Snapshot{State: st.State, Policy: l.compile(st.Endpoints), Items: st.Endpoints, RuleIDs: st.RuleIDs(), Restored: true}
 	if st.KeyIncarnationID != nil {
 		v := *st.KeyIncarnationID
 		s.KeyIncarnationID = &v
@@ -631,14 +631,14 @@ func (l *Latcher) maybePublish(state string, items map[msp.Endpoint]*msp.Authori
 		s.Signer = signer
 	}
 	l.publish(s)
-	l.persist(s, items)
+	l.persist(s)
 }
 
 // persist keeps what s says on disk for the next start. A failure only
 // costs that start its head start, so it is logged, not reported.
-func (l *Latcher) persist(s *Snapshot, items map[msp.Endpoint]*msp.AuthorizationItem) {
+func (l *Latcher) persist(s *Snapshot) {
 	st := &LatchState{Version: StateFileVersion, State: s.State, KeyIncarnationID: s.KeyIncarnationID,
-		PreviousKeyGUID: l.prevGUID, Endpoints: items, Saved: s.Updated}
+		PreviousKeyGUID: l.prevGUID, Endpoints: s.Items, Saved: s.Updated}
 	if s.Key.Valid() {
 		st.KeyGUID = s.Key.GUID
 	}

@@ -211,6 +211,9 @@ func TestRestartWhileStatusFails(t *testing.T) {
 			if !got.Key.Equal(first.Key) {
 				t.Fatal("restored key differs from the latched one")
 			}
+			if diff := cmp.Diff(first.Items, got.Items, cmpopts.IgnoreUnexported(msp.AccessControlRules{})); diff != "" {
+				t.Errorf("restored rule sets (-first +restored):\n%s", diff)
+			}
 			if ok := RedirectSet(got); len(ok) != 3 {
 				t.Errorf("redirect set of the restored snapshot %v", ok)
 			}
