@@ -164,8 +164,9 @@ func TestDemoInterrupt(t *testing.T) {
 			}
 			var out bytes.Buffer
 			sc := bufio.NewScanner(pr)
-			seen := make(chan struct{})
+			seen, drained := make(chan struct{}), make(chan struct{})
 			go func() {
+				defer close(drained)
 				once := false
 				for sc.Scan() {
 					out.WriteString(sc.Text() + "\n")
@@ -194,7 +195,7 @@ func TestDemoInterrupt(t *testing.T) {
 			if took > time.Second {
 				t.Errorf("took %v after Ctrl-C, want at most 1s", took)
 			}
-			time.Sleep(50 * time.Millisecond) // the reader drains the pipe
+			<-drained // the reader has read all the demo wrote
 			if !strings.Contains(out.String(), "interrupted") || !regexp.MustCompile(`cgroup \S+ removed`).MatchString(out.String()) {
 				t.Errorf("output:\n%s", out.String())
 			}
