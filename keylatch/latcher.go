@@ -129,6 +129,14 @@ type Latcher struct {
 	wake    chan struct{}
 	recheck chan struct{}
 
+	// polls counts the polls started and finished; pollDone is closed and
+	// replaced when one finishes, so that WaitNewKey learns the outcome of
+	// the poll it asked for instead of waiting out its deadline.
+	pollMu       sync.Mutex
+	pollsStarted uint64
+	pollsDone    uint64
+	pollDone     chan struct{}
+
 	mu     sync.Mutex
 	subs   map[chan *Snapshot]struct{}
 	status Status
@@ -157,7 +165,7 @@ func NewLatcher(opts *LatcherOptions) (*Latcher, error) {
 		client: opts.Client, store: opts.Store, interval: opts.PollInterval, clock: opts.Clock,
 		uptime: opts.Uptime, local: opts.LocalRules, evalOpts: opts.EvaluatorOptions,
 		redirect: opts.Redirect, onStatus: opts.OnStatus, onLatched: opts.OnLatched, log: opts.Logger,
-		wake: make(chan struct{}, 1), recheck: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), recheck: make(chan struct{}, 1), pollDone: make(chan struct{}),
 		subs: map[chan *Snapshot]struct{}{},
 	}
 	if l.interval <= 0 {
@@ -264,14 +272,47 @@ func (l *Latcher) Recheck() {
 }
 
 // WaitNewKey returns a snapshot whose key differs from stale's as soon as
-// the latch has one, asking for a poll now (Recheck) if it has not; nil
-// when ctx ends first. It is what a proxy calls when the host refuses a
-// signature made with stale's key.
+// the latch has one. If it has none, it asks for a poll now (Recheck) and
+// returns what that poll found: the new key, or nil at once when the host
+// still names the same key or could not be asked. It also returns nil when
+// ctx ends first. It is what a proxy calls when the host refuses a
+// signature made with stale's key: a refusal under the current key is
+// answered without waiting out ctx's deadline.
 func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 	fresh := func(s *Snapshot) bool {
 		return s != nil && s.Key.Valid() && s.Signer != nil && (stale == nil || s.Key.GUID != stale.Key.GUID)
 	}
-	return l.waitFor(ctx, fresh, l.Recheck)
+	ch, cancel := l.Subscribe()
+	defer cancel()
+	if s := l.Current(); fresh(s) {
+		return s
+	}
+	// A poll already under way may have asked the host before the
+	// refusal: only one that starts after this point can answer.
+	l.pollMu.Lock()
+	target := l.pollsStarted + 1
+	l.pollMu.Unlock()
+	l.Recheck()
+	for {
+		l.pollMu.Lock()
+		done, polled := l.pollsDone >= target, l.pollDone
+		l.pollMu.Unlock()
+		if done {
+			if s := l.Current(); fresh(s) {
+				return s
+			}
+			return nil
+		}
+		select {
+		case s := <-ch:
+			if fresh(s) {
+				return s
+			}
+		case <-polled:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // WaitKnown returns the current snapshot as soon as its state is no longer
@@ -281,22 +322,19 @@ func (l *Latcher) WaitNewKey(ctx context.Context, stale *Snapshot) *Snapshot {
 // the first requests instead of forwarding them unsigned.
 func (l *Latcher) WaitKnown(ctx context.Context) *Snapshot {
 	known := func(s *Snapshot) bool { return s != nil && s.State != msp.SecureChannelUnknown }
-	return l.waitFor(ctx, known, nil)
+	return l.waitFor(ctx, known)
 }
 
 // waitFor returns the first snapshot, current or published later, for
 // which ok is true; nil when ctx ends first. ask, if set, runs once when
 // the current snapshot does not do.
-func (l *Latcher) waitFor(ctx context.Context, ok func(*Snapshot) bool, ask func()) *Snapshot {
+func (l *Latcher) waitFor(ctx context.Context, ok func(*Snapshot) bool) *Snapshot {
 	ch, cancel := l.Subscribe()
 	defer cancel()
 	// Checked after subscribing, so a snapshot published in between is
 	// not missed.
 	if s := l.Current(); ok(s) {
 		return s
-	}
-	if ask != nil {
-		ask()
 	}
 	for {
 		select {
@@ -386,6 +424,16 @@ func (l *Latcher) elapsed(msg string) string {
 // rules, latch a key if needed, publish and program the redirect. Run
 // calls it; tests may call it directly instead of Run, never both at once.
 func (l *Latcher) Poll(ctx context.Context) {
+	l.pollMu.Lock()
+	l.pollsStarted++
+	l.pollMu.Unlock()
+	defer func() {
+		l.pollMu.Lock()
+		l.pollsDone++
+		close(l.pollDone)
+		l.pollDone = make(chan struct{})
+		l.pollMu.Unlock()
+	}()
 	st, err := l.client.GetStatus(ctx)
 	if err != nil {
 		l.failing = true

@@ -564,6 +564,20 @@ func TestRecheckPollsWhileLatched(t *testing.T) {
 	if s := r.latcher.WaitNewKey(short, r.latcher.Current()); s != nil {
 		t.Fatalf("WaitNewKey without a reset = %v, want nil", s.Key.GUID)
 	}
+
+	// A refusal under the key the host still names: the poll the recheck
+	// starts finds the same key, and WaitNewKey says so when that poll
+	// ends, not when its context does (issue 19: a 401 must not stall the
+	// client for the whole refresh timeout).
+	long, cancel4 := context.WithTimeout(ctx, time.Minute)
+	defer cancel4()
+	before := len(r.host.RequestsTo("GET", StatusPath))
+	if s := r.latcher.WaitNewKey(long, r.latcher.Current()); s != nil || long.Err() != nil {
+		t.Fatalf("WaitNewKey under the current key = %v, ctx %v; want nil before the deadline", s, long.Err())
+	}
+	if n := len(r.host.RequestsTo("GET", StatusPath)); n <= before {
+		t.Errorf("status polls %d, want more than %d: the answer came without asking the host", n, before)
+	}
 }
 
 // WaitKnown returns once the first poll has latched (or found the channel
