@@ -39,6 +39,7 @@ type cli struct {
 	wait     time.Duration
 	version  bool
 	command  string
+	rest     []string
 	waitSeen bool
 }
 
@@ -66,13 +67,17 @@ func parseArgs(args []string) (*cli, error) {
 	}
 	fs.Visit(func(f *flag.Flag) { c.waitSeen = c.waitSeen || f.Name == "w" || f.Name == "wait" })
 	c.wait = time.Duration(wait) * time.Second
+	if c.command = fs.Arg(0); c.command == "uninstall" {
+		c.rest = fs.Args()[1:]
+		return c, nil
+	}
 	switch {
 	case fs.NArg() > 1:
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(1))
 	case c.waitSeen && !c.status:
 		return nil, errors.New("--wait requires --status")
 	}
-	switch c.command = fs.Arg(0); c.command {
+	switch c.command {
 	case "", "console", "demo":
 	case "help":
 		return nil, flag.ErrHelp
@@ -86,6 +91,7 @@ const usage = `usage:
   azure-proxy-agent [-c CONFIG]                      run as the service
   azure-proxy-agent [-c CONFIG] console              run in the foreground (Enter stops it)
   azure-proxy-agent [-c CONFIG] --status [--wait N]  provisioning state: exit 0 done, 1 not done, 2 done with errors
+  azure-proxy-agent [-c CONFIG] uninstall [--purge]  stop, detach and unpin the programs, remove the files
   azure-proxy-agent --version
 
 The demo of the whole protocol on a simulated host is its own program:
@@ -106,6 +112,8 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 		return 0
 	case c.status:
 		return runStatus(ctx, c, start, stdout)
+	case c.command == "uninstall":
+		return agent.UninstallCommand(ctx, c.rest, &agent.UninstallOptions{ConfigPath: c.config}, stdout, stderr)
 	case c.command == "demo":
 		fmt.Fprintln(stderr, "The demo moved to its own program: sudo go run ./examples/msp-demo")
 		return 2
