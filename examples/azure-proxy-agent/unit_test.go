@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -30,5 +31,29 @@ func TestSystemdUnit(t *testing.T) {
 		if !have[want] {
 			t.Errorf("unit lacks %q", want)
 		}
+	}
+	// Upstream's hardening, which ours must not fall below: the system
+	// calls it denies, and no ownership changes.
+	var filter, caps []string
+	for l := range have {
+		if f, ok := strings.CutPrefix(l, "SystemCallFilter=~"); ok {
+			filter = append(filter, strings.Fields(f)...)
+		}
+		if c, ok := strings.CutPrefix(l, "CapabilityBoundingSet="); ok {
+			caps = append(caps, strings.Fields(c)...)
+		}
+	}
+	for _, group := range []string{"@clock", "@cpu-emulation", "@module", "@mount", "@obsolete", "@raw-io", "@reboot", "@resources", "@swap"} {
+		if !slices.Contains(filter, group) {
+			t.Errorf("SystemCallFilter does not deny %s as upstream's unit does", group)
+		}
+	}
+	for _, c := range caps {
+		if c == "CAP_CHOWN" || c == "CAP_SETUID" || c == "CAP_SYS_MODULE" || strings.HasPrefix(c, "~") {
+			t.Errorf("CapabilityBoundingSet keeps %s, which upstream's unit drops and the agent does not use", c)
+		}
+	}
+	if len(caps) == 0 {
+		t.Error("unit has no CapabilityBoundingSet allow list")
 	}
 }
