@@ -287,7 +287,7 @@ func removePins(folder string, rep *UninstallReport) error {
 		if err != nil {
 			return err
 		}
-		if p != folder {
+		if p != folder && !preloaded[d.Name()] {
 			paths = append(paths, p)
 		}
 		return nil
@@ -320,6 +320,10 @@ func removePins(folder string, rep *UninstallReport) error {
 	rep.did("detached %d links and removed %d pins under %s", detached, n, folder)
 	return errors.Join(errs...)
 }
+
+// preloaded are the files the kernel puts at the root of every bpffs mount
+// (bpf_preload's iterators): not pins, and not removable.
+var preloaded = map[string]bool{"maps.debug": true, "progs.debug": true}
 
 // systemFolders are never removed, whatever the configuration says.
 var systemFolders = map[string]bool{
