@@ -11,42 +11,12 @@ import (
 	"testing"
 	"time"
 
-	cebpf "github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metadatasec/gpa/ebpf"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/status"
 )
-
-// cgroupAttachTypes are every attach type a cgroup program of ours could
-// use; attachedTo counts what is attached to cgroup for all of them, so
-// the check holds whatever the ebpf package attaches.
-var cgroupAttachTypes = []cebpf.AttachType{
-	cebpf.AttachCGroupInet4Connect, cebpf.AttachCGroupInet6Connect,
-	cebpf.AttachCgroupInet4GetPeername, cebpf.AttachCgroupInet6GetPeername,
-	cebpf.AttachCGroupSockOps, cebpf.AttachCGroupInet4PostBind, cebpf.AttachCGroupInet6PostBind,
-	cebpf.AttachCGroupUDP4Sendmsg, cebpf.AttachCGroupUDP6Sendmsg, cebpf.AttachCGroupInetSockCreate,
-}
-
-func attachedTo(t *testing.T, cgroup string) int {
-	t.Helper()
-	f, err := os.Open(cgroup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	n := 0
-	for _, at := range cgroupAttachTypes {
-		r, err := link.QueryPrograms(link.QueryOptions{Target: int(f.Fd()), Attach: at})
-		if err != nil {
-			t.Fatalf("query %s programs on %s: %v", at, cgroup, err)
-		}
-		n += len(r.Programs)
-	}
-	return n
-}
 
 // childCgroup makes a cgroup under the v2 root, never the root itself.
 func childCgroup(t *testing.T) string {
@@ -90,7 +60,7 @@ func TestUninstallDetachesPinnedPrograms(t *testing.T) {
 		testenv.Require(t, "eBPF cgroup programs", err)
 	}
 	r.Close() // as an agent that exits: the pins keep the programs attached
-	if n := attachedTo(t, cg); n == 0 {
+	if len(testenv.AttachedPrograms(t, cg)) == 0 {
 		t.Fatal("no program attached after the pinned redirector closed; the test checks nothing")
 	}
 	// A folder of an older version, under a name this one does not use.
@@ -112,8 +82,8 @@ func TestUninstallDetachesPinnedPrograms(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Uninstall: %v (report %+v)", err, rep)
 	}
-	if n := attachedTo(t, cg); n != 0 {
-		t.Errorf("%d programs still attached to %s after Uninstall", n, cg)
+	if progs := testenv.AttachedPrograms(t, cg); len(progs) > 0 {
+		t.Errorf("programs still attached to %s after Uninstall: %v", cg, progs)
 	}
 	if _, err := os.Stat(pinFolder); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pin folder %s still there: %v", pinFolder, err)
@@ -175,7 +145,7 @@ func TestUninstallPurge(t *testing.T) {
 				}
 			}
 			if tt.channel != "" {
-				reg := status.NewRegistry(status.RegistryOptions{Version: "t"})
+				reg := status.NewRegistry(&status.RegistryOptions{Version: "t"})
 				reg.SetKeyLatchStates(status.KeyLatchStates{SecureChannelState: tt.channel})
 				b, err := reg.Snapshot(time.Now()).MarshalIndent()
 				if err != nil {

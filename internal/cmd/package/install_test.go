@@ -232,7 +232,7 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 		if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		reg := status.NewRegistry(status.RegistryOptions{Version: "1.0.1"})
+		reg := status.NewRegistry(&status.RegistryOptions{Version: "1.0.1"})
 		reg.SetKeyLatchStates(status.KeyLatchStates{SecureChannelState: channel})
 		b, err := reg.Snapshot(time.Now()).MarshalIndent()
 		if err != nil {
