@@ -21,6 +21,12 @@
 // package nor the proxy: see the signer-only example, which uses msp and
 // keylatch alone.
 //
+// [Uninstall] takes an installed agent off a machine (the program's
+// `uninstall` command and the packages' removal scripts call it): with
+// Config.PinFolder the programs outlive the process, so it stops the
+// service, detaches and unpins them, and purges keys only when status.json
+// says MSP is disabled for the VM.
+//
 // The sharp edges. Run attaches eBPF programs to Config.CgroupPath, or to
 // the root of the cgroup v2 hierarchy when it is empty, which redirects
 // every process on the machine: tests and demos must give a child cgroup of

@@ -193,8 +193,11 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if st, err := status.ReadFile(env.StatusPath()); err == nil && st.ProxyAgentStatus.Version != "1.0.1" {
-		t.Errorf("status.json version %q, want 1.0.1", st.ProxyAgentStatus.Version)
+	st := env.WaitStatus(t, 30*time.Second, "status.json from the installed agent", func(s *status.AggregateStatus) bool {
+		return s.ProxyAgentStatus.Version != ""
+	})
+	if v := st.ProxyAgentStatus.Version; v != "1.0.1" {
+		t.Errorf("status.json version %q, want 1.0.1", v)
 	}
 
 	t.Log("the installed agent attached and pinned")
