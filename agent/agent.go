@@ -164,7 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	// 2. The key latch.
-	store, err := keylatch.OpenStore(&keylatch.StoreOptions{Dir: cfg.KeyFolder})
+	store, err := keylatch.OpenStore(&keylatch.StoreOptions{Dir: cfg.KeyFolder, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,8 @@ type StoreOptions struct {
 	Owner uint32
 	// FS performs the file operations; OSFileSystem if nil.
 	FS FileSystem
+	// Logger is told when the folder's mode is repaired; nil discards.
+	Logger *slog.Logger
 }
 
 // Store keeps latched keys on disk as <guid>.key in a folder only its owner
@@ -85,16 +88,22 @@ type Store struct {
 	dir   string
 	owner uint32
 	fs    FileSystem
+	log   *slog.Logger
 }
 
 // OpenStore creates the folder (mode 0700) if it is missing and checks it:
-// not a symlink, owned by Owner, no group or other access. A violation is
-// an error matching ErrInsecurePath that names the path and the fix.
+// not a symlink, a directory, owned by Owner. A folder of Owner's that
+// lets group or others in is narrowed to 0700, as upstream does at every
+// start, and logged; anything else is an error matching ErrInsecurePath
+// that names the path and the fix.
 func OpenStore(opts *StoreOptions) (*Store, error) {
 	if opts == nil {
 		opts = &StoreOptions{}
 	}
-	s := &Store{dir: opts.Dir, owner: opts.Owner, fs: opts.FS}
+	s := &Store{dir: opts.Dir, owner: opts.Owner, fs: opts.FS, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	if s.dir == "" {
 		s.dir = DefaultKeyDir
 	}
@@ -170,6 +179,18 @@ func (s *Store) CheckDir() error {
 	}
 	if !fi.IsDir() {
 		return insecure(s.dir, "is not a directory", "remove it; the agent recreates the folder")
+	}
+	// A folder of the right owner that others may enter is repaired, not
+	// refused: upstream sets 0700 at every start, so an image or an
+	// operator that left 0755 must not keep the agent from starting. Its
+	// key files are still checked one by one, and a file others could read
+	// is never used.
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == s.owner && fi.Mode().Perm()&0o077 != 0 {
+		if err := s.fs.Chmod(s.dir, 0o700); err != nil {
+			return fmt.Errorf("keylatch: narrowing key folder %s from %04o to 0700: %w", s.dir, fi.Mode().Perm(), err)
+		}
+		s.log.Warn("keylatch: key folder let group or others in; narrowed to 0700", "folder", s.dir, "was", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		return nil
 	}
 	return s.checkOwnerMode(s.dir, fi, 0o077, "chown root:root "+s.dir+" && chmod 0700 "+s.dir)
 }

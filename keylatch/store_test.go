@@ -3,7 +3,9 @@ package keylatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,10 +106,14 @@ func TestStoreRefusesBadFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, ErrInsecurePath},
-		{"folder opened up later", func(t *testing.T, s *Store) {
+		// Narrowed again (TestOpenStoreRepairsFolderMode); what another user
+		// put there meanwhile is theirs, and refused.
+		{"file planted while the folder was open", func(t *testing.T, s *Store) {
 			if err := os.Chmod(s.Dir(), 0o777); err != nil {
 				t.Fatal(err)
 			}
+			b, _ := msp.MarshalKeyFile(testKey(t, guid1))
+			writeRaw(t, s.KeyPath(guid1), b, 0o666)
 		}, ErrInsecurePath},
 		{"path traversal guid", nil, ErrKeyNotFound},
 	}
@@ -153,16 +159,6 @@ func TestOpenStoreRefusesInsecureFolder(t *testing.T) {
 		name    string
 		prepare func(t *testing.T, dir string)
 	}{
-		{"mode 0777", func(t *testing.T, dir string) {
-			if err := os.Mkdir(dir, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			os.Chmod(dir, 0o777)
-		}},
-		{"mode 0750", func(t *testing.T, dir string) {
-			os.Mkdir(dir, 0o700)
-			os.Chmod(dir, 0o750)
-		}},
 		{"symlink", func(t *testing.T, dir string) {
 			real := dir + ".real"
 			os.Mkdir(real, 0o700)
@@ -179,6 +175,40 @@ func TestOpenStoreRefusesInsecureFolder(t *testing.T) {
 			_, err := OpenStore(&StoreOptions{Dir: dir, Owner: uint32(os.Geteuid())})
 			if !errors.Is(err, ErrInsecurePath) || !strings.Contains(err.Error(), dir) {
 				t.Fatalf("OpenStore: %v", err)
+			}
+		})
+	}
+}
+
+// TestOpenStoreRepairsFolderMode: a folder of the store's owner that lets
+// group or others in is narrowed to 0700 and logged, as upstream does at
+// every start, so the agent starts; a key file others could read in it is
+// still refused.
+func TestOpenStoreRepairsFolderMode(t *testing.T) {
+	for _, mode := range []os.FileMode{0o755, 0o750, 0o777, 0o701} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := testStoreDir(t)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, mode); err != nil {
+				t.Fatal(err)
+			}
+			var logs testenv.Buffer
+			s, err := OpenStore(&StoreOptions{Dir: dir, Owner: uint32(os.Geteuid()), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatalf("OpenStore: %v", err)
+			}
+			if fi, _ := os.Lstat(dir); fi.Mode().Perm() != 0o700 {
+				t.Errorf("folder mode %v, want 0700", fi.Mode().Perm())
+			}
+			if !strings.Contains(logs.String(), "narrowed to 0700") || !strings.Contains(logs.String(), fmt.Sprintf("%04o", mode)) {
+				t.Errorf("log %q does not say what was repaired", logs.String())
+			}
+			b, _ := msp.MarshalKeyFile(testKey(t, guid1))
+			writeRaw(t, s.KeyPath(guid1), b, 0o644)
+			if _, err := s.Load(guid1); !errors.Is(err, ErrInsecurePath) {
+				t.Errorf("a key file others can read: %v, want ErrInsecurePath", err)
 			}
 		})
 	}
@@ -283,14 +313,18 @@ func TestLatcherWithBrokenDisk(t *testing.T) {
 	}{
 		{"disk full", faultFS{writeErr: syscall.ENOSPC}, false},
 		{"read-only", faultFS{createErr: syscall.EROFS}, false},
-		{"folder opened to the world", faultFS{}, true},
+		// A folder that lets others in is narrowed and used; one that
+		// another user owns is not.
+		{"folder owned by another user", faultFS{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, &msptest.Options{Rules: enforceAll()}, nil)
 			broken := openTestStore(t, r.store.Dir(), tt.fs)
 			if tt.chmod {
-				os.Chmod(broken.Dir(), 0o777)
+				if err := os.Chown(broken.Dir(), 65534, 65534); err != nil {
+					testenv.SkipOrFail(t, "needs root to give the folder away: %v", err)
+				}
 			}
 			l, err := NewLatcher(&LatcherOptions{Client: r.client, Store: broken, Clock: r.clock, Logger: nil})
 			if err != nil {
@@ -311,7 +345,7 @@ func TestLatcherWithBrokenDisk(t *testing.T) {
 				assertNoSecret(t, k, msg)
 			}
 			// Fixed disk: the same store folder through the real OS.
-			os.Chmod(broken.Dir(), 0o700)
+			os.Chown(broken.Dir(), os.Geteuid(), os.Getegid())
 			fixed, err := NewLatcher(&LatcherOptions{Client: r.client, Store: r.store, Clock: r.clock})
 			if err != nil {
 				t.Fatal(err)

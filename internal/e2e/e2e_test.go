@@ -341,3 +341,27 @@ func TestHostDownThenBack(t *testing.T) {
 		t.Errorf("status.json after SIGTERM: listener %q", s.ProxyAgentStatus.ProxyListenerStatus.Message)
 	}
 }
+
+// TestLooseKeyFolderStarts: an image that left the key folder 0755 gets
+// an agent that narrows it to 0700, says so in its log, and provisions,
+// as upstream does, instead of one that exits into a restart loop.
+func TestLooseKeyFolderStarts(t *testing.T) {
+	env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce)})
+	if err := os.MkdirAll(env.KeyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(env.KeyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := env.StartAgent(t)
+	if code, out := env.StatusCLI(t, 10); code != 0 {
+		t.Fatalf("--status --wait 10: exit %d %q\n%s", code, out, a.Output())
+	}
+	fi, err := os.Stat(env.KeyDir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("key folder after start: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	if b, _ := os.ReadFile(env.AgentLogPath()); !strings.Contains(string(b), "narrowed to 0700") {
+		t.Errorf("the agent log does not say the folder was narrowed:\n%.2000s", b)
+	}
+}
