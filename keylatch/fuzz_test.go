@@ -82,10 +82,13 @@ func FuzzParseLocalRules(f *testing.F) {
 		if err != nil {
 			return
 		}
-		remote := &msp.AuthorizationItem{Mode: msp.ModeEnforce, ID: "r"}
+		remote := &msp.AuthorizationItem{Mode: msp.ModeEnforce, ID: "r", Rules: &msp.AccessControlRules{Privileges: []msp.Privilege{}}}
 		merged := MergeLocalRules(remote, "r", lr)
 		if merged.Mode != msp.ModeEnforce {
 			t.Fatal("the local file changed the mode")
+		}
+		if merged.Rules == nil {
+			return
 		}
 		for _, p := range merged.Rules.Privileges {
 			if len(p.Name) < len(LocalRulesPrefix) || p.Name[:len(LocalRulesPrefix)] != LocalRulesPrefix {

@@ -620,10 +620,10 @@ func (l *Latcher) items(st *KeyStatus) (map[msp.Endpoint]*msp.AuthorizationItem,
 		}
 		items[e.ep], ids[e.ep] = it, it.ID
 		if e.ep == msp.EndpointWireServer {
-			// HostGA uses the remote WireServer item, never local rules
-			// (§2.5).
-			items[msp.EndpointHostGA] = displayed(r)
-			ids[msp.EndpointHostGA] = items[msp.EndpointHostGA].ID
+			// HostGA uses the remote WireServer item as is, its raw id
+			// included, never local rules (§2.5), as upstream.
+			hostGA := *r
+			items[msp.EndpointHostGA], ids[msp.EndpointHostGA] = &hostGA, r.ID
 		}
 	}
 	return items, ids

@@ -51,7 +51,9 @@ func TestFirstBootLatchesWithinThreePolls(t *testing.T) {
 	if diff := cmp.Diff([]msp.Endpoint{msp.EndpointWireServer, msp.EndpointIMDS, msp.EndpointHostGA}, r.redirect.last()); diff != "" {
 		t.Fatalf("redirect set (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(map[msp.Endpoint]string{msp.EndpointWireServer: "ws-rules", msp.EndpointIMDS: "imds-rules", msp.EndpointHostGA: "ws-rules"}, snap.RuleIDs); diff != "" {
+	// Upstream shows a plain id as <id>-useLocalFileRules-false, except
+	// HostGA's, the raw WireServer id.
+	if diff := cmp.Diff(map[msp.Endpoint]string{msp.EndpointWireServer: "ws-rules-useLocalFileRules-false", msp.EndpointIMDS: "imds-rules-useLocalFileRules-false", msp.EndpointHostGA: "ws-rules"}, snap.RuleIDs); diff != "" {
 		t.Fatalf("rule ids (-want +got):\n%s", diff)
 	}
 

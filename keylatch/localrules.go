@@ -3,11 +3,13 @@ package keylatch
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/metadatasec/gpa/msp"
 )
@@ -25,7 +27,8 @@ const (
 // RuleDescriptor is what a remote rule-set id may encode: standard base64
 // of {"id":"<logicalId>","useLocalFileRules":true}.
 type RuleDescriptor struct {
-	// LogicalID is the decoded id; "" when the descriptor had none.
+	// LogicalID is the decoded id, or the trimmed id itself when it is not
+	// a descriptor; "" for an empty id or a descriptor without one.
 	LogicalID string
 	// UseLocalFileRules turns the local file on for the endpoint.
 	UseLocalFileRules bool
@@ -34,19 +37,34 @@ type RuleDescriptor struct {
 	Decoded bool
 }
 
-// ParseRuleDescriptor decodes a remote rule-set id. An id that is not
-// standard base64 of a JSON object is a plain id.
+// Local rules are read as upstream reads them: up to three attempts, 50 ms
+// apart, when the file is unreadable or not JSON; a file that parses but
+// fails validation fails at once.
+const (
+	localRulesAttempts   = 3
+	localRulesRetryDelay = 50 * time.Millisecond
+)
+
+// ParseRuleDescriptor decodes a remote rule-set id as upstream does: the id
+// is trimmed; standard base64 of a JSON object whose id is a string and
+// whose useLocalFileRules is a bool (each may be missing, no key twice) is
+// a descriptor; anything else is a plain id.
 func ParseRuleDescriptor(id string) RuleDescriptor {
-	raw, err := base64.StdEncoding.DecodeString(id)
-	if err != nil {
+	id = strings.TrimSpace(id)
+	if id == "" {
 		return RuleDescriptor{}
+	}
+	plain := RuleDescriptor{LogicalID: id}
+	raw, err := base64.StdEncoding.DecodeString(id)
+	if err != nil || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) || msp.RejectDuplicateKeys(raw) != nil {
+		return plain
 	}
 	var d struct {
 		ID                *string `json:"id"`
 		UseLocalFileRules *bool   `json:"useLocalFileRules"`
 	}
-	if err := json.Unmarshal(raw, &d); err != nil || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
-		return RuleDescriptor{}
+	if err := msp.DecodeStrictJSON(raw, &d); err != nil {
+		return plain
 	}
 	out := RuleDescriptor{Decoded: true}
 	if d.ID != nil {
@@ -58,26 +76,32 @@ func ParseRuleDescriptor(id string) RuleDescriptor {
 	return out
 }
 
-// DisplayID is the effective id of §4.8: "<logicalId>-useLocalFileRules-
-// <bool>" for a descriptor ("unknown" for an empty logical id), or the id
-// itself when it is not a descriptor.
-func DisplayID(id string) string {
-	d := ParseRuleDescriptor(id)
-	if !d.Decoded {
-		return id
-	}
+// display is the id upstream shows for an item whose remote id parsed to
+// d: "<logicalId>-useLocalFileRules-<bool>" whenever there is a logical
+// id, a plain id included; raw unchanged otherwise.
+func (d RuleDescriptor) display(raw string) string {
 	if d.LogicalID == "" {
-		return "unknown"
+		return raw
 	}
 	return fmt.Sprintf("%s-useLocalFileRules-%t", d.LogicalID, d.UseLocalFileRules)
 }
 
+// DisplayID is the effective id upstream shows in status.json, its logs
+// and its rule snapshots for a remote rule-set id (§4.8):
+// "<logicalId>-useLocalFileRules-<bool>" for any non-blank id, a plain one
+// too; a descriptor without a logical id, or an empty id, is shown as is.
+func DisplayID(id string) string { return ParseRuleDescriptor(id).display(id) }
+
 // MergeLocalRules combines a remote item with a valid local file as §4.8
-// says. remote may be nil. The result is a new item.
+// says. remote may be nil. The result is a new item. The local names get
+// LocalRulesPrefix only when both sides have rules, as upstream; a rule
+// list is present in the result when either side has it, so the merged
+// rules are used exactly when upstream would use them.
 func MergeLocalRules(remote *msp.AuthorizationItem, displayID string, local *msp.LocalRules) *msp.AuthorizationItem {
 	out := &msp.AuthorizationItem{DefaultAccess: msp.AccessDeny, Mode: msp.ModeDisabled}
+	var remoteRules *msp.AccessControlRules
 	if remote != nil {
-		out.DefaultAccess, out.Mode = remote.DefaultAccess, remote.Mode
+		out.DefaultAccess, out.Mode, remoteRules = remote.DefaultAccess, remote.Mode, remote.Rules
 	}
 	out.ID = displayID
 	if local.ID != nil {
@@ -86,55 +110,40 @@ func MergeLocalRules(remote *msp.AuthorizationItem, displayID string, local *msp
 	if local.DefaultAccess != nil {
 		out.DefaultAccess, _ = msp.ParseDefaultAccess(*local.DefaultAccess)
 	}
-	var rules msp.AccessControlRules
-	if remote != nil && remote.Rules != nil {
-		r := remote.Rules
-		rules.Privileges = append(rules.Privileges, r.Privileges...)
-		rules.Roles = append(rules.Roles, r.Roles...)
-		rules.Identities = append(rules.Identities, r.Identities...)
-		rules.RoleAssignments = append(rules.RoleAssignments, r.RoleAssignments...)
+	localRules := local.Rules
+	if remoteRules != nil && localRules != nil {
+		localRules = prefixLocalNames(localRules)
 	}
-	if l := local.Rules; l != nil {
-		p := func(s string) string { return LocalRulesPrefix + s }
-		for _, x := range l.Privileges {
-			x.Name = p(x.Name)
-			rules.Privileges = append(rules.Privileges, x)
-		}
-		for _, x := range l.Roles {
-			r := msp.Role{Name: p(x.Name)}
-			for _, ref := range x.Privileges {
-				r.Privileges = append(r.Privileges, p(ref))
-			}
-			rules.Roles = append(rules.Roles, r)
-		}
-		for _, x := range l.Identities {
-			x.Name = p(x.Name)
-			rules.Identities = append(rules.Identities, x)
-		}
-		for _, x := range l.RoleAssignments {
-			ra := msp.RoleAssignment{Role: p(x.Role)}
-			for _, ref := range x.Identities {
-				ra.Identities = append(ra.Identities, p(ref))
-			}
-			rules.RoleAssignments = append(rules.RoleAssignments, ra)
-		}
-	}
-	// A merged document built in Go counts as complete when it has lists;
-	// make them non-nil so the matcher uses them.
-	if rules.Privileges == nil {
-		rules.Privileges = []msp.Privilege{}
-	}
-	if rules.Roles == nil {
-		rules.Roles = []msp.Role{}
-	}
-	if rules.Identities == nil {
-		rules.Identities = []msp.Identity{}
-	}
-	if rules.RoleAssignments == nil {
-		rules.RoleAssignments = []msp.RoleAssignment{}
-	}
-	out.Rules = &rules
+	out.Rules = msp.AppendRules(remoteRules, localRules)
 	return out
+}
+
+// prefixLocalNames returns l with LocalRulesPrefix before every name and
+// reference, so they cannot collide with the host's. Absent lists stay
+// absent.
+func prefixLocalNames(l *msp.AccessControlRules) *msp.AccessControlRules {
+	p := func(s string) string { return LocalRulesPrefix + s }
+	out := *l
+	out.Privileges, out.Roles, out.Identities, out.RoleAssignments = slices.Clone(l.Privileges), slices.Clone(l.Roles), slices.Clone(l.Identities), slices.Clone(l.RoleAssignments)
+	for i := range out.Privileges {
+		out.Privileges[i].Name = p(out.Privileges[i].Name)
+	}
+	for i, r := range out.Roles {
+		out.Roles[i] = msp.Role{Name: p(r.Name)}
+		for _, ref := range r.Privileges {
+			out.Roles[i].Privileges = append(out.Roles[i].Privileges, p(ref))
+		}
+	}
+	for i := range out.Identities {
+		out.Identities[i].Name = p(out.Identities[i].Name)
+	}
+	for i, ra := range out.RoleAssignments {
+		out.RoleAssignments[i] = msp.RoleAssignment{Role: p(ra.Role)}
+		for _, ref := range ra.Identities {
+			out.RoleAssignments[i].Identities = append(out.RoleAssignments[i].Identities, p(ref))
+		}
+	}
+	return &out
 }
 
 // FailClosed is the item an endpoint gets when its local file is broken:
@@ -170,22 +179,36 @@ func ApplyLocalRules(remote *msp.AuthorizationItem, fileName string, read func(p
 		return LocalRulesResult{}
 	}
 	d := ParseRuleDescriptor(remote.ID)
-	display := DisplayID(remote.ID)
+	display := d.display(remote.ID)
 	normalised := *remote
 	normalised.ID = display
 	if !d.UseLocalFileRules {
 		return LocalRulesResult{Item: &normalised}
 	}
-	data, err := read(fileName)
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrKeyNotFound) {
-		return LocalRulesResult{Item: &normalised}
+	var err error
+	attempt := 1
+	for ; attempt <= localRulesAttempts; attempt++ {
+		if attempt > 1 {
+			time.Sleep(localRulesRetryDelay)
+		}
+		var data []byte
+		data, err = read(fileName)
+		if attempt == 1 && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrKeyNotFound)) {
+			return LocalRulesResult{Item: &normalised}
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: %s: %w", msp.ErrInvalidLocalRules, filepath.Base(fileName), err)
+			continue
+		}
+		var lr *msp.LocalRules
+		lr, err = msp.ParseLocalRules(data)
+		if err == nil {
+			return LocalRulesResult{Item: MergeLocalRules(remote, display, lr), Used: true}
+		}
+		err = fmt.Errorf("%s: %w", filepath.Base(fileName), err)
+		if !errors.Is(err, msp.ErrMalformedJSON) {
+			break // valid JSON that fails validation: no retry, as upstream
+		}
 	}
-	if err != nil {
-		return LocalRulesResult{Item: FailClosed(remote, display), Err: fmt.Errorf("%w: %s: %w", msp.ErrInvalidLocalRules, filepath.Base(fileName), err)}
-	}
-	lr, err := msp.ParseLocalRules(data)
-	if err != nil {
-		return LocalRulesResult{Item: FailClosed(remote, display), Err: fmt.Errorf("%s: %w", filepath.Base(fileName), err)}
-	}
-	return LocalRulesResult{Item: MergeLocalRules(remote, display, lr), Used: true}
+	return LocalRulesResult{Item: FailClosed(remote, display), Err: fmt.Errorf("attempt %d: %w", min(attempt, localRulesAttempts), err)}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
 )
@@ -25,13 +26,23 @@ func TestRuleDescriptor(t *testing.T) {
 	}{
 		{b64(`{"id":"decoded-id","useLocalFileRules":true}`), RuleDescriptor{"decoded-id", true, true}, "decoded-id-useLocalFileRules-true"},
 		{b64(`{"id":"x"}`), RuleDescriptor{"x", false, true}, "x-useLocalFileRules-false"},
-		{b64(`{"useLocalFileRules":true}`), RuleDescriptor{"", true, true}, "unknown"},
-		{b64(`{}`), RuleDescriptor{"", false, true}, "unknown"},
-		{"/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/galleries/g", RuleDescriptor{}, "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/galleries/g"},
-		{b64(`[1,2]`), RuleDescriptor{}, b64(`[1,2]`)},
-		{b64(`"str"`), RuleDescriptor{}, b64(`"str"`)},
-		{"abcd", RuleDescriptor{}, "abcd"}, // valid base64, not JSON
+		// A descriptor without a logical id: upstream leaves the id as is.
+		{b64(`{"useLocalFileRules":true}`), RuleDescriptor{"", true, true}, b64(`{"useLocalFileRules":true}`)},
+		{b64(`{}`), RuleDescriptor{"", false, true}, b64(`{}`)},
+		// A plain id is upstream's logical id: shown with -useLocalFileRules-false.
+		{"/subscriptions/s/galleries/g", RuleDescriptor{LogicalID: "/subscriptions/s/galleries/g"}, "/subscriptions/s/galleries/g-useLocalFileRules-false"},
+		{b64(`[1,2]`), RuleDescriptor{LogicalID: b64(`[1,2]`)}, b64(`[1,2]`) + "-useLocalFileRules-false"},
+		{b64(`"str"`), RuleDescriptor{LogicalID: b64(`"str"`)}, b64(`"str"`) + "-useLocalFileRules-false"},
+		{"abcd", RuleDescriptor{LogicalID: "abcd"}, "abcd-useLocalFileRules-false"}, // valid base64, not JSON
 		{"", RuleDescriptor{}, ""},
+		{"   ", RuleDescriptor{}, "   "},
+		// Spaces around the descriptor are trimmed before decoding.
+		{"  " + b64(`{"id":"t","useLocalFileRules":true}`) + "\n", RuleDescriptor{"t", true, true}, "t-useLocalFileRules-true"},
+		// serde refuses a wrong type or a field given twice: a plain id, local rules off.
+		{b64(`{"id":"x","useLocalFileRules":"true"}`), RuleDescriptor{LogicalID: b64(`{"id":"x","useLocalFileRules":"true"}`)}, b64(`{"id":"x","useLocalFileRules":"true"}`) + "-useLocalFileRules-false"},
+		{b64(`{"id":"x","useLocalFileRules":true,"useLocalFileRules":true}`), RuleDescriptor{LogicalID: b64(`{"id":"x","useLocalFileRules":true,"useLocalFileRules":true}`)}, b64(`{"id":"x","useLocalFileRules":true,"useLocalFileRules":true}`) + "-useLocalFileRules-false"},
+		// Unknown fields are ignored, as serde does by default.
+		{b64(`{"id":"x","useLocalFileRules":true,"extra":1}`), RuleDescriptor{"x", true, true}, "x-useLocalFileRules-true"},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, ParseRuleDescriptor(tt.id)); diff != "" {
@@ -80,8 +91,11 @@ func TestMergeLocalRules(t *testing.T) {
 				{Role: "LocalFileRules_reader", Identities: []string{"LocalFileRules_root"}}},
 		},
 	}
-	if diff := cmp.Diff(want, got, cmp.AllowUnexported(msp.AccessControlRules{})); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(msp.AccessControlRules{})); diff != "" {
 		t.Fatalf("merge (-want +got):\n%s", diff)
+	}
+	if !got.Rules.Complete() {
+		t.Fatal("merged rules of two complete documents are not complete")
 	}
 }
 
@@ -101,7 +115,7 @@ func TestApplyLocalRules(t *testing.T) {
 		used     bool
 		err      bool
 	}{
-		{"no descriptor: plain id", &msp.AuthorizationItem{Mode: msp.ModeEnforce, ID: "plain"}, read("", errors.New("must not be read")), "plain", msp.AccessDeny, msp.ModeEnforce, false, false},
+		{"no descriptor: plain id", &msp.AuthorizationItem{Mode: msp.ModeEnforce, ID: "plain"}, read("", errors.New("must not be read")), "plain-useLocalFileRules-false", msp.AccessDeny, msp.ModeEnforce, false, false},
 		{"file missing", remote, read("", fs.ErrNotExist), "d-useLocalFileRules-true", msp.AccessAllow, msp.ModeAudit, false, false},
 		{"file used", remote, read(`{"defaultAccess":"deny","id":"L"}`, nil), "d-useLocalFileRules-true_L", msp.AccessDeny, msp.ModeAudit, true, false},
 		{"bad file keeps remote mode, denies", remote, read(`{`, nil), "d-useLocalFileRules-true", msp.AccessDeny, msp.ModeAudit, false, true},

@@ -16,4 +16,8 @@ var (
 	ErrUnknownKey           = errors.New("msp: signature names an unknown key")
 	ErrInvalidModuleState   = errors.New("msp: invalid module state")
 	ErrInvalidLocalRules    = errors.New("msp: invalid local rules file")
+	// ErrMalformedJSON marks a document that is not the JSON expected (a
+	// syntax error, a duplicate key, a wrong type), as opposed to one that
+	// parsed and failed validation; upstream retries only the former.
+	ErrMalformedJSON = errors.New("msp: malformed JSON")
 )

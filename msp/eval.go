@@ -203,8 +203,9 @@ func rulesWord(d Decision) string {
 // matcher.
 type EvaluatorOptions struct {
 	Matcher Matcher
-	// ShadowDecider is the matcher whose verdict counts in shadow mode;
-	// MatcherShadow or the zero value mean MatcherLegacy, as upstream.
+	// ShadowDecider is the matcher whose verdict counts in shadow mode:
+	// MatcherLegacy (or MatcherShadow) for upstream's Shadow, where legacy
+	// decides; the zero value, MatcherCanonical, lets canonical decide.
 	ShadowDecider Matcher
 	// OnDivergence, if set, is called synchronously in shadow mode for each
 	// divergent request. It must be cheap and safe for concurrent use.

@@ -20,13 +20,18 @@ type LocalRules struct {
 }
 
 // ParseLocalRules decodes and validates a local rules file: an optional
-// UTF-8 BOM is tolerated, duplicate keys resolve last-wins, and every §4.8
-// validation rule applies. Errors wrap ErrInvalidLocalRules.
+// UTF-8 BOM is tolerated, a key given twice in one object is refused as
+// upstream's serde refuses a duplicate field (queryParameters excepted,
+// a map where the last value wins), and every §4.8 validation rule
+// applies. Errors wrap ErrInvalidLocalRules.
 func ParseLocalRules(data []byte) (*LocalRules, error) {
 	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
 	var lr LocalRules
+	if err := RejectDuplicateKeys(data, "queryParameters"); err != nil {
+		return nil, fmt.Errorf("%w: %w: %w", ErrInvalidLocalRules, ErrMalformedJSON, err)
+	}
 	if err := DecodeStrictJSON(data, &lr); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidLocalRules, err)
+		return nil, fmt.Errorf("%w: %w: %w", ErrInvalidLocalRules, ErrMalformedJSON, err)
 	}
 	if lr.DefaultAccess != nil {
 		if _, err := ParseDefaultAccess(*lr.DefaultAccess); err != nil {

@@ -19,6 +19,10 @@ func TestParseLocalRulesFailsClosedOnBadFiles(t *testing.T) {
 		{"blank path", `{"rules":{"privileges":[{"name":"p","path":" "}]}}`},
 		{"trailing", `{} {}`},
 		{"stray brace", `{"defaultAccess": "allow"}}`},
+		// serde refuses a struct field given twice; encoding/json would keep the last.
+		{"duplicate top-level key", `{"defaultAccess":"allow","defaultAccess":"deny"}`},
+		{"duplicate key in a privilege", `{"rules":{"privileges":[{"name":"p","path":"/a","path":"/b"}]}}`},
+		{"duplicate rules key", `{"rules":{"privileges":[]},"rules":{"roles":[]}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -27,9 +31,11 @@ func TestParseLocalRulesFailsClosedOnBadFiles(t *testing.T) {
 			}
 		})
 	}
-	// Tolerated: BOM, duplicate keys (last wins), a mode (ignored).
-	lr, err := ParseLocalRules(append([]byte{0xEF, 0xBB, 0xBF}, `{"defaultAccess":"allow","defaultAccess":" Deny ","mode":"audit"}`...))
-	if err != nil || *lr.DefaultAccess != " Deny " {
+	// Tolerated: BOM, a mode (ignored), a repeated queryParameters member
+	// (a map in upstream's reader: the last value wins).
+	lr, err := ParseLocalRules(append([]byte{0xEF, 0xBB, 0xBF}, `{"defaultAccess":" Deny ","mode":"audit",
+		"rules":{"privileges":[{"name":"p","path":"/a","queryParameters":{"k":"1","k":"2"}}]}}`...))
+	if err != nil || *lr.DefaultAccess != " Deny " || lr.Rules.Privileges[0].QueryParameters["k"] != "2" {
 		t.Fatalf("tolerated forms: %v %v", lr, err)
 	}
 }

@@ -48,6 +48,52 @@ const (
 	hasAll = hasPrivileges | hasRoles | hasIdentities | hasRoleAssignments
 )
 
+// presence is which lists count as present: as parsed, or for rules built
+// in Go every non-nil list.
+func (r *AccessControlRules) presence() uint8 {
+	if r.present != 0 {
+		return r.present
+	}
+	var p uint8
+	if r.Privileges != nil {
+		p |= hasPrivileges
+	}
+	if r.Roles != nil {
+		p |= hasRoles
+	}
+	if r.Identities != nil {
+		p |= hasIdentities
+	}
+	if r.RoleAssignments != nil {
+		p |= hasRoleAssignments
+	}
+	return p
+}
+
+// AppendRules concatenates two rule documents list by list, a first, as
+// upstream merges a local rules file into the host's: a list is present in
+// the result when it is present in either, so the result is complete only
+// when upstream's would be. Nil when both are nil; the other one when
+// only one is given.
+func AppendRules(a, b *AccessControlRules) *AccessControlRules {
+	switch {
+	case a == nil && b == nil:
+		return nil
+	case a == nil:
+		c := *b
+		return &c
+	case b == nil:
+		c := *a
+		return &c
+	}
+	out := &AccessControlRules{present: a.presence() | b.presence()}
+	out.Privileges = append(slices.Clip(a.Privileges), b.Privileges...)
+	out.Roles = append(slices.Clip(a.Roles), b.Roles...)
+	out.Identities = append(slices.Clip(a.Identities), b.Identities...)
+	out.RoleAssignments = append(slices.Clip(a.RoleAssignments), b.RoleAssignments...)
+	return out
+}
+
 // UnmarshalJSON records which of the four lists were present, because
 // upstream ignores all rules when any list is missing.
 func (r *AccessControlRules) UnmarshalJSON(b []byte) error {
