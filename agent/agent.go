@@ -128,6 +128,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer closeLog()
 	vm, logger := newVMSide(cfg, o, logger, uptimeMS())
 	logger.Info(fmt.Sprintf("============== GuestProxyAgent (%s) is starting, elapsed: %d", cfg.Version, uptimeMS()))
+	for _, w := range cfg.Warnings {
+		logger.Warn("configuration: " + w)
+	}
+	logDifferences(logger)
 	defer func() {
 		logger.Info(fmt.Sprintf("============== GuestProxyAgent is stopping, elapsed: %d", uptimeMS()))
 	}()
@@ -179,7 +183,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		PollInterval:     cfg.PollInterval,
 		Uptime:           func() time.Duration { return time.Since(o.Start) },
 		LocalRules:       true,
-		EvaluatorOptions: &msp.EvaluatorOptions{Matcher: cfg.Matcher, OnDivergence: func(d msp.Divergence) { logger.Warn(d.String()) }},
+		EvaluatorOptions: &msp.EvaluatorOptions{Matcher: cfg.Matcher, ShadowDecider: msp.MatcherLegacy, OnDivergence: func(d msp.Divergence) { logger.Warn(d.String()) }},
 		Redirect:         redirect,
 		OnStatus: func(s keylatch.Status) {
 			reg.Set(status.ModuleKeyLatch, s.State, s.Message)

@@ -50,6 +50,8 @@ type Config struct {
 	// 120 s, when zero).
 	ProvisionTimeout time.Duration
 	// Matcher chooses how request targets are matched against the rules.
+	// With msp.MatcherShadow legacy decides, as in upstream's Shadow, and
+	// the canonical matcher's divergences are logged.
 	Matcher msp.Matcher
 
 	// NoRedirect runs without eBPF: the redirector is reported STOPPED and
@@ -89,6 +91,9 @@ type Config struct {
 	// lines; none when empty. ConfigFile.Config sets DefaultSerialConsole,
 	// as upstream writes there.
 	SerialConsole string
+	// Warnings are configuration problems worked around before New (see
+	// ConfigFile.Warnings); Run logs each once at start.
+	Warnings []string
 }
 
 // withDefaults checks c and fills in its defaults.

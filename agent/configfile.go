@@ -3,12 +3,15 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,15 +66,57 @@ type ConfigFile struct {
 	SerialConsolePath string `json:"serialConsolePath,omitempty"`
 	// TelemetryIntervalInSeconds replaces upstream's 60 s (tests).
 	TelemetryIntervalInSeconds uint64 `json:"telemetryIntervalInSeconds,omitempty"`
+
+	// Warnings lists what ParseConfigFile worked around, as upstream would
+	// have run with it: the agent logs each once at start.
+	Warnings []string `json:"-"`
+	// canonicalSet records that canonicalRequestMode was present, even
+	// empty (upstream's Off), as opposed to absent.
+	canonicalSet bool
 }
 
-// PollInterval returns pollKeyStatusIntervalInSeconds as a duration.
+// PollInterval returns pollKeyStatusIntervalInSeconds as a duration;
+// DefaultPollInterval for 0, which upstream would take as polling the
+// host without pause.
 func (c *ConfigFile) PollInterval() time.Duration {
+	if c.PollKeyStatusIntervalInSeconds == 0 {
+		return DefaultPollInterval
+	}
 	return time.Duration(c.PollKeyStatusIntervalInSeconds) * time.Second
 }
 
-// MatcherMode resolves the matcher: ours when set, else canonical.
-func (c *ConfigFile) MatcherMode() (msp.Matcher, error) { return msp.ParseMatcher(c.Matcher) }
+// MatcherMode resolves the matcher: our matcher key when set; else
+// upstream's canonicalRequestMode when present (Off or empty: legacy
+// decides; Shadow: legacy decides and the canonical matcher's divergences
+// are logged; Enforce: canonical decides; an unknown value is Off, as
+// upstream); else canonical, our default.
+func (c *ConfigFile) MatcherMode() (msp.Matcher, error) {
+	if strings.TrimSpace(c.Matcher) != "" {
+		return msp.ParseMatcher(c.Matcher)
+	}
+	if !c.canonicalSet && c.CanonicalRequestMode == "" {
+		return msp.MatcherCanonical, nil
+	}
+	m, _ := parseCanonicalRequestMode(c.CanonicalRequestMode)
+	return m, nil
+}
+
+// parseCanonicalRequestMode maps upstream's rollout flag to a matcher;
+// false for a value upstream does not know (it then runs Off).
+func parseCanonicalRequestMode(s string) (msp.Matcher, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "off":
+		return msp.MatcherLegacy, true
+	case "shadow":
+		return msp.MatcherShadow, true
+	case "enforce":
+		return msp.MatcherCanonical, true
+	}
+	return msp.MatcherLegacy, false
+}
+
+// DefaultPollInterval is upstream's key-status poll interval.
+const DefaultPollInterval = 15 * time.Second
 
 // EndpointAddr returns the address to dial for ep, honouring overrides.
 func (c *ConfigFile) EndpointAddr(ep msp.Endpoint) (netip.AddrPort, error) {
@@ -106,10 +151,35 @@ func expandEnv(s string) string {
 	})
 }
 
+// ConfigNotFoundError is the error for a configuration file that does not
+// exist; it matches ErrConfig and fs.ErrNotExist. Its text needs no
+// prefix of its own: it names every place looked at and the -c flag.
+type ConfigNotFoundError struct {
+	// Paths are the files looked for, in order.
+	Paths []string
+	// Given reports that the path came from the caller (-c).
+	Given bool
+}
+
+func (e *ConfigNotFoundError) Error() string {
+	if e.Given || len(e.Paths) == 1 {
+		return fmt.Sprintf("configuration file %s not found; give an existing file with -c", e.Paths[0])
+	}
+	return fmt.Sprintf("configuration file not found: looked for %s, then %s beside the binary; give another with -c", e.Paths[0], e.Paths[len(e.Paths)-1])
+}
+
+// Is makes the error match ErrConfig and fs.ErrNotExist.
+func (e *ConfigNotFoundError) Is(target error) bool {
+	return target == ErrConfig || target == fs.ErrNotExist
+}
+
 // LoadConfigFile reads and validates a config file. Unlike upstream, which
 // panics at first use, every problem is returned at once, naming the file.
 func LoadConfigFile(path string) (*ConfigFile, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &ConfigNotFoundError{Paths: []string{path}, Given: true}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
@@ -127,16 +197,16 @@ func FindConfigFile(path string) (*ConfigFile, error) {
 	if path != "" {
 		return LoadConfigFile(path)
 	}
-	if _, err := os.Stat(DefaultConfigPath); err == nil {
-		return LoadConfigFile(DefaultConfigPath)
-	}
+	paths := []string{DefaultConfigPath}
 	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), "proxy-agent.json")
+		paths = append(paths, filepath.Join(filepath.Dir(exe), "proxy-agent.json"))
+	}
+	for _, p := range paths {
 		if _, err := os.Stat(p); err == nil {
 			return LoadConfigFile(p)
 		}
 	}
-	return LoadConfigFile(DefaultConfigPath)
+	return nil, &ConfigNotFoundError{Paths: paths}
 }
 
 // ParseConfigFile parses config JSON: a UTF-8 BOM is tolerated, unknown keys are
@@ -158,27 +228,40 @@ func ParseConfigFile(data []byte) (*ConfigFile, error) {
 		}
 	}
 	c.LogFolder, c.EventFolder, c.LatchKeyFolder = expandEnv(c.LogFolder), expandEnv(c.EventFolder), expandEnv(c.LatchKeyFolder)
-	if c.LatchKeyFolder != "" && !filepath.IsAbs(c.LatchKeyFolder) {
-		problems = append(problems, "latchKeyFolder must be absolute")
-	}
-	if c.PollKeyStatusIntervalInSeconds == 0 {
-		if _, ok := present["pollKeyStatusIntervalInSeconds"]; ok {
-			problems = append(problems, "pollKeyStatusIntervalInSeconds must be at least 1")
+	// Upstream starts with all of the following; so do we, saying what we
+	// did instead. Only what would be unsafe is refused.
+	warn := func(format string, a ...any) { c.Warnings = append(c.Warnings, fmt.Sprintf(format, a...)) }
+	_, hasKeys := present["latchKeyFolder"]
+	switch {
+	case hasKeys && strings.TrimSpace(c.LatchKeyFolder) == "":
+		problems = append(problems, "latchKeyFolder is empty: the keys would be written to the working directory")
+	case c.LatchKeyFolder != "" && !filepath.IsAbs(c.LatchKeyFolder):
+		abs, err := filepath.Abs(c.LatchKeyFolder)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("latchKeyFolder %q is relative and the working directory is unknown: %v", c.LatchKeyFolder, err))
+			break
 		}
+		warn("latchKeyFolder %q is relative; using %s (the working directory's, as upstream)", c.LatchKeyFolder, abs)
+		c.LatchKeyFolder = abs
+	}
+	if _, ok := present["pollKeyStatusIntervalInSeconds"]; ok && c.PollKeyStatusIntervalInSeconds == 0 {
+		warn("pollKeyStatusIntervalInSeconds is 0, which would poll the host without pause; using %d s", int(DefaultPollInterval/time.Second))
 	}
 	if c.ListenAddress == "" {
 		c.ListenAddress = msp.ProxyAddr.String()
 	}
 	if ap, err := netip.ParseAddrPort(c.ListenAddress); err != nil || !ap.Addr().IsLoopback() {
-		problems = append(problems, fmt.Sprintf("listenAddress %q must be a loopback address:port", c.ListenAddress))
+		problems = append(problems, fmt.Sprintf("listenAddress %q must be a loopback address:port: the proxy would sign requests for other machines", c.ListenAddress))
 	}
 	if _, err := msp.ParseMatcher(c.Matcher); err != nil {
 		problems = append(problems, err.Error())
 	}
-	switch strings.ToLower(strings.TrimSpace(c.CanonicalRequestMode)) {
-	case "", "off", "shadow", "enforce":
-	default:
-		problems = append(problems, fmt.Sprintf("canonicalRequestMode %q (want off, shadow or enforce)", c.CanonicalRequestMode))
+	_, c.canonicalSet = present["canonicalRequestMode"]
+	if _, ok := parseCanonicalRequestMode(c.CanonicalRequestMode); !ok {
+		warn("invalid canonicalRequestMode=%q; defaulting to Off (want off, shadow or enforce)", c.CanonicalRequestMode)
+	}
+	if m, _ := c.MatcherMode(); c.canonicalSet && strings.TrimSpace(c.Matcher) != "" {
+		warn("matcher %q overrides canonicalRequestMode %q", m, c.CanonicalRequestMode)
 	}
 	if c.StatusFolder == "" {
 		c.StatusFolder = c.LogFolder
@@ -202,6 +285,7 @@ const ShippedConfigFile = `{
   "latchKeyFolder": "/var/lib/azure-proxy-agent/keys",
   "monitorIntervalInSeconds": 60,
   "pollKeyStatusIntervalInSeconds": 15,
+  "maxActiveTcpConnections": 500,
   "hostGAPluginSupport": 1,
   "ebpfProgramName": "ebpf_cgroup.o",
   "cgroupRoot": "/sys/fs/cgroup",
@@ -228,6 +312,7 @@ func (c *ConfigFile) Config() (Config, error) {
 		CgroupPath: c.CgroupPath, PinFolder: c.BPFPinFolder, MetricsAddr: c.MetricsAddress,
 		EventFolder: c.EventFolder, MaxEventFileCount: int(min(c.MaxEventFileCount, 1<<20)), EventLogLevel: LogLevel(c.FileLogLevelForEvents),
 		TelemetryInterval: time.Duration(c.TelemetryIntervalInSeconds) * time.Second, SerialConsole: serialConsolePath(c.SerialConsolePath),
+		Warnings: slices.Clone(c.Warnings),
 	}
 	for _, ep := range msp.Endpoints {
 		a, err := c.EndpointAddr(ep)
