@@ -36,6 +36,15 @@ func traversal(uri string) bool {
 	return strings.Contains(msp.PercentDecodeLossy(path), "..")
 }
 
+// canonCode is the CANON_* code of a canonicalisation error, for the log.
+func canonCode(err error) string {
+	var ce *msp.CanonError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return err.Error()
+}
+
 // handle runs the pipeline of docs/protocol.md §4.3 for one request and reports
 // whether the connection stays open.
 func (cc *clientConn) handle(ctx context.Context, r *httpwire.Request) (keep bool) {
@@ -57,6 +66,16 @@ func (cc *clientConn) handle(ctx context.Context, r *httpwire.Request) (keep boo
 	if traversal(r.URI) {
 		status = http.StatusForbidden
 		rec.ErrorDetails = "path traversal"
+		cc.writeSimple(status, nil, nil, true)
+		return false
+	}
+	// 2b. Fail-closed guard, whatever the matcher: a target without a
+	// canonical form (overlong UTF-8, a bad escape, NUL) is refused before
+	// any matcher runs, so the legacy matcher's lossy decoding never
+	// forwards it.
+	if _, err := msp.Canonicalize(r.Method, r.URI); err != nil {
+		status = http.StatusBadRequest
+		rec.ErrorDetails = "request target has no canonical form: " + canonCode(err)
 		cc.writeSimple(status, nil, nil, true)
 		return false
 	}
