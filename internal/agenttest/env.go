@@ -35,6 +35,9 @@ type Options struct {
 	// Pin mounts a bpffs of the test's own and sets bpfPinFolder on it, so
 	// the redirect outlives the agent process.
 	Pin bool
+	// Matcher, when set, is the config file's matcher key (canonical,
+	// legacy or shadow).
+	Matcher string
 }
 
 // Env is one agent under test with everything around it: the simulated
@@ -145,6 +148,9 @@ func New(t *testing.T, o *Options) *Env {
 	}
 	if e.PinDir != "" {
 		cfg["bpfPinFolder"] = e.PinDir
+	}
+	if o.Matcher != "" {
+		cfg["matcher"] = o.Matcher
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

@@ -1496,3 +1496,31 @@ func parseProcAddr(s string) (*net.TCPAddr, error) {
 	}
 	return &net.TCPAddr{IP: ip, Port: int(port)}, nil
 }
+
+// TestURLVariantsUnderEveryMatcher runs the suite's URL-variant findings
+// (D1, S6, S20: every encoding of the denied token path, and the WireServer
+// query variants) under each matcher the config can choose: the
+// fail-closed guard and the rules must hold under legacy and shadow as
+// under canonical.
+func TestURLVariantsUnderEveryMatcher(t *testing.T) {
+	for _, m := range []string{"canonical", "legacy", "shadow"} {
+		t.Run(m, func(t *testing.T) {
+			env := agenttest.New(t, &agenttest.Options{Rules: rules(msp.ModeEnforce), Matcher: m})
+			a := env.StartProvisioned(t)
+			env.WaitStatus(t, 5*time.Second, "SUCCESS", agenttest.Succeeded)
+			for _, uid := range []uint32{agenttest.Nobody, agenttest.Root} {
+				probeVariants(t, env, uid, m+" matcher")
+			}
+			// The overlong dot-dot under the allowed prefix: legacy decodes it
+			// lossily to a path under /metadata/instance; the guard refuses it.
+			mk := mark(t, env)
+			res := env.Raw(t, agenttest.Nobody, imdsAddr, get("/metadata/instance/%c0%ae%c0%ae/identity/oauth2/token"+tokenQuery, "169.254.169.254"))
+			finding(t, "S20", res[0].Status == 400 && len(forwarded(env, mk)) == 0, "%s: overlong dot-dot under the allowed prefix: %v, host saw %d", m, res[0], len(forwarded(env, mk)))
+			r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
+			finding(t, "S4", r.Status == 200, "%s: the allowed path still answers 200: %v", m, r)
+			if !a.Alive() {
+				t.Fatalf("agent died:\n%s", a.Output())
+			}
+		})
+	}
+}
