@@ -98,10 +98,19 @@ type ConnectionSummary struct {
 	ResponseStatus string `json:"responseStatus"`
 	// Count is the number of requests in the retained buckets.
 	Count uint64 `json:"count"`
-	// UserGroups and ProcessFullPath are nullable in upstream's schema, so
-	// a nil UserGroups is written as null, as upstream would.
+	// UserGroups is written as [] when empty or nil, never null: upstream
+	// writes its Vec as an array whatever it holds.
 	UserGroups      []string `json:"userGroups"`
 	ProcessFullPath string   `json:"processFullPath"`
+}
+
+// MarshalJSON writes s with userGroups [] instead of null.
+func (s ConnectionSummary) MarshalJSON() ([]byte, error) {
+	type plain ConnectionSummary // without this method
+	if s.UserGroups == nil {
+		s.UserGroups = []string{}
+	}
+	return json.Marshal(plain(s))
 }
 
 // AggregateStatus is the whole of status.json, and the body of
@@ -236,6 +245,13 @@ func Parse(data []byte) (*AggregateStatus, error) {
 	}
 	if a.Status == "" {
 		a.Status = a.Overall()
+	}
+	for _, list := range [][]ConnectionSummary{s.ProxyConnectionSummary, s.FailedAuthenticateSummary} {
+		for i := range list {
+			if len(list[i].UserGroups) == 0 {
+				list[i].UserGroups = nil // [] and null say the same; [] is written
+			}
+		}
 	}
 	return &s, nil
 }

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -261,5 +262,32 @@ func TestParseFillsMissingStates(t *testing.T) {
 	// The missing listener must not let the file read as healthy.
 	if a.Status != OverallError {
 		t.Errorf("overall = %s, want ERROR", a.Status)
+	}
+}
+
+// TestUserGroupsNeverNull: upstream writes userGroups as an array always;
+// a caller without groups gets [], in status.json and its compact form.
+func TestUserGroupsNeverNull(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		groups []string
+		want   string
+	}{
+		{"nil", nil, `"userGroups":[]`},
+		{"empty", []string{}, `"userGroups":[]`},
+		{"two", []string{"root", "adm"}, `"userGroups":["root","adm"]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &AggregateStatus{ProxyConnectionSummary: []ConnectionSummary{{UserName: "u", UserGroups: tt.groups}}}
+			for _, marshal := range []func() ([]byte, error){st.MarshalCompact, func() ([]byte, error) { return json.Marshal(st) }} {
+				b, err := marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(b), tt.want) {
+					t.Errorf("%s lacks %s", b, tt.want)
+				}
+			}
+		})
 	}
 }
