@@ -126,3 +126,24 @@ func TestLogLevel(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigNotFoundMessage: one message, "not found", naming every place
+// looked at and -c; it matches ErrConfig and fs.ErrNotExist.
+func TestConfigNotFoundMessage(t *testing.T) {
+	tests := []struct {
+		err  *ConfigNotFoundError
+		want string
+	}{
+		{&ConfigNotFoundError{Paths: []string{DefaultConfigPath, "/usr/sbin/proxy-agent.json"}},
+			"configuration file not found: looked for /etc/azure/proxy-agent.json, then /usr/sbin/proxy-agent.json beside the binary; give another with -c"},
+		{&ConfigNotFoundError{Paths: []string{"/x.json"}, Given: true}, "configuration file /x.json not found; give an existing file with -c"},
+	}
+	for _, tt := range tests {
+		if got := tt.err.Error(); got != tt.want {
+			t.Errorf("%q, want %q", got, tt.want)
+		}
+		if !errors.Is(tt.err, ErrConfig) || !errors.Is(tt.err, fs.ErrNotExist) {
+			t.Errorf("%v does not match ErrConfig and fs.ErrNotExist", tt.err)
+		}
+	}
+}

@@ -60,6 +60,27 @@ type WaitOptions struct {
 	// http.Client, whose transport would link TLS and HTTP/2 into every
 	// program that asks for the state (about 2 MB in the agent).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnQueryError, if set, is called with each query's failure as it
+	// happens: upstream prints QueryErrorLine for every one.
+	OnQueryError func(error)
+}
+
+// QueryErrorLine is the line upstream's --status prints on stdout for each
+// query that failed, the agent being down for example. The error text
+// after "with error: " is ours.
+func QueryErrorLine(err error) string {
+	return "Failed to query the current provision state with error: " + err.Error() + ".\n"
+}
+
+// Stdout is what upstream's --status prints last on stdout, byte for
+// byte: the errorMessage and a newline when finished with errors, nothing
+// otherwise (not finished, or finished without error). Report is our
+// shorter explanation, for stderr.
+func (r WaitResult) Stdout() string {
+	if r.ExitCode() == ExitFailed {
+		return r.ErrorMessage + "\n"
+	}
+	return ""
 }
 
 // WaitResult is the outcome of WaitProvisioned.
@@ -87,9 +108,10 @@ func (r WaitResult) ExitCode() int {
 	return ExitFinished
 }
 
-// Report returns what the command prints on stdout, at most MaxReportBytes
-// bytes: nothing on success, the failure lines when finished with errors,
-// and one explanatory line otherwise.
+// Report returns our explanation of r, at most MaxReportBytes bytes:
+// nothing on success, the failure lines when finished with errors, and one
+// explanatory line otherwise. The command writes it to stderr; its stdout
+// is upstream's (QueryErrorLine, Stdout).
 func (r WaitResult) Report() string {
 	var s string
 	switch r.ExitCode() {
@@ -153,6 +175,9 @@ func WaitProvisioned(ctx context.Context, opts *WaitOptions) (WaitResult, error)
 		st, err := QueryProvision(ctx, &QueryOptions{Addr: o.Addr, Tick: tick, Notify: res.Queries == 0, Timeout: o.QueryTimeout, Dial: o.Dial})
 		res.Queries++
 		res.LastError = err
+		if err != nil && o.OnQueryError != nil {
+			o.OnQueryError(err)
+		}
 		if err == nil {
 			res.Answered++
 			res.Finished, res.ErrorMessage = st.Finished, st.ErrorMessage

@@ -618,3 +618,43 @@ func TestQueryProvision(t *testing.T) {
 		t.Errorf("404 answer: %v, want an AnswerError for 404 Not Found matching ErrInvalidStatus", err)
 	}
 }
+
+// TestUpstreamStdout: what --status prints on stdout is upstream's, byte
+// for byte, in each state; Report stays our explanation for stderr.
+func TestUpstreamStdout(t *testing.T) {
+	tests := []struct {
+		name string
+		res  WaitResult
+		want string
+	}{
+		{"finished", WaitResult{Finished: true}, ""},
+		{"not finished", WaitResult{ErrorMessage: "keyLatchStatus - x\r\n"}, ""},
+		{"finished with errors, whole and with println's newline", WaitResult{Finished: true, ErrorMessage: strings.Repeat("keyLatchStatus - é\r\n", 40)},
+			strings.Repeat("keyLatchStatus - é\r\n", 40) + "\n"},
+	}
+	for _, tt := range tests {
+		if got := tt.res.Stdout(); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if got, want := QueryErrorLine(errors.New("connection refused")), "Failed to query the current provision state with error: connection refused.\n"; got != want {
+		t.Errorf("QueryErrorLine = %q, want %q", got, want)
+	}
+}
+
+// TestWaitReportsEachFailedQuery: upstream prints a line for every failed
+// query, so OnQueryError sees each one.
+func TestWaitReportsEachFailedQuery(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: every query fails
+	var n int
+	res, err := WaitProvisioned(context.Background(), &WaitOptions{Addr: addr, Wait: 300 * time.Millisecond, Interval: 50 * time.Millisecond,
+		OnQueryError: func(error) { n++ }})
+	if err != nil || n != res.Queries || n < 2 || res.ExitCode() != ExitNotFinished {
+		t.Fatalf("%d failures reported for %d queries (%v)", n, res.Queries, err)
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -111,7 +110,7 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 		fmt.Fprintln(stdout, version)
 		return 0
 	case c.status:
-		return runStatus(ctx, c, start, stdout)
+		return runStatus(ctx, c, start, stdout, stderr)
 	case c.command == "uninstall":
 		return agent.UninstallCommand(ctx, c.rest, &agent.UninstallOptions{ConfigPath: c.config}, stdout, stderr)
 	case c.command == "demo":
@@ -152,18 +151,18 @@ func run(ctx context.Context, args []string, start time.Time, stdin io.Reader, s
 }
 
 // runStatus is the cloud-init contract: poll /provision until finished or
-// the wait (counted from process start) is up.
-func runStatus(ctx context.Context, c *cli, start time.Time, stdout io.Writer) int {
+// the wait (counted from process start) is up. stdout gets what upstream
+// prints, byte for byte; our explanation goes to stderr.
+func runStatus(ctx context.Context, c *cli, start time.Time, stdout, stderr io.Writer) int {
 	addr := msp.ProxyAddr.String()
 	if f, err := agent.FindConfigFile(c.config); err == nil {
 		addr = f.ListenAddress
 	}
-	res, _ := status.WaitProvisioned(ctx, &status.WaitOptions{Addr: addr, Wait: c.wait, Start: start})
-	if r := res.Report(); r != "" {
-		if !strings.HasSuffix(r, "\n") {
-			r += "\n"
-		}
-		fmt.Fprint(stdout, r)
+	res, _ := status.WaitProvisioned(ctx, &status.WaitOptions{Addr: addr, Wait: c.wait, Start: start,
+		OnQueryError: func(err error) { fmt.Fprint(stdout, status.QueryErrorLine(err)) }})
+	fmt.Fprint(stdout, res.Stdout())
+	if res.ExitCode() == status.ExitNotFinished {
+		fmt.Fprint(stderr, res.Report())
 	}
 	return res.ExitCode()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
+	"github.com/metadatasec/gpa/status"
 )
 
 // The test binary doubles as the agent binary for the demo test: the demo
@@ -96,9 +97,10 @@ func TestServiceRefusesBadConfig(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "missing required key") || !strings.Contains(errOut, p) {
 		t.Errorf("exit %d: %s", code, errOut)
 	}
-	code, _, errOut = runCLI(t, "-c", filepath.Join(t.TempDir(), "nope.json"), "console")
-	if code != 1 || !strings.Contains(errOut, "no such file") {
-		t.Errorf("missing file: exit %d: %s", code, errOut)
+	nope := filepath.Join(t.TempDir(), "nope.json")
+	code, _, errOut = runCLI(t, "-c", nope, "console")
+	if want := "azure-proxy-agent: configuration file " + nope + " not found; give an existing file with -c\n"; code != 1 || errOut != want {
+		t.Errorf("missing file: exit %d: %q, want %q", code, errOut, want)
 	}
 }
 
@@ -154,16 +156,26 @@ func testAgent(t *testing.T, noRedirect bool, provisionTimeout time.Duration, cg
 // once provisioning times out.
 func TestStatusReportsRedirectorFailure(t *testing.T) {
 	testenv.MustBeRoot(t) // the key store insists on root-owned folders
-	cfgPath, _, _ := testAgent(t, true, 1500*time.Millisecond, "")
+	cfgPath, cfg, _ := testAgent(t, true, 1500*time.Millisecond, "")
 	// Not finished yet: no --wait gives 1 at once.
-	code, out, _ := runCLI(t, "-c", cfgPath, "--status")
-	if code != 1 {
-		t.Errorf("--status before the timeout: exit %d %q", code, out)
+	// Once the listener answers, not finished: upstream prints nothing on
+	// stdout; our hint goes to stderr.
+	for i := 0; i < 50; i++ {
+		if _, err := status.QueryProvision(context.Background(), &status.QueryOptions{Addr: cfg.ListenAddr.String()}); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, out, errOut := runCLI(t, "-c", cfgPath, "--status")
+	if code != 1 || out != "" || errOut != "Provisioning has not finished yet.\n" {
+		t.Errorf("--status before the timeout: exit %d stdout %q stderr %q", code, out, errOut)
 	}
 	start := time.Now()
-	code, out, _ = runCLI(t, "-c", cfgPath, "--status", "--wait", "10")
-	if code != 2 || !strings.Contains(out, "ebpfProgramStatus - Failed to start redirector") || len(out) > 400 {
-		t.Errorf("--status --wait 10: exit %d %q", code, out)
+	code, out, errOut = runCLI(t, "-c", cfgPath, "--status", "--wait", "10")
+	// Finished with errors: upstream's println of the errorMessage, whole.
+	st, qerr := status.QueryProvision(context.Background(), &status.QueryOptions{Addr: cfg.ListenAddr.String()})
+	if qerr != nil || code != 2 || out != st.ErrorMessage+"\n" || !strings.Contains(out, "ebpfProgramStatus - Failed to start redirector") || errOut != "" {
+		t.Errorf("--status --wait 10: exit %d stdout %q stderr %q, want stdout %q (%v)", code, out, errOut, st.ErrorMessage+"\n", qerr)
 	}
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("took %v", el)
@@ -173,9 +185,19 @@ func TestStatusReportsRedirectorFailure(t *testing.T) {
 func TestStatusUnreachable(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.json")
 	os.WriteFile(p, []byte(strings.Replace(agent.ShippedConfigFile, `"logFolder"`, `"listenAddress":"`+freeAddr(t)+`","logFolder"`, 1)), 0o644)
-	code, out, _ := runCLI(t, "-c", p, "--status", "--wait", "1")
-	if code != 1 || !strings.Contains(out, "Failed to query the current provision state") {
-		t.Errorf("exit %d %q", code, out)
+	code, out, errOut := runCLI(t, "-c", p, "--status", "--wait", "1")
+	// Agent down: upstream prints one line per failed query, every 100 ms.
+	lines := strings.SplitAfter(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 1 || len(lines) < 2 {
+		t.Errorf("exit %d, %d lines: %q", code, len(lines), out)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "Failed to query the current provision state with error: ") || !strings.HasSuffix(strings.TrimSuffix(l, "\n"), ".") {
+			t.Errorf("stdout line %q is not upstream's", l)
+		}
+	}
+	if !strings.HasPrefix(errOut, "Failed to query") {
+		t.Errorf("stderr %q: want our hint", errOut)
 	}
 }
 
@@ -198,6 +220,13 @@ func TestStatusSucceedsWithLiveAgent(t *testing.T) {
 	cg := childCgroup(t)
 	cfgPath, cfg, stop := testAgent(t, false, 0, cg)
 	code, out, _ := runCLI(t, "-c", cfgPath, "--status", "--wait", "20")
+	// On success upstream prints nothing but a line for each query that
+	// found the agent not yet listening.
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if l != "" && !strings.HasPrefix(l, "Failed to query the current provision state with error: ") {
+			t.Errorf("stdout line %q is not upstream's", l)
+		}
+	}
 	if code != 0 {
 		t.Fatalf("--status --wait 20: exit %d %q", code, out)
 	}
