@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -168,6 +169,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	// 2. The key latch.
+	// Upstream creates the key folder's parents (create_dir_all); the
+	// store makes the key folder itself, root-only.
+	if err := os.MkdirAll(filepath.Dir(cfg.KeyFolder), 0o755); err != nil {
+		return fmt.Errorf("key store: %w", err)
+	}
 	store, err := keylatch.OpenStore(&keylatch.StoreOptions{Dir: cfg.KeyFolder, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
