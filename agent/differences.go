@@ -23,6 +23,8 @@ func Differences() []Difference {
 			"keys in the working directory or a proxy reachable from other machines are unsafe; upstream panics on a bad file at first use instead"},
 		{"a local rules file or folder writable by group or others is refused and its endpoint fails closed",
 			"anyone who can write it can grant themselves access"},
+		{"--status prints Go's error text after \"with error:\"; the rest of its stdout is upstream's, our hints go to stderr",
+			"the error comes from our HTTP client, not hyper"},
 	}
 }
 
