@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,15 +138,16 @@ func (c *ConfigFile) EndpointAddr(ep msp.Endpoint) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-var envVar = regexp.MustCompile(`%([A-Za-z_][A-Za-z0-9_]*)%`)
+var envVar = regexp.MustCompile(`%(\w+)%`)
 
-// expandEnv replaces %VAR% as upstream does for the folder fields.
+// expandEnv replaces %VAR% as upstream does for the folder fields; an
+// unset VAR becomes its bare name, as upstream writes it.
 func expandEnv(s string) string {
 	return envVar.ReplaceAllStringFunc(s, func(m string) string {
 		if v, ok := os.LookupEnv(m[1 : len(m)-1]); ok {
 			return v
 		}
-		return m
+		return m[1 : len(m)-1]
 	})
 }
 
@@ -209,10 +209,14 @@ func FindConfigFile(path string) (*ConfigFile, error) {
 	return nil, &ConfigNotFoundError{Paths: paths}
 }
 
-// ParseConfigFile parses config JSON: a UTF-8 BOM is tolerated, unknown keys are
+// ParseConfigFile parses config JSON in the encodings upstream reads
+// (msp.DecodeText: UTF-8, -16 or -32, BOM or not); unknown keys are
 // ignored, upstream's required keys must be present.
 func ParseConfigFile(data []byte) (*ConfigFile, error) {
-	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
+	data, err := msp.DecodeText(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	var present map[string]json.RawMessage
 	if err := json.Unmarshal(data, &present); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)

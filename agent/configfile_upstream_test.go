@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/metadatasec/gpa/msp"
@@ -65,6 +66,8 @@ func TestUpstreamConfigFiles(t *testing.T) {
 		{"only the required keys", `{"logFolder":"/l","eventFolder":"/e","latchKeyFolder":"/k","monitorIntervalInSeconds":60,"pollKeyStatusIntervalInSeconds":5,"ebpfProgramName":"x.o"}`,
 			"starts; optional keys default", msp.MatcherCanonical, 5 * time.Second, "/k", nil},
 		{"UTF-8 BOM", "\ufeff" + shipped, "starts", msp.MatcherShadow, 15 * time.Second, "/var/lib/azure-proxy-agent/keys", nil},
+		{"UTF-16LE with BOM (a Windows editor's)", utf16LE(shipped), "starts", msp.MatcherShadow, 15 * time.Second, "/var/lib/azure-proxy-agent/keys", nil},
+		{"%VAR% unset: the bare name", with(`"/var/lib/azure-proxy-agent/keys"`, `"/srv/%GPA_UNSET_FOR_TEST%/keys"`), "expands to the name", msp.MatcherShadow, 15 * time.Second, "/srv/GPA_UNSET_FOR_TEST/keys", nil},
 		{"unknown log level", with(`"Trace"`, `"Verbose"`), "starts at Info", msp.MatcherShadow, 15 * time.Second, "/var/lib/azure-proxy-agent/keys", nil},
 	}
 	for _, tt := range tests {
@@ -93,6 +96,14 @@ func TestUpstreamConfigFiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+func utf16LE(s string) string {
+	b := []byte{0xFF, 0xFE}
+	for _, u := range utf16.Encode([]rune(s)) {
+		b = append(b, byte(u), byte(u>>8))
+	}
+	return string(b)
 }
 
 // TestShippedConfigIsUpstreams: the file we document and install is

@@ -76,6 +76,9 @@ func TestLocalRulesUpstreamScenarios(t *testing.T) {
 		{"S10 malformed JSON", msp.EndpointIMDS, remoteIMDS, `{"defaultAccess":"allow",`, "/metadata/instance", curl, 403},
 		{"S11 BOM, deny document", msp.EndpointIMDS, remoteIMDS, "\ufeff" + `{"defaultAccess":"deny"}`, "/metadata/instance", curl, 403},
 		{"S11 BOM, allow document", msp.EndpointIMDS, remoteIMDS, "\ufeff" + `{"defaultAccess":"allow"}`, "/metadata/instance", curl, 200},
+		// Upstream's reader decodes UTF-16 and UTF-32 too (json_read_from_file).
+		{"UTF-16LE allow document", msp.EndpointIMDS, remoteIMDS, "\xff\xfe" + string([]byte{'{', 0, '"', 0, 'd', 0, 'e', 0, 'f', 0, 'a', 0, 'u', 0, 'l', 0, 't', 0, 'A', 0, 'c', 0, 'c', 0, 'e', 0, 's', 0, 's', 0, '"', 0, ':', 0, '"', 0, 'a', 0, 'l', 0, 'l', 0, 'o', 0, 'w', 0, '"', 0, '}', 0}), "/metadata/instance", curl, 200},
+		{"UTF-16LE deny document", msp.EndpointIMDS, remoteIMDS, "\xff\xfe" + string([]byte{'{', 0, '"', 0, 'd', 0, 'e', 0, 'f', 0, 'a', 0, 'u', 0, 'l', 0, 't', 0, 'A', 0, 'c', 0, 'c', 0, 'e', 0, 's', 0, 's', 0, '"', 0, ':', 0, '"', 0, 'd', 0, 'e', 0, 'n', 0, 'y', 0, '"', 0, '}', 0}), "/metadata/instance", curl, 403},
 		// serde refuses the file; last-wins would give allow.
 		{"S12 duplicate key", msp.EndpointIMDS, remoteIMDS, `{"defaultAccess":"deny","defaultAccess":"allow"}`, "/metadata/instance", curl, 403},
 		{"S17 names already prefixed", msp.EndpointIMDS, remoteIMDS, `{"defaultAccess":"deny","rules":{

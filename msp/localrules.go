@@ -1,7 +1,6 @@
 package msp
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,13 +18,16 @@ type LocalRules struct {
 	Rules         *AccessControlRules `json:"rules"`
 }
 
-// ParseLocalRules decodes and validates a local rules file: an optional
-// UTF-8 BOM is tolerated, a key given twice in one object is refused as
+// ParseLocalRules decodes and validates a local rules file: it is read in
+// the encodings upstream reads (DecodeText: UTF-8, -16 or -32, BOM or not), a key given twice in one object is refused as
 // upstream's serde refuses a duplicate field (queryParameters excepted,
 // a map where the last value wins), and every §4.8 validation rule
 // applies. Errors wrap ErrInvalidLocalRules.
 func ParseLocalRules(data []byte) (*LocalRules, error) {
-	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
+	data, err := DecodeText(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w: %w", ErrInvalidLocalRules, ErrMalformedJSON, err)
+	}
 	var lr LocalRules
 	if err := RejectDuplicateKeys(data, "queryParameters"); err != nil {
 		return nil, fmt.Errorf("%w: %w: %w", ErrInvalidLocalRules, ErrMalformedJSON, err)
