@@ -1518,6 +1518,18 @@ func TestURLVariantsUnderEveryMatcher(t *testing.T) {
 			finding(t, "S20", res[0].Status == 400 && len(forwarded(env, mk)) == 0, "%s: overlong dot-dot under the allowed prefix: %v, host saw %d", m, res[0], len(forwarded(env, mk)))
 			r := env.Get(t, agenttest.Nobody, imdsInstance, metadataHeader)
 			finding(t, "S4", r.Status == 200, "%s: the allowed path still answers 200: %v", m, r)
+			// Who decides: rule /metadata/instance covers /metadata/instancefoo
+			// for legacy's string prefix only. Shadow is upstream's: legacy
+			// decides, and the divergence is logged.
+			mk = mark(t, env)
+			res = env.Raw(t, agenttest.Nobody, imdsAddr, get("/metadata/instancefoo?api-version=2021-02-01", "169.254.169.254"))
+			legacyDecides := m != "canonical"
+			finding(t, "S6", (res[0].Status != 403) == legacyDecides && (len(forwarded(env, mk)) == 1) == legacyDecides,
+				"%s: /metadata/instancefoo %v, host saw %d (legacy decides: %v)", m, res[0], len(forwarded(env, mk)), legacyDecides)
+			if m == "shadow" {
+				log, _ := os.ReadFile(env.AgentLogPath())
+				finding(t, "S6", bytes.Contains(log, []byte("CANON_DIVERGENCE")), "shadow logs the divergence")
+			}
 			if !a.Alive() {
 				t.Fatalf("agent died:\n%s", a.Output())
 			}
