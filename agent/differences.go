@@ -13,8 +13,8 @@ type Difference struct {
 // does not do what upstream does. Run logs them once at start.
 func Differences() []Difference {
 	return []Difference{
-		{"a request target with no canonical form (overlong UTF-8, bad percent-encoding, NUL, encoded slash or dot segments) is refused with 400 under every matcher, legacy included",
-			"upstream's legacy matcher decodes such targets lossily and can forward them to the host"},
+		{"a request target with no canonical form (overlong UTF-8, a bad escape, NUL, an encoded '?' in the path) is refused with 400 under every matcher, legacy included",
+			"upstream's legacy matcher decodes such targets lossily (or reads %3F as a query) and can forward them to the host"},
 		{"with neither matcher nor canonicalRequestMode in the config, the canonical matcher decides",
 			"segment-aware matching: upstream's string prefix lets rule /test match /test-evil"},
 		{"pollKeyStatusIntervalInSeconds 0 polls every 15 s",

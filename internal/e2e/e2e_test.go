@@ -66,7 +66,8 @@ func TestFirstBootToSuccess(t *testing.T) {
 	}
 	st := p.KeyLatchStatus.States
 	if st["keyGuid"] != key.GUID || st["secureChannelState"] != "WireServer Enforce -  IMDS Enforce - HostGA Enforce" ||
-		st["imdsRuleId"] != "e2e-imds" || st["wireServerRuleId"] != "e2e-wireserver" {
+		// Ids as upstream shows them: <id>-useLocalFileRules-<bool>, HostGA's raw.
+		st["imdsRuleId"] != "e2e-imds-useLocalFileRules-false" || st["wireServerRuleId"] != "e2e-wireserver-useLocalFileRules-false" || st["hostGARuleId"] != "e2e-wireserver" {
 		t.Errorf("keyLatchStatus.states = %v, want key %s and the Enforce state", st, key.GUID)
 	}
 	if _, err := os.Stat(env.KeyDir + "/provisioned.tag"); err != nil {
