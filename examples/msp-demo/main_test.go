@@ -97,13 +97,13 @@ func TestDemo(t *testing.T) {
 		`--status: exit 0 after`,
 		// Audit: root allowed by its identity, nobody audited and forwarded,
 		// nobody refused WireServer, every forwarded request signed.
-		`root\s+169\.254\.169\.254/metadata/instance\?api-version=2021-02-01\s+200\s+allow\s+identity-matched instance-metadata \(demo-imds-rules\)\s+200, signature valid`,
-		`nobody\s+169\.254\.169\.254/metadata/identity/oauth2/token\S*\s+200\s+audit\s+default \(demo-imds-rules\)\s+200, signature valid`,
-		`nobody\s+168\.63\.129\.16/machine\?comp=goalstate\s+403\s+deny\s+root-required \(demo-wireserver-rules\)\s+nothing`,
-		`root\s+168\.63\.129\.16/machine\?comp=goalstate\s+200\s+allow\s+default \(demo-wireserver-rules\)\s+200, signature valid`,
+		`root\s+169\.254\.169\.254/metadata/instance\?api-version=2021-02-01\s+200\s+allow\s+identity-matched instance-metadata \(demo-imds-rules-useLocalFileRules-false\)\s+200, signature valid`,
+		`nobody\s+169\.254\.169\.254/metadata/identity/oauth2/token\S*\s+200\s+audit\s+default \(demo-imds-rules-useLocalFileRules-false\)\s+200, signature valid`,
+		`nobody\s+168\.63\.129\.16/machine\?comp=goalstate\s+403\s+deny\s+root-required \(demo-wireserver-rules-useLocalFileRules-false\)\s+nothing`,
+		`root\s+168\.63\.129\.16/machine\?comp=goalstate\s+200\s+allow\s+default \(demo-wireserver-rules-useLocalFileRules-false\)\s+200, signature valid`,
 		`\s+403\s+-\s+path traversal\s+nothing`,
 		// Enforce: the same token request is now refused before the host.
-		`nobody\s+169\.254\.169\.254/metadata/identity/oauth2/token\S*\s+403\s+deny\s+default \(demo-imds-rules\)\s+nothing \(blocked by the agent\)`,
+		`nobody\s+169\.254\.169\.254/metadata/identity/oauth2/token\S*\s+403\s+deny\s+default \(demo-imds-rules-useLocalFileRules-false\)\s+nothing \(blocked by the agent\)`,
 		`phase 3: key reset`,
 		`status SUCCESS \(key latch RUNNING, eBPF RUNNING, listener RUNNING\)`,
 		`key [0-9a-f-]{36}, keyIncarnationId \d+`,

@@ -86,7 +86,9 @@ func TestSimulateLocalRulesScenarios(t *testing.T) {
 		{"S9 python", "imds", rules("deny", `"exePath":"/usr/bin/curl"`, "/metadata/instance"), "enforce", "/metadata/instance", "root", "/usr/bin/python3", "", exitDenied},
 		{"S9 curl", "imds", rules("deny", `"exePath":"/usr/bin/curl"`, "/metadata/instance"), "enforce", "/metadata/instance", "root", "/usr/bin/curl", "", exitOK},
 		{"S11 BOM", "imds", "\xEF\xBB\xBF" + `{"defaultAccess":"deny"}`, "enforce", "/metadata/instance", "root", "", "", exitDenied},
-		{"S12 duplicate keys", "imds", `{"defaultAccess":"allow","defaultAccess":"deny"}`, "enforce", "/metadata/instance", "root", "", "", exitDenied},
+		// Upstream's serde refuses the file (the endpoint fails closed); like
+		// S10's malformed file it is an error here.
+		{"S12 duplicate keys", "imds", `{"defaultAccess":"allow","defaultAccess":"deny"}`, "enforce", "/metadata/instance", "root", "", "", exitError},
 		{"S17 prefixed names", "imds", strings.ReplaceAll(rules("deny", root, "/metadata/instance"), `"p0"`, `"LocalFileRules_p0"`), "enforce", "/metadata/instance", "root", "", "", exitOK},
 		{"S18 dangling", "imds", strings.Replace(rules("deny", root, "/metadata/instance"), `"privileges":["p0"]`, `"privileges":["nope"]`, 1), "enforce", "/metadata/instance", "root", "", "", exitDenied},
 		{"S19 homoglyph", "imds", rules("deny", `"userName":"rооt"`, "/metadata/instance"), "enforce", "/metadata/instance", "root", "", "", exitDenied},
