@@ -103,7 +103,7 @@ func TestRunDoesWhatUpstreamDoesOnAVM(t *testing.T) {
 			return false
 		}
 		b, _ := os.ReadFile(m[0])
-		return strings.Contains(string(b), `"id":"imds-rules"`)
+		return strings.Contains(string(b), `"id":"imds-rules-useLocalFileRules-false"`) // the id as upstream shows it
 	})
 	waitFor("the CPU quota decision", func() bool { return strings.Contains(logs.String(), "CPU quota not set: ") })
 	mu.Lock()
