@@ -33,9 +33,10 @@ func TestTelemetryAndRuleSnapshots(t *testing.T) {
 
 	var ids []string
 	for i := range agent.RuleSnapshotsKept + 1 {
-		id := fmt.Sprintf("e2e-imds-%d", i)
+		raw := fmt.Sprintf("e2e-imds-%d", i)
+		id := raw + "-useLocalFileRules-false" // as upstream shows it
 		ids = append(ids, id)
-		env.Host.SetRules(msp.EndpointIMDS, &msp.AuthorizationItem{Mode: msp.ModeAudit, DefaultAccess: msp.AccessAllow, ID: id})
+		env.Host.SetRules(msp.EndpointIMDS, &msp.AuthorizationItem{Mode: msp.ModeAudit, DefaultAccess: msp.AccessAllow, ID: raw})
 		env.WaitStatus(t, 5*time.Second, "imdsRuleId "+id, func(s *status.AggregateStatus) bool {
 			return s.ProxyAgentStatus.KeyLatchStatus.States["imdsRuleId"] == id
 		})
