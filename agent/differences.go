@@ -25,6 +25,16 @@ func Differences() []Difference {
 			"anyone who can write it can grant themselves access"},
 		{"--status prints Go's error text after \"with error:\"; the rest of its stdout is upstream's, our hints go to stderr",
 			"the error comes from our HTTP client, not hyper"},
+		{"the agent is exempt from its own redirect by pid and process start time, and only a live agent keeps an entry",
+			"a bare pid outlives the agent: a process given a dead agent's pid bypassed the proxy, and nine restarts filled the pinned skip list"},
+		{"after a restart the stored key, modes and rules apply until the host answers; a request to an endpoint last known in Enforce without a key gets 503 with Retry-After",
+			"upstream forwards requests unsigned until its first key-status poll succeeds"},
+		{"a key folder owned by another user is refused; a key file group or others could read is not used and a new key is requested",
+			"their content may have been planted or read; upstream changes the owner and uses them"},
+		{"telemetry posts are signed with the latched key",
+			"one signing path for everything the agent sends to WireServer; the host accepts the post signed or not"},
+		{"CPUQuota=15% is set only when the agent's own cgroup is the azure-proxy-agent service",
+			"an agent started from a test or another unit must never throttle the service"},
 	}
 }
 
