@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -344,6 +345,10 @@ func startRedirector(ctx context.Context, cfg *Config, logger *slog.Logger) (*eb
 		r.Close()
 		return nil, fmt.Errorf("exempt the agent from redirection: %w", err)
 	}
+	// Loading parsed the kernel's BTF (several MB, garbage once the
+	// programs are in the kernel). Hand it back to the OS now rather than
+	// whenever the scavenger gets to it: an idle agent should look idle.
+	debug.FreeOSMemory()
 	return r, nil
 }
 
