@@ -61,7 +61,9 @@ type Options struct {
 	// OnSnapshot sees every snapshot the key latch publishes. It must not
 	// block.
 	OnSnapshot func(*keylatch.Snapshot)
-	// Ready is called once the proxy listens, with its address.
+	// Ready is called once the proxy listens, with its address. It is never
+	// called when the listener cannot bind (status.json then says why), so
+	// do not wait on it without a deadline.
 	Ready func(netip.AddrPort)
 	// Start is the process start, from which provisioning and the log's
 	// elapsed times count; the time of New when zero.
@@ -109,9 +111,12 @@ var ErrAlreadyRun = errors.New("agent: Run called twice")
 // Run runs the agent until ctx ends, then stops it: the listener closes,
 // requests in flight get up to 5 s to finish, the programs are detached
 // (or stay pinned, with Config.PinFolder) and status.json gets its final
-// state. A component that fails to start is reported in status.json and by
-// --status while the others keep running, as upstream does; Run returns an
-// error only for what stops the whole agent (log files, the key store).
+// state. A component that fails to start (the eBPF redirector, the
+// listener, the status writer) is reported in status.json and by --status
+// while the others keep running, as upstream does. Run returns an error
+// only for what stops the whole agent: the log files, the key store and the
+// key latch, the connection log, the metrics registration (a registry that
+// already has the proxy's series) and the proxy's configuration.
 func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	if a.ran {
@@ -258,7 +263,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	if ln != nil {
-		goRun("proxy", func(ctx context.Context) error { return srv.Serve(ctx, ln) })
+		// Serve's own context would cut every connection the moment ctx
+		// ends; Shutdown below is what stops it, letting requests in
+		// flight finish.
+		goRun("proxy", func(ctx context.Context) error { return srv.Serve(context.WithoutCancel(ctx), ln) })
 		reg.Set(status.ModuleListener, msp.ModuleRunning, fmt.Sprintf("Started proxy listener, ready to accept request - %d", uptimeMS()))
 		if err := prov.SetReady(ctx, status.ListenerReady); err != nil {
 			logger.Warn("provisioning state files", "err", err)
@@ -298,6 +306,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		srv.Close()
 	}
 	wg.Wait()
+	vm.quotaDone.Wait()
 	// Say what a stopped agent leaves behind: pinned programs keep
 	// redirecting until the next start takes them over; unpinned ones go.
 	reg.Set(status.ModuleListener, msp.ModuleStopped, "proxy listener stopped: the agent is shutting down")

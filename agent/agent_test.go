@@ -23,6 +23,7 @@ import (
 	"github.com/metadatasec/gpa/keylatch"
 	"github.com/metadatasec/gpa/msp"
 	"github.com/metadatasec/gpa/msp/msptest"
+	"github.com/metadatasec/gpa/proxy"
 	"github.com/metadatasec/gpa/status"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -37,6 +38,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"no key folder", agent.Config{}, nil, "KeyFolder is required"},
 		{"relative key folder", agent.Config{KeyFolder: "keys"}, nil, "not absolute"},
 		{"listener not on loopback", agent.Config{KeyFolder: "/k", ListenAddr: netip.MustParseAddrPort("10.0.0.1:3080")}, nil, "not a loopback"},
+		{"listener without a port", agent.Config{KeyFolder: "/k", ListenAddr: netip.MustParseAddrPort("127.0.0.1:0")}, nil, "has no port"},
 		{"override without address", agent.Config{KeyFolder: "/k", Endpoints: map[msp.Endpoint]netip.AddrPort{msp.EndpointIMDS: {}}}, nil, "override for imds"},
 		{"metrics served from a registerer that cannot gather", agent.Config{KeyFolder: "/k", MetricsAddr: "127.0.0.1:0"},
 			&agent.Options{Metrics: registererOnly{prometheus.NewRegistry()}}, "not a prometheus.Gatherer"},
@@ -91,9 +93,14 @@ func TestRunWithoutRedirect(t *testing.T) {
 			audited = append(audited, r.URL)
 			mu.Unlock()
 		},
-		Metrics:    reg,
-		OnSnapshot: func(s *keylatch.Snapshot) { snaps <- s },
-		Ready:      func(a netip.AddrPort) { ready <- a },
+		Metrics: reg,
+		OnSnapshot: func(s *keylatch.Snapshot) {
+			select { // the hook must not block the agent
+			case snaps <- s:
+			default:
+			}
+		},
+		Ready: func(a netip.AddrPort) { ready <- a },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,15 +120,12 @@ func TestRunWithoutRedirect(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("never ready")
 	}
-	for deadline := time.After(10 * time.Second); ; {
-		s := <-snaps
-		if s.Key.Valid() {
-			break
-		}
+	for deadline, latched := time.After(10*time.Second), false; !latched; {
 		select {
+		case s := <-snaps:
+			latched = s.Key.Valid()
 		case <-deadline:
 			t.Fatal("no key latched")
-		default:
 		}
 	}
 	// Without eBPF no caller can be attributed: upstream answers 421.
@@ -278,5 +282,87 @@ func TestCustomAgentExample(t *testing.T) {
 	}
 	if progs := testenv.AttachedPrograms(t, cg); len(progs) != 0 {
 		t.Errorf("programs still attached to %s after the example stopped: %v", cg, progs)
+	}
+}
+
+// TestShutdownLetsRequestsFinish: a request in flight when Run's context
+// ends gets its answer; Run's shutdown waits for it (up to 5 s) instead of
+// cutting the connection.
+func TestShutdownLetsRequestsFinish(t *testing.T) {
+	testenv.MustBeRoot(t) // the key store insists on a root-owned folder
+	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
+		msp.EndpointIMDS: {Mode: msp.ModeAudit, DefaultAccess: msp.AccessAllow, ID: "imds-rules"}}})
+	t.Cleanup(host.Close)
+	// A slow IMDS: it answers 300 ms after the request arrives.
+	slow, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	arrived := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := slow.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+				arrived <- struct{}{}
+				time.Sleep(300 * time.Millisecond)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+			}()
+		}
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	ready := make(chan netip.AddrPort, 1)
+	a, err := agent.New(agent.Config{
+		ListenAddr: listen, KeyFolder: filepath.Join(t.TempDir(), "keys"), NoRedirect: true,
+		Endpoints: map[msp.Endpoint]netip.AddrPort{msp.EndpointWireServer: host.WireServerAddr(),
+			msp.EndpointIMDS: netip.MustParseAddrPort(slow.Addr().String())},
+	}, &agent.Options{
+		Logger:   slog.New(slog.DiscardHandler),
+		Resolver: &proxy.StaticResolver{Caller: &proxy.Caller{OriginalDst: msp.IMDSAddr, Claims: msp.Claims{UserName: "root", RunAsElevated: true}}},
+		Ready:    func(a netip.AddrPort) { ready <- a },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never ready")
+	}
+	c, err := net.Dial("tcp", listen.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /metadata/instance HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\nConnection: close\r\n\r\n")
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the slow host")
+	}
+	cancel() // the agent stops while the host is still answering
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, _ := io.ReadAll(c)
+	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 200 ")) || !bytes.HasSuffix(resp, []byte("slow")) {
+		t.Errorf("the request in flight got %q, want the host's 200", resp)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
 	}
 }

@@ -105,6 +105,10 @@ func (c Config) withDefaults() (Config, error) {
 	if !c.ListenAddr.Addr().IsLoopback() {
 		problems = append(problems, fmt.Errorf("ListenAddr %s is not a loopback address", c.ListenAddr))
 	}
+	if c.ListenAddr.Port() == 0 {
+		// The eBPF programs redirect to a fixed port, and Ready reports it.
+		problems = append(problems, fmt.Errorf("ListenAddr %s has no port", c.ListenAddr))
+	}
 	switch {
 	case c.KeyFolder == "":
 		problems = append(problems, errors.New("KeyFolder is required"))

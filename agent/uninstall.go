@@ -359,13 +359,24 @@ func purge(cf *ConfigFile, rep *UninstallReport) error {
 		}
 	}
 	for _, d := range []string{cf.LogFolder, cf.StatusFolder} {
-		if d != "" {
-			if err := removeTree(d, rep); err != nil {
-				errs = append(errs, err)
-			}
+		if d == "" {
+			continue
+		}
+		if enabled && cf.LatchKeyFolder != "" && within(cf.LatchKeyFolder, d) {
+			rep.warn("%s stays: it holds the key folder %s, which must stay", d, cf.LatchKeyFolder)
+			continue
+		}
+		if err := removeTree(d, rep); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// within reports whether path is dir or lies below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // mspEnabled reads status.json and reports whether the keys must stay: true

@@ -223,3 +223,64 @@ func writeConfig(t *testing.T, dir string, extra map[string]any) string {
 	}
 	return p
 }
+
+// TestUninstallPurgeKeepsKeysInsideLogs: with MSP enabled the keys stay,
+// also when the key folder lies inside the log folder that purge would
+// otherwise remove whole.
+func TestUninstallPurgeKeepsKeysInsideLogs(t *testing.T) {
+	dir := t.TempDir()
+	logs := filepath.Join(dir, "gpa")
+	keys := filepath.Join(logs, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(keys, "k.key")
+	if err := os.WriteFile(key, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := status.NewRegistry(&status.RegistryOptions{Version: "t"})
+	reg.SetKeyLatchStates(status.KeyLatchStates{SecureChannelState: "WireServer Enforce -  IMDS Enforce - HostGA Enforce"})
+	b, err := reg.Snapshot(time.Now()).MarshalIndent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(logs, StatusFileName), b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "azure-proxy-agent")
+	if err := os.WriteFile(bin, []byte("x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := writeConfig(t, dir, map[string]any{"logFolder": logs, "latchKeyFolder": keys})
+	rep, err := Uninstall(context.Background(), &UninstallOptions{
+		ConfigPath: cfgPath, Program: bin, Files: []string{bin}, Purge: true,
+		Systemctl: func(context.Context, ...string) error { return nil },
+	})
+	if err != nil {
+		t.Fatalf("Uninstall: %v", err)
+	}
+	if _, err := os.Stat(key); err != nil {
+		t.Errorf("the key inside the log folder was removed: %v", err)
+	}
+	if w := strings.Join(rep.Warnings, "\n"); !strings.Contains(w, "holds the key folder") {
+		t.Errorf("warnings %q do not say why the log folder stays", w)
+	}
+}
+
+func TestWithin(t *testing.T) {
+	for _, tt := range []struct {
+		path, dir string
+		want      bool
+	}{
+		{"/var/lib/gpa/keys", "/var/lib/gpa", true},
+		{"/var/lib/gpa", "/var/lib/gpa", true},
+		{"/var/lib/gpa/", "/var/lib/gpa", true},
+		{"/var/lib/gpa-keys", "/var/lib/gpa", false},
+		{"/var/lib", "/var/lib/gpa", false},
+		{"/var/lib/azure-proxy-agent/keys", "/var/log/azure-proxy-agent", false},
+	} {
+		if got := within(tt.path, tt.dir); got != tt.want {
+			t.Errorf("within(%q, %q) = %v, want %v", tt.path, tt.dir, got, tt.want)
+		}
+	}
+}

@@ -29,6 +29,9 @@ type vmSide struct {
 	client atomic.Pointer[keylatch.Client]
 	latch  atomic.Pointer[keylatch.Latcher]
 	quota  sync.Once
+	// quotaDone tracks the CPU quota call, which Run waits for before it
+	// closes the log: a slow systemctl must not outlive the agent.
+	quotaDone sync.WaitGroup
 }
 
 var errNoClient = errors.New("agent: the WireServer client is not ready")
@@ -83,7 +86,7 @@ func (v *vmSide) signer() *msp.Signer {
 // provisioned is status.ProvisionOptions.OnFinished: the CPU quota, once,
 // as upstream sets it when provisioning finishes or times out.
 func (v *vmSide) provisioned(ctx context.Context, _ status.ProvisionResult) {
-	v.quota.Do(func() { go setCPUQuota(ctx, v.run, v.logger) })
+	v.quota.Do(func() { v.quotaDone.Go(func() { setCPUQuota(ctx, v.run, v.logger) }) })
 }
 
 // runAll runs telemetry and the rule snapshot writer until ctx ends.

@@ -338,6 +338,11 @@ func (d *demo) startAgent(ctx context.Context) error {
 		return errors.New("agent stopped during start")
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		// Ready never comes when the listener cannot bind; status.json
+		// says why.
+		b, _ := os.ReadFile(filepath.Join(d.dir, "log", agent.StatusFileName))
+		return fmt.Errorf("the agent's listener did not start within 30 s; status.json:\n%s", b)
 	}
 }
 
