@@ -58,21 +58,36 @@ func TestNewRefusesBadConfig(t *testing.T) {
 
 type registererOnly struct{ prometheus.Registerer }
 
+// imdsHost is a simulated host on loopback whose IMDS allows everyone in
+// mode.
+func imdsHost(t *testing.T, mode msp.Mode) *msptest.Host {
+	t.Helper()
+	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
+		msp.EndpointIMDS: {Mode: mode, DefaultAccess: msp.AccessAllow, ID: "imds-rules"}}})
+	t.Cleanup(host.Close)
+	return host
+}
+
+// freeLoopback returns a loopback address no one listened on a moment ago,
+// for an agent's listener.
+func freeLoopback(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
 // TestRunWithoutRedirect runs the agent without eBPF against a simulated
 // host on loopback: it provisions, writes status.json and its logs, feeds
 // the hooks, and on cancel stops and says so in status.json.
 func TestRunWithoutRedirect(t *testing.T) {
 	testenv.MustBeRoot(t) // the key store insists on a root-owned folder
-	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
-		msp.EndpointIMDS: {Mode: msp.ModeEnforce, DefaultAccess: msp.AccessAllow, ID: "imds-rules"}}})
-	t.Cleanup(host.Close)
+	host := imdsHost(t, msp.ModeEnforce)
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := netip.MustParseAddrPort(ln.Addr().String())
-	ln.Close()
+	listen := freeLoopback(t)
 	var (
 		logs, auditLines testenv.Buffer
 		mu               sync.Mutex
@@ -290,9 +305,7 @@ func TestCustomAgentExample(t *testing.T) {
 // cutting the connection.
 func TestShutdownLetsRequestsFinish(t *testing.T) {
 	testenv.MustBeRoot(t) // the key store insists on a root-owned folder
-	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
-		msp.EndpointIMDS: {Mode: msp.ModeAudit, DefaultAccess: msp.AccessAllow, ID: "imds-rules"}}})
-	t.Cleanup(host.Close)
+	host := imdsHost(t, msp.ModeAudit)
 	// A slow IMDS: it answers 300 ms after the request arrives.
 	slow, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -318,12 +331,7 @@ func TestShutdownLetsRequestsFinish(t *testing.T) {
 			}()
 		}
 	}()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := netip.MustParseAddrPort(ln.Addr().String())
-	ln.Close()
+	listen := freeLoopback(t)
 	ready := make(chan netip.AddrPort, 1)
 	a, err := agent.New(agent.Config{
 		ListenAddr: listen, KeyFolder: filepath.Join(t.TempDir(), "keys"), NoRedirect: true,

@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"github.com/metadatasec/gpa/agent"
 	"github.com/metadatasec/gpa/internal/testenv"
 	"github.com/metadatasec/gpa/msp"
-	"github.com/metadatasec/gpa/msp/msptest"
 )
 
 // TestRunDoesWhatUpstreamDoesOnAVM: besides serving, a running agent
@@ -24,16 +22,9 @@ import (
 // service leaves the CPU quota alone, saying why.
 func TestRunDoesWhatUpstreamDoesOnAVM(t *testing.T) {
 	testenv.MustBeRoot(t) // the key store insists on a root-owned folder
-	host := msptest.NewHost(&msptest.Options{Rules: map[msp.Endpoint]*msp.AuthorizationItem{
-		msp.EndpointIMDS: {Mode: msp.ModeEnforce, DefaultAccess: msp.AccessAllow, ID: "imds-rules"}}})
-	t.Cleanup(host.Close)
+	host := imdsHost(t, msp.ModeEnforce)
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := netip.MustParseAddrPort(ln.Addr().String())
-	ln.Close()
+	listen := freeLoopback(t)
 	console := filepath.Join(dir, "console")
 	if err := os.WriteFile(console, nil, 0o600); err != nil {
 		t.Fatal(err)
