@@ -393,6 +393,21 @@ func Canonicalize(method, rawURI string) (*CanonicalRequest, error) {
 	return &CanonicalRequest{Method: method, Path: path, Query: query}, nil
 }
 
+// CheckTarget reports whether a request target has a canonical form, the
+// error Canonicalize would give, without building that form: a proxy that
+// refuses uncanonicalisable targets under every matcher checks each request
+// with it, and on a metadata-sized target it allocates nothing.
+func CheckTarget(method, rawURI string) error {
+	var segs [16]string
+	var qbuf [8]queryPair
+	_, rawQuery, err := canonicalTarget(segs[:0], method, rawURI)
+	if err != nil {
+		return err
+	}
+	_, err = appendQueryPairs(qbuf[:0], rawQuery)
+	return err
+}
+
 // canonicalTarget checks method and the target's form, and returns the
 // canonical path, its segments stored in segs' array (segs must be empty),
 // and the raw query, which the caller canonicalises into the form it needs.

@@ -246,3 +246,27 @@ func TestCanonicalPathHasPrefix(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckTargetAgreesWithCanonicalize: the proxy's guard refuses exactly
+// the targets Canonicalize refuses, with the same error, and allocates
+// nothing on a metadata-sized target.
+func TestCheckTargetAgreesWithCanonicalize(t *testing.T) {
+	targets := []string{
+		"/metadata/instance?api-version=2021-02-01", "/metadata/instance/%c0%ae%c0%ae/identity/oauth2/token",
+		"/metadata/%2e%2e/identity", "/metadata%2Fidentity", "/a%zz", "/a%00b", "/a?b=%zz", "/a?%c0%ae=1",
+		"http://169.254.169.254/metadata/instance", "http://user@host/x", "ftp://host/x", "", "/", "/a//b/./c?x&y=",
+		"/metadata/instance%3Fx=1", "/\xff", "/a?b=\xc0\xae",
+	}
+	for _, method := range []string{"GET", "POST", "TRACE"} {
+		for _, target := range targets {
+			_, want := Canonicalize(method, target)
+			got := CheckTarget(method, target)
+			if (got == nil) != (want == nil) || got != nil && got.Error() != want.Error() {
+				t.Errorf("CheckTarget(%s %q) = %v, Canonicalize says %v", method, target, got, want)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = CheckTarget("GET", "/metadata/instance?api-version=2021-02-01&format=json") }); n != 0 {
+		t.Errorf("CheckTarget allocates %v times per call, want 0", n)
+	}
+}

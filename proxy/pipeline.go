@@ -73,7 +73,7 @@ func (cc *clientConn) handle(ctx context.Context, r *httpwire.Request) (keep boo
 	// canonical form (overlong UTF-8, a bad escape, NUL) is refused before
 	// any matcher runs, so the legacy matcher's lossy decoding never
 	// forwards it.
-	if _, err := msp.Canonicalize(r.Method, r.URI); err != nil {
+	if err := msp.CheckTarget(r.Method, r.URI); err != nil {
 		status = http.StatusBadRequest
 		rec.ErrorDetails = "request target has no canonical form: " + canonCode(err)
 		cc.writeSimple(status, nil, nil, true)
