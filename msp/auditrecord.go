@@ -179,12 +179,15 @@ func requestTarget(u string) string {
 // tenth of the proxy's CPU under load. TestAuditRecordJSONMatchesEncodingJSON
 // holds the two together.
 func (rec *AuditRecord) AppendJSON(b []byte) []byte {
-	b = append(b, `{"time":"`...)
-	b = rec.Time.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","method":`...)
-	b = appendJSONString(b, rec.Method)
-	b = append(b, `,"url":`...)
-	b = appendJSONString(b, rec.URL)
+	return rec.AppendJSONCaller(b, nil)
+}
+
+// AppendCallerJSON appends the fields of rec that describe the connection
+// and its caller, clientIp to runAsElevated, as AppendJSON writes them,
+// starting with the comma before "clientIp". They are the same for every
+// request of a connection: a writer encodes them once and hands them to
+// AppendJSONCaller.
+func (rec *AuditRecord) AppendCallerJSON(b []byte) []byte {
 	b = append(b, `,"clientIp":`...)
 	b = appendJSONString(b, rec.ClientIP)
 	b = append(b, `,"clientPort":`...)
@@ -215,7 +218,24 @@ func (rec *AuditRecord) AppendJSON(b []byte) []byte {
 	b = append(b, `,"processCmdLine":`...)
 	b = appendJSONString(b, rec.ProcessCmdLine)
 	b = append(b, `,"runAsElevated":`...)
-	b = strconv.AppendBool(b, rec.RunAsElevated)
+	return strconv.AppendBool(b, rec.RunAsElevated)
+}
+
+// AppendJSONCaller is AppendJSON with the connection and caller fields
+// taken from caller, what AppendCallerJSON gave for a record whose fields
+// are rec's; a nil caller encodes them from rec.
+func (rec *AuditRecord) AppendJSONCaller(b, caller []byte) []byte {
+	b = append(b, `{"time":"`...)
+	b = rec.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","method":`...)
+	b = appendJSONString(b, rec.Method)
+	b = append(b, `,"url":`...)
+	b = appendJSONString(b, rec.URL)
+	if caller == nil {
+		b = rec.AppendCallerJSON(b)
+	} else {
+		b = append(b, caller...)
+	}
 	b = append(b, `,"responseStatus":`...)
 	b = appendJSONString(b, rec.ResponseStatus)
 	b = append(b, `,"statusCode":`...)

@@ -48,6 +48,12 @@ func TestAuditRecordJSONMatchesEncodingJSON(t *testing.T) {
 		if diff := cmp.Diff(string(want), string(rec.AppendJSON(nil))); diff != "" {
 			t.Fatalf("record %d (-encoding/json +AppendJSON):\n%s", i, diff)
 		}
+		// The caller fields encoded apart, as the proxy does once per
+		// connection, give the same line.
+		caller := rec.AppendCallerJSON(nil)
+		if diff := cmp.Diff(string(want), string(rec.AppendJSONCaller(nil, caller))); diff != "" {
+			t.Fatalf("record %d (-encoding/json +AppendJSONCaller):\n%s", i, diff)
+		}
 	}
 }
 
@@ -67,6 +73,14 @@ func BenchmarkAuditRecordJSON(b *testing.B) {
 		buf := make([]byte, 0, 1024)
 		for b.Loop() {
 			buf = rec.AppendJSON(buf[:0])
+		}
+	})
+	b.Run("AppendJSONCaller", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 1024)
+		caller := rec.AppendCallerJSON(nil)
+		for b.Loop() {
+			buf = rec.AppendJSONCaller(buf[:0], caller)
 		}
 	})
 }

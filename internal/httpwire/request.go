@@ -94,6 +94,17 @@ func (r *Request) Get(name string) (string, bool) { return get(r.Header, name) }
 // head it refuses gives a *RequestError; io.EOF means the client closed
 // cleanly between requests; other errors are the connection's.
 func ReadRequestHead(br *bufio.Reader, opts *HeadOptions) (*Request, error) {
+	r := new(Request)
+	if err := ReadRequestHeadInto(br, opts, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// ReadRequestHeadInto is ReadRequestHead into a Request the caller owns,
+// which it overwrites: a server that reads many requests on a connection
+// reuses one instead of allocating one per request.
+func ReadRequestHeadInto(br *bufio.Reader, opts *HeadOptions, r *Request) error {
 	var o HeadOptions
 	if opts != nil {
 		o = *opts
@@ -113,10 +124,10 @@ func ReadRequestHead(br *bufio.Reader, opts *HeadOptions) (*Request, error) {
 	for range 4 {
 		line, err = readLine(br, o.MaxURIBytes+32)
 		if err == ErrLineTooLong {
-			return nil, &RequestError{http.StatusRequestURITooLong, "request line too long"}
+			return &RequestError{http.StatusRequestURITooLong, "request line too long"}
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(line) > 0 {
 			break
@@ -127,20 +138,20 @@ func ReadRequestHead(br *bufio.Reader, opts *HeadOptions) (*Request, error) {
 	method, rest, ok1 := bytes.Cut(line, []byte(" "))
 	uri, proto, ok2 := bytes.Cut(rest, []byte(" "))
 	if !ok1 || !ok2 || len(method) == 0 || len(uri) == 0 || bytes.IndexByte(proto, ' ') >= 0 {
-		return nil, &RequestError{http.StatusBadRequest, "malformed request line"}
+		return &RequestError{http.StatusBadRequest, "malformed request line"}
 	}
 	if len(uri) > o.MaxURIBytes {
-		return nil, &RequestError{http.StatusRequestURITooLong, "request URI too long"}
+		return &RequestError{http.StatusRequestURITooLong, "request URI too long"}
 	}
 	if string(proto) != "HTTP/1.1" && string(proto) != "HTTP/1.0" {
-		return nil, &RequestError{http.StatusHTTPVersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are served"}
+		return &RequestError{http.StatusHTTPVersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are served"}
 	}
 	if !validToken(method) {
-		return nil, &RequestError{http.StatusBadRequest, "malformed method"}
+		return &RequestError{http.StatusBadRequest, "malformed method"}
 	}
 	for _, c := range uri {
 		if c <= ' ' || c >= 0x7f {
-			return nil, &RequestError{http.StatusBadRequest, "request URI is not printable ASCII"}
+			return &RequestError{http.StatusBadRequest, "request URI is not printable ASCII"}
 		}
 	}
 	nm, nu := len(method), len(uri)
@@ -153,11 +164,11 @@ func ReadRequestHead(br *bufio.Reader, opts *HeadOptions) (*Request, error) {
 			if fe == fieldLineTooLong || fe == fieldBlockTooLarge {
 				status = http.StatusRequestHeaderFieldsTooLarge
 			}
-			return nil, &RequestError{status, fe.Error()}
+			return &RequestError{status, fe.Error()}
 		}
-		return nil, err
+		return err
 	}
-	r := &Request{Method: block[:nm], URI: block[nm+1 : nm+1+nu], Proto: block[nm+1+nu+1 : len(line)],
+	*r = Request{Method: block[:nm], URI: block[nm+1 : nm+1+nu], Proto: block[nm+1+nu+1 : len(line)],
 		Header: fields, ContentLength: -1, HeadBytes: used}
 	var (
 		hostBuf, clBuf, teBuf, connBuf [2]string
@@ -181,37 +192,37 @@ func ReadRequestHead(br *bufio.Reader, opts *HeadOptions) (*Request, error) {
 	}
 
 	if r.Proto == "HTTP/1.1" && len(hosts) != 1 {
-		return nil, &RequestError{http.StatusBadRequest, "want exactly one Host header"}
+		return &RequestError{http.StatusBadRequest, "want exactly one Host header"}
 	}
 	if len(hosts) > 1 {
-		return nil, &RequestError{http.StatusBadRequest, "more than one Host header"}
+		return &RequestError{http.StatusBadRequest, "more than one Host header"}
 	}
 	// Framing: a message with both Transfer-Encoding and Content-Length is
 	// the classic smuggling vector, so it is refused instead of repaired.
 	if len(tes) > 0 {
 		if len(cls) > 0 {
-			return nil, &RequestError{http.StatusBadRequest, "both Transfer-Encoding and Content-Length"}
+			return &RequestError{http.StatusBadRequest, "both Transfer-Encoding and Content-Length"}
 		}
 		if r.Proto != "HTTP/1.1" || len(tes) != 1 || !strings.EqualFold(strings.TrimSpace(tes[0]), "chunked") {
-			return nil, &RequestError{http.StatusNotImplemented, "only a single chunked Transfer-Encoding is supported"}
+			return &RequestError{http.StatusNotImplemented, "only a single chunked Transfer-Encoding is supported"}
 		}
 		r.Chunked = true
 	}
 	if len(cls) > 0 {
 		for _, v := range cls[1:] {
 			if v != cls[0] {
-				return nil, &RequestError{http.StatusBadRequest, "conflicting Content-Length headers"}
+				return &RequestError{http.StatusBadRequest, "conflicting Content-Length headers"}
 			}
 		}
 		n, ok := parseContentLength(strings.TrimSpace(cls[0]))
 		if !ok {
-			return nil, &RequestError{http.StatusBadRequest, "invalid Content-Length"}
+			return &RequestError{http.StatusBadRequest, "invalid Content-Length"}
 		}
 		r.ContentLength, r.HadCL = n, true
 	}
 	if expect != "" {
 		if !strings.EqualFold(strings.TrimSpace(expect), "100-continue") {
-			return nil, &RequestError{http.StatusExpectationFailed, "unsupported expectation"}
+			return &RequestError{http.StatusExpectationFailed, "unsupported expectation"}
 		}
 		r.Expect100 = r.Proto == "HTTP/1.1"
 	}
@@ -221,7 +232,7 @@ func ReadRequestHead(br *bufio.Reader, opts *HeadOptions) (*Request, error) {
 	if o.HopByHop != nil {
 		r.Header = dropHopByHop(r.Header, o.HopByHop, connTokens)
 	}
-	return r, nil
+	return nil
 }
 
 // dropHopByHop removes, in place, the fields hopByHop reports and the

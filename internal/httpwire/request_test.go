@@ -236,3 +236,24 @@ func FuzzReadRequestHead(f *testing.F) {
 		}
 	})
 }
+
+// TestReadRequestHeadIntoReuse: a reused Request keeps nothing of the
+// request read into it before.
+func TestReadRequestHeadIntoReuse(t *testing.T) {
+	br := bufio.NewReader(strings.NewReader("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n" +
+		"GET /b HTTP/1.1\r\nHost: y\r\n\r\n"))
+	var r Request
+	if err := ReadRequestHeadInto(br, nil, &r); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadRequestHeadInto(br, nil, &r); err != nil {
+		t.Fatal(err)
+	}
+	want, err := ReadRequestHead(bufio.NewReader(strings.NewReader("GET /b HTTP/1.1\r\nHost: y\r\n\r\n")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, &r); d != "" {
+		t.Errorf("reused request (-fresh +reused):\n%s", d)
+	}
+}

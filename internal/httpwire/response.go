@@ -60,63 +60,73 @@ func (r *Response) Get(name string) (string, bool) { return get(r.Header, name) 
 // response. A response that breaks the rules of the package doc gives an
 // error matching ErrBadResponse; one cut short gives io.ErrUnexpectedEOF.
 func ReadResponse(br *bufio.Reader, method string) (*Response, error) {
+	resp := new(Response)
+	if err := ReadResponseInto(br, method, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ReadResponseInto is ReadResponse into a Response the caller owns, which
+// it overwrites: a client that reads many responses on a connection reuses
+// one instead of allocating one per response.
+func ReadResponseInto(br *bufio.Reader, method string, resp *Response) error {
 	for {
-		resp, err := readResponseHead(br, method)
-		if err != nil {
-			return nil, err
+		if err := readResponseHead(br, method, resp); err != nil {
+			return err
 		}
 		switch {
 		case resp.Code == http.StatusSwitchingProtocols:
-			return nil, fmt.Errorf("%w: switched protocols", ErrBadResponse)
+			return fmt.Errorf("%w: switched protocols", ErrBadResponse)
 		case resp.Code >= 200:
-			return resp, nil
+			return nil
 		}
 	}
 }
 
-func readResponseHead(br *bufio.Reader, method string) (*Response, error) {
+func readResponseHead(br *bufio.Reader, method string, resp *Response) error {
 	line, err := readLine(br, 1024)
 	if err == ErrLineTooLong {
-		return nil, fmt.Errorf("%w: status line too long", ErrBadResponse)
+		return fmt.Errorf("%w: status line too long", ErrBadResponse)
 	}
 	if err != nil {
 		if err == io.EOF {
-			return nil, io.ErrUnexpectedEOF
+			return io.ErrUnexpectedEOF
 		}
-		return nil, err
+		return err
 	}
 	// "HTTP/1.1 200 OK"; the reason phrase may be empty or missing.
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[7] != '0' && line[7] != '1' ||
 		line[8] != ' ' || len(line) > 12 && line[12] != ' ' {
-		return nil, fmt.Errorf("%w: bad status line %q", ErrBadResponse, clipBytes(line))
+		return fmt.Errorf("%w: bad status line %q", ErrBadResponse, clipBytes(line))
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return nil, fmt.Errorf("%w: bad status code %q", ErrBadResponse, clipBytes(line))
+			return fmt.Errorf("%w: bad status code %q", ErrBadResponse, clipBytes(line))
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 {
-		return nil, fmt.Errorf("%w: bad status code %q", ErrBadResponse, clipBytes(line))
+		return fmt.Errorf("%w: bad status code %q", ErrBadResponse, clipBytes(line))
 	}
 	// The reason phrase goes back to a proxy's client as sent.
 	for _, c := range line[12:] {
 		if c < ' ' && c != '\t' || c == 0x7f {
-			return nil, fmt.Errorf("%w: control byte in status line %q", ErrBadResponse, clipBytes(line))
+			return fmt.Errorf("%w: control byte in status line %q", ErrBadResponse, clipBytes(line))
 		}
 	}
 	http10 := line[7] == '0'
-	resp := &Response{Code: code, ContentLength: -1}
+	*resp = Response{Code: code, ContentLength: -1}
 	resp.ConnTokens = resp.connBuf[:0]
 	block, fields, _, err := readFields(br, line[9:], len(line),
 		fieldRules{maxBytes: MaxResponseHead, maxFields: noFieldLimit, obsText: true})
 	if err != nil {
 		var fe fieldError
 		if errors.As(err, &fe) {
-			return nil, fmt.Errorf("%w: %v", ErrBadResponse, fe)
+			return fmt.Errorf("%w: %v", ErrBadResponse, fe)
 		}
-		return nil, err
+		return err
 	}
 	resp.Status, resp.Header = block[:len(line)-9], fields
 	var cl, te string
@@ -126,7 +136,7 @@ func readResponseHead(br *bufio.Reader, method string) (*Response, error) {
 		switch {
 		case strings.EqualFold(name, "content-length"):
 			if hasCL && value != cl {
-				return nil, fmt.Errorf("%w: conflicting Content-Length", ErrBadResponse)
+				return fmt.Errorf("%w: conflicting Content-Length", ErrBadResponse)
 			}
 			cl, hasCL = value, true
 		case strings.EqualFold(name, "transfer-encoding"):
@@ -147,10 +157,10 @@ func readResponseHead(br *bufio.Reader, method string) (*Response, error) {
 		// such a body to the end of the connection, the framing is
 		// ambiguous, and it is refused.
 		if http10 {
-			return nil, fmt.Errorf("%w: Transfer-Encoding in an HTTP/1.0 response", ErrBadResponse)
+			return fmt.Errorf("%w: Transfer-Encoding in an HTTP/1.0 response", ErrBadResponse)
 		}
 		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
-			return nil, fmt.Errorf("%w: unsupported Transfer-Encoding %q", ErrBadResponse, te)
+			return fmt.Errorf("%w: unsupported Transfer-Encoding %q", ErrBadResponse, te)
 		}
 		// Chunked wins over a Content-Length (RFC 9112 §6.3), and the
 		// message was ambiguous: this connection is not reused.
@@ -158,7 +168,7 @@ func readResponseHead(br *bufio.Reader, method string) (*Response, error) {
 	case hasCL:
 		n, ok := parseContentLength(cl)
 		if !ok {
-			return nil, fmt.Errorf("%w: invalid Content-Length %q", ErrBadResponse, cl)
+			return fmt.Errorf("%w: invalid Content-Length %q", ErrBadResponse, cl)
 		}
 		resp.ContentLength = n
 	}
@@ -175,7 +185,7 @@ func readResponseHead(br *bufio.Reader, method string) (*Response, error) {
 		resp.Close = true
 		resp.Body = br
 	}
-	return resp, nil
+	return nil
 }
 
 // lengthBody reads a body of a known length, and reports a connection

@@ -161,3 +161,37 @@ func FuzzReadResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestReadResponseIntoReuse: a reused Response keeps nothing of the one
+// read into it before, and its body reads its own length.
+func TestReadResponseIntoReuse(t *testing.T) {
+	br := bufio.NewReader(strings.NewReader("HTTP/1.1 404 Not Found\r\nConnection: close, x-a\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nno" +
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+	var resp Response
+	if err := ReadResponseInto(br, "GET", &resp); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "no" {
+		t.Fatalf("first body %q, %v", b, err)
+	}
+	if err := ReadResponseInto(br, "GET", &resp); err != nil {
+		t.Fatal(err)
+	}
+	got := struct {
+		Status string
+		Code   int
+		Header []msp.HeaderField
+		CL     int64
+		Close  bool
+		Tokens []string
+	}{resp.Status, resp.Code, resp.Header, resp.ContentLength, resp.Close, resp.ConnTokens}
+	want := got
+	want.Status, want.Code, want.Header, want.CL, want.Close, want.Tokens = "200 OK", 200,
+		[]msp.HeaderField{{Name: "Content-Length", Value: "5"}}, 5, false, []string{}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reused response (-want +got):\n%s", d)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "hello" {
+		t.Errorf("second body %q, %v", b, err)
+	}
+}
