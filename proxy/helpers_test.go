@@ -271,6 +271,8 @@ type proxyOpts struct {
 	caller   *Caller
 	resolver CallerResolver
 	tweak    func(*Config)
+	// wrap, when set, wraps the proxy's listener.
+	wrap func(net.Listener) net.Listener
 }
 
 // rootCaller and userCaller are the two identities of most tests.
@@ -333,6 +335,9 @@ func newTestProxy(t testing.TB, host *fakeHost, o proxyOpts) *testProxy {
 		t.Fatal(err)
 	}
 	tp.srv, tp.addr = srv, ln.Addr().String()
+	if o.wrap != nil {
+		ln = o.wrap(ln)
+	}
 	go func() { tp.done <- srv.Serve(context.Background(), ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

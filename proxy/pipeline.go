@@ -260,7 +260,10 @@ func (cc *clientConn) finish(rec *msp.AuditRecord, status int) {
 	s.cfg.Metrics.RequestDone(rec.Endpoint, rec.Decision, status, el)
 	if s.cfg.AuditLog != nil {
 		bp := auditBufs.Get().(*[]byte)
-		b := append(rec.AppendJSON((*bp)[:0]), '\n')
+		if cc.callerJSON == nil {
+			cc.callerJSON = rec.AppendCallerJSON(make([]byte, 0, 256))
+		}
+		b := append(rec.AppendJSONCaller((*bp)[:0], cc.callerJSON), '\n')
 		if _, err := s.cfg.AuditLog.Write(b); err != nil {
 			cc.logger().Warn("proxy: cannot write connection log", "err", err)
 		}
@@ -361,8 +364,12 @@ func (cc *clientConn) forward(ctx context.Context, r *httpwire.Request, rec *msp
 		return http.StatusRequestEntityTooLarge, false
 	}
 
-	hdr := make([]msp.HeaderField, 0, len(r.Header)+5)
-	hdr = append(hdr, r.Header...)
+	hdr := append(cc.hdr[:0], r.Header...)
+	defer func() {
+		// Kept for the next request, without the strings of this one.
+		clear(hdr)
+		cc.hdr = hdr[:0]
+	}()
 	if _, ok := r.Get("Host"); !ok {
 		hdr = append(hdr, msp.HeaderField{Name: "Host", Value: hostOf(dst)})
 	}
@@ -443,13 +450,16 @@ func (cc *clientConn) forward(ctx context.Context, r *httpwire.Request, rec *msp
 		return st, false
 	}
 	rec.Forwarded = true
+	// resp belongs to uc, which relay hands back to the pool for another
+	// request to reuse.
+	code := resp.Code
 	keep, err := cc.relay(r, resp, uc)
 	if err != nil {
 		s.cfg.Metrics.UpstreamError(ep, "response")
 		rec.ErrorDetails = "relaying response: " + err.Error()
-		return resp.Code, false
+		return code, false
 	}
-	return resp.Code, keep
+	return code, keep
 }
 
 func statusForUpstream(kind string) int {
@@ -486,12 +496,11 @@ func (cc *clientConn) roundTrip(ctx context.Context, r *httpwire.Request, hdr []
 			uc.bw.Write(body)
 		}
 		err = uc.bw.Flush()
-		var resp *httpwire.Response
 		if err == nil {
-			resp, err = httpwire.ReadResponse(uc.br, r.Method)
+			err = httpwire.ReadResponseInto(uc.br, r.Method, &uc.resp)
 		}
 		if err == nil {
-			return resp, uc, "", nil
+			return &uc.resp, uc, "", nil
 		}
 		uc.conn.Close()
 		var ne net.Error
@@ -627,6 +636,6 @@ func (cc *clientConn) bodyDeadlines() func() {
 	cc.dr.timeout = cc.srv.cfg.BodyReadTimeout
 	return func() {
 		cc.dr.timeout = 0
-		_ = cc.nc.SetReadDeadline(time.Time{})
+		cc.dr.clear()
 	}
 }

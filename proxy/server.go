@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -369,10 +370,17 @@ type clientConn struct {
 	// The audit record's connection fields, formatted once per connection.
 	clientIP, dstIP, endpoint string
 	clientPort                uint16
+	// callerJSON is the audit line's connection and caller fields,
+	// encoded with the connection's first record.
+	callerJSON []byte
 	// rec is the audit record of the request in progress, reused by the
 	// next one: a SummarySink must not keep it, so it need not be
 	// allocated per request.
 	rec msp.AuditRecord
+	// req is the request in progress and hdr the fields forwarded for it,
+	// reused by the next request: nothing keeps them past finish.
+	req httpwire.Request
+	hdr []msp.HeaderField
 	// idle is true while waiting for the next request, so Shutdown can
 	// close the connection without cutting a request short.
 	idle atomic.Bool
@@ -419,14 +427,19 @@ func (cc *clientConn) serve(ctx context.Context, bufs *connBuffers) {
 		if first {
 			wait = s.cfg.ReadHeaderTimeout
 		}
-		_ = cc.nc.SetReadDeadline(time.Now().Add(wait))
+		cc.dr.extend(time.Now(), wait)
 		if _, err := cc.br.Peek(1); err != nil {
 			return
 		}
 		cc.idle.Store(false)
+		if !first && !headBuffered(cc.br) {
+			// The rest of the head must come within ReadHeaderTimeout,
+			// not the idle wait; a head that arrived whole needs no
+			// other deadline (the first one's wait already was this).
+			cc.dr.extend(time.Now(), s.cfg.ReadHeaderTimeout)
+		}
 		first = false
-		_ = cc.nc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
-		req, err := readRequestHead(cc.br, &httpwire.HeadOptions{MaxURIBytes: s.cfg.MaxURIBytes, MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxHeaders: s.cfg.MaxHeaders})
+		req, err := readRequestHead(cc.br, &httpwire.HeadOptions{MaxURIBytes: s.cfg.MaxURIBytes, MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxHeaders: s.cfg.MaxHeaders}, &cc.req)
 		if err != nil {
 			var he *httpwire.RequestError
 			if errors.As(err, &he) {
@@ -435,7 +448,9 @@ func (cc *clientConn) serve(ctx context.Context, bufs *connBuffers) {
 			}
 			return
 		}
-		_ = cc.nc.SetReadDeadline(time.Time{})
+		// The read deadline is left as it is: nothing reads from the
+		// client until the next head (bodies set their own), and the
+		// next wait moves it.
 		if !cc.handle(ctx, req) {
 			return
 		}
@@ -449,6 +464,15 @@ func (cc *clientConn) reject(he *httpwire.RequestError) {
 	cc.writeSimple(he.Status, nil, nil, true)
 	cc.finish(rec, he.Status)
 }
+
+// headBuffered reports whether br holds a whole request head already, the
+// empty line that ends it included.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, crlfcrlf) || bytes.Contains(b, lflf)
+}
+
+var crlfcrlf, lflf = []byte("\r\n\r\n"), []byte("\n\n")
 
 func (cc *clientConn) logger() *slog.Logger { return cc.srv.cfg.Logger }
 

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/metadatasec/gpa/internal/httpwire"
 )
 
 // DialFunc opens a TCP connection to a host endpoint. The production dialer
@@ -26,6 +28,8 @@ type upstreamConn struct {
 	dst    netip.AddrPort
 	reused bool
 	idleAt time.Time
+	// resp is the response being read, reused by the next one.
+	resp httpwire.Response
 }
 
 // pool keeps idle keep-alive connections per host endpoint, so a client that
@@ -75,7 +79,7 @@ func (p *pool) get(ctx context.Context, dst netip.AddrPort, mustPeek bool) (*ups
 		p.idle[dst] = list[:len(list)-1]
 		p.mu.Unlock()
 		idle := now.Sub(uc.idleAt)
-		if idle < p.idleTimeout && (idle < peekAfter && !mustPeek || alive(uc)) {
+		if idle < p.idleTimeout && (idle < peekAfter && !mustPeek || uc.clearDeadlines() && alive(uc)) {
 			uc.reused = true
 			return uc, nil
 		}
@@ -93,6 +97,16 @@ func (p *pool) get(ctx context.Context, dst netip.AddrPort, mustPeek bool) (*ups
 	return uc, nil
 }
 
+// clearDeadlines removes the deadlines an idle connection kept, which
+// may have passed and would fail the peek; it returns true.
+func (uc *upstreamConn) clearDeadlines() bool {
+	if !uc.dr.armed.at.IsZero() || !uc.dw.armed.at.IsZero() {
+		uc.dr.armed.at, uc.dw.armed.at = time.Time{}, time.Time{}
+		_ = uc.conn.SetDeadline(time.Time{})
+	}
+	return true
+}
+
 // put returns a connection whose last response was read completely.
 func (p *pool) put(uc *upstreamConn) {
 	if uc.br.Buffered() > 0 {
@@ -100,8 +114,10 @@ func (p *pool) put(uc *upstreamConn) {
 		uc.conn.Close()
 		return
 	}
+	// The deadlines stay armed: an idle connection has no reader, and
+	// the next request moves them when they no longer fit (get clears
+	// them before peeking at a connection that sat idle).
 	uc.idleAt = time.Now()
-	_ = uc.conn.SetDeadline(time.Time{})
 	p.mu.Lock()
 	if p.closed || len(p.idle[uc.dst]) >= p.maxIdle {
 		p.mu.Unlock()
@@ -149,31 +165,4 @@ func alive(uc *upstreamConn) bool {
 		return true
 	})
 	return cerr == nil && ok
-}
-
-// deadlineReader extends the read deadline before every read, so a slow
-// but progressing body is fine and a stalled one times out.
-type deadlineReader struct {
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	if d.timeout > 0 {
-		_ = d.conn.SetReadDeadline(time.Now().Add(d.timeout))
-	}
-	return d.conn.Read(p)
-}
-
-// deadlineWriter does the same for writes.
-type deadlineWriter struct {
-	conn    net.Conn
-	timeout time.Duration
-}
-
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if d.timeout > 0 {
-		_ = d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
-	}
-	return d.conn.Write(p)
 }

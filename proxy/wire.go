@@ -27,18 +27,17 @@ var hopByHop = map[string]bool{
 	msp.HeaderDate:          true,
 }
 
-// readRequestHead reads and validates a client's request head with
+// readRequestHead reads into r and validates a client's request head with
 // httpwire's guards, and makes it one the proxy can forward: the
 // hop-by-hop fields, the ones the Connection header names and any MSP
 // header the client tried to supply are dropped (the proxy alone sets
 // those), and an absolute-form target becomes origin-form. A head it
 // refuses gives a *httpwire.RequestError; io.EOF means the client closed
 // cleanly between requests.
-func readRequestHead(br *bufio.Reader, opts *httpwire.HeadOptions) (*httpwire.Request, error) {
+func readRequestHead(br *bufio.Reader, opts *httpwire.HeadOptions, r *httpwire.Request) (*httpwire.Request, error) {
 	o := *opts
 	o.HopByHop = isHopByHop
-	r, err := httpwire.ReadRequestHead(br, &o)
-	if err != nil {
+	if err := httpwire.ReadRequestHeadInto(br, &o, r); err != nil {
 		return nil, err
 	}
 	// Targets of methods the pipeline refuses anyway (CONNECT's authority

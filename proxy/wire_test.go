@@ -34,7 +34,7 @@ func FuzzReadRequestHead(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := readRequestHead(bufio.NewReader(strings.NewReader(string(data))), &fuzzLimits)
+		r, err := readRequestHead(bufio.NewReader(strings.NewReader(string(data))), &fuzzLimits, new(httpwire.Request))
 		if err != nil {
 			return
 		}
@@ -206,7 +206,7 @@ func TestRequestClose(t *testing.T) {
 		if tc.conn != "" {
 			head += "Connection: " + tc.conn + "\r\n"
 		}
-		r, err := readRequestHead(bufio.NewReader(strings.NewReader(head+"\r\n")), &fuzzLimits)
+		r, err := readRequestHead(bufio.NewReader(strings.NewReader(head+"\r\n")), &fuzzLimits, new(httpwire.Request))
 		if err != nil {
 			t.Fatalf("%s %q: %v", tc.proto, tc.conn, err)
 		}
