@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/metadatasec/gpa/msp"
@@ -22,6 +23,28 @@ type Proxy struct {
 	// codes holds the status codes as label values, so a request does not
 	// format one.
 	codes [600]string
+	// counted holds the requests_total children of the label values a
+	// proxy uses, and timed the request_duration_seconds ones, resolved
+	// on first use: WithLabelValues hashes the values and takes a lock,
+	// twice per request.
+	counted [len(endpointLabels)][len(decisionLabels)]atomic.Pointer[[600]atomic.Pointer[prometheus.Counter]]
+	timed   [len(endpointLabels)]atomic.Pointer[prometheus.Observer]
+}
+
+// The label values RequestDone resolves once; others go through
+// WithLabelValues every time.
+var (
+	endpointLabels = [...]string{msp.EndpointWireServer.String(), msp.EndpointIMDS.String(), msp.EndpointHostGA.String(), msp.EndpointNone.String()}
+	decisionLabels = [...]string{msp.VerdictAllow.String(), msp.VerdictAllowAudited.String(), msp.VerdictDeny.String(), ""}
+)
+
+func labelIndex(values []string, v string) int {
+	for i, s := range values {
+		if s == v {
+			return i
+		}
+	}
+	return -1
 }
 
 // NewProxy creates the proxy's series and registers them on reg. It fails
@@ -78,8 +101,37 @@ func (m *Proxy) code(c int) string {
 
 // RequestDone implements proxy.Metrics.
 func (m *Proxy) RequestDone(endpoint, decision string, code int, elapsed time.Duration) {
-	m.requests.WithLabelValues(endpoint, decision, m.code(code)).Inc()
-	m.latency.WithLabelValues(endpoint).Observe(elapsed.Seconds())
+	e, d := labelIndex(endpointLabels[:], endpoint), labelIndex(decisionLabels[:], decision)
+	if e < 0 || d < 0 || code < 0 || code >= len(m.codes) {
+		m.requests.WithLabelValues(endpoint, decision, m.code(code)).Inc()
+		m.latency.WithLabelValues(endpoint).Observe(elapsed.Seconds())
+		return
+	}
+	m.counter(e, d, code).Inc()
+	o := m.timed[e].Load()
+	if o == nil {
+		ob := m.latency.WithLabelValues(endpointLabels[e])
+		m.timed[e].Store(&ob)
+		o = &ob
+	}
+	(*o).Observe(elapsed.Seconds())
+}
+
+// counter returns the requests_total child of endpointLabels[e],
+// decisionLabels[d] and code, resolving it on first use. Two requests may
+// both resolve it; WithLabelValues gives them the same child.
+func (m *Proxy) counter(e, d, code int) prometheus.Counter {
+	codes := m.counted[e][d].Load()
+	if codes == nil {
+		m.counted[e][d].CompareAndSwap(nil, new([600]atomic.Pointer[prometheus.Counter]))
+		codes = m.counted[e][d].Load()
+	}
+	if c := codes[code].Load(); c != nil {
+		return *c
+	}
+	c := m.requests.WithLabelValues(endpointLabels[e], decisionLabels[d], m.codes[code])
+	codes[code].Store(&c)
+	return c
 }
 
 // UpstreamError implements proxy.Metrics.

@@ -93,3 +93,50 @@ func TestNewRegistry(t *testing.T) {
 		t.Errorf("series %v lack go_goroutines or process_open_fds", names)
 	}
 }
+
+// TestProxyConcurrentRequests: children resolved on first use by racing
+// requests count every request once.
+func TestProxyConcurrentRequests(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.NewProxy(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 8, 500
+	done := make(chan struct{})
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range each {
+				code := 200
+				if (w+i)%2 == 0 {
+					code = 403
+				}
+				m.RequestDone("imds", "allow", code, time.Microsecond)
+			}
+		}()
+	}
+	for range workers {
+		<-done
+	}
+	want := `
+# HELP gpa_proxy_requests_total Requests handled, by host endpoint, authorization decision and response status code.
+# TYPE gpa_proxy_requests_total counter
+gpa_proxy_requests_total{code="200",decision="allow",endpoint="imds"} 2000
+gpa_proxy_requests_total{code="403",decision="allow",endpoint="imds"} 2000
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gpa_proxy_requests_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func BenchmarkRequestDone(b *testing.B) {
+	m, err := metrics.NewProxy(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.RequestDone("imds", "allow", 200, 300*time.Microsecond)
+	}
+}
