@@ -119,13 +119,14 @@ func (p *PolicyMap) List() ([]PolicyEntry, error) {
 // when the SYN is sent, and evicted least-recently-used if never consumed.
 // It is the proxy's AuditLookup.
 type AuditMap struct {
-	caller   *ebpf.Map // gpa_caller_map: the full record
-	upstream *ebpf.Map // audit_map: upstream's reduced copy, for its tools
+	caller *ebpf.Map    // gpa_caller_map: the full record
+	reap   *auditReaper // removes consumed entries of audit_map, upstream's reduced copy
 }
 
 // LookupAndDelete returns the caller recorded for the redirected TCP
 // connection from client (the accepted connection's remote address), and
-// removes it atomically so a record is consumed once. The client address is
+// removes it atomically so a record is consumed once (upstream's audit_map
+// copy goes within 100 ms, batched with others). The client address is
 // part of the key, not only the port: a process that binds another
 // loopback address to the same port and connects to the proxy directly
 // finds nothing. A missing record gives an error matching ErrNotFound; the
@@ -142,10 +143,9 @@ func (a *AuditMap) LookupAndDelete(client netip.AddrPort) (msp.ConnectRecord, er
 		return msp.ConnectRecord{}, &MapError{Op: "lookup", Map: redirectMapGpaCallerMap, Key: c.String(), Err: err}
 	}
 	// Upstream's reduced copy exists only for other tools; drop it as
-	// upstream's proxy does. It may already be gone (LRU), and a failure
-	// to delete it leaves an informational entry for LRU to evict, so it
-	// must not cost the caller its record.
-	akey := auditKey(c.Port())
-	_ = a.upstream.Delete(&akey)
+	// upstream's proxy does, in a batch shortly after (auditReaper). A
+	// failure to delete it leaves an informational entry for LRU to
+	// evict, so it must not cost the caller its record.
+	a.reap.add(auditKey(c.Port()))
 	return val.connectRecord(), nil
 }

@@ -208,7 +208,7 @@ func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 		proxy = msp.ProxyAddr
 	}
 	r.policy = PolicyMap{m: r.objs.PolicyMap, proxy: proxy}
-	r.audit = AuditMap{caller: r.objs.GpaCallerMap, upstream: r.objs.AuditMap}
+	r.audit = AuditMap{caller: r.objs.GpaCallerMap, reap: newAuditReaper(r.objs.AuditMap, reapDelay, reapBatch)}
 	log.Info("eBPF redirector attached", "cgroup", opts.CgroupPath, "pinned", opts.PinPath != "")
 	return r, nil
 }
@@ -314,13 +314,18 @@ func (r *Redirector) Audit() *AuditMap { return &r.audit }
 // CgroupPath returns the cgroup the programs are attached to.
 func (r *Redirector) CgroupPath() string { return r.cgroupPath }
 
-// Close removes the exemption ExemptSelf made and releases every file
-// descriptor the Redirector holds. Without pinning that detaches the
+// Close removes the exemption ExemptSelf made, removes the audit_map
+// entries of records already consumed, and releases every file descriptor
+// the Redirector holds. Without pinning that detaches the
 // programs and frees the maps; with pinning the pinned links and maps stay
 // in place for the next Load (use RemovePins to take them down). Close is
 // safe to call more than once.
 func (r *Redirector) Close() error {
 	var errs []error
+	if r.audit.reap != nil {
+		// Its last flush needs audit_map open.
+		r.audit.reap.close()
+	}
 	r.exemptMu.Lock()
 	if err := r.unexemptLocked(); err != nil {
 		errs = append(errs, err)

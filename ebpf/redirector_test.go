@@ -220,6 +220,9 @@ func TestRedirect(t *testing.T) {
 			if _, err := r.Audit().LookupAndDelete(client); !errors.Is(err, ErrNotFound) {
 				t.Errorf("second LookupAndDelete = %v, want ErrNotFound", err)
 			}
+			// The reaper removes upstream's copy within reapDelay;
+			// flush now rather than wait.
+			r.audit.reap.flush()
 			if err := r.objs.AuditMap.Lookup(&akey, &ev); !errors.Is(err, ebpf.ErrKeyNotExist) {
 				t.Errorf("audit_map entry after LookupAndDelete: %v, want gone", err)
 			}
