@@ -103,6 +103,16 @@ func helperDial() int {
 			unix.Close(held)
 			held = -1
 		}
+		if in.Text() == "exec" {
+			// Become a new program image of the same process; the
+			// new image says "ready <pid>" again and reads on.
+			exe, err := os.Executable()
+			if err == nil {
+				err = syscall.Exec(exe, []string{exe}, os.Environ())
+			}
+			fmt.Printf("error exec: %v\n", err)
+			return 1
+		}
 		fam, addr, _ := strings.Cut(in.Text(), " ")
 		fd, res := dialOnce(fam, addr)
 		held = fd
@@ -290,16 +300,31 @@ func startHelper(t testing.TB, o helperOpts) *helper {
 	}
 	h := &helper{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
 	t.Cleanup(h.stop)
+	h.ready(t)
+	return h
+}
+
+// ready waits for the helper's "ready <pid>" line.
+func (h *helper) ready(t testing.TB) {
+	t.Helper()
 	line, err := h.out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("helper did not start: %v", err)
 	}
 	pid, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(line), "ready "), 10, 32)
-	if err != nil || int(pid) != cmd.Process.Pid {
-		t.Fatalf("helper said %q, pid %d", line, cmd.Process.Pid)
+	if err != nil || int(pid) != h.cmd.Process.Pid {
+		t.Fatalf("helper said %q, pid %d", line, h.cmd.Process.Pid)
 	}
 	h.pid = uint32(pid)
-	return h
+}
+
+// exec makes a dial helper exec itself: same process, new program image.
+func (h *helper) exec(t testing.TB) {
+	t.Helper()
+	if _, err := fmt.Fprintln(h.stdin, "exec"); err != nil {
+		t.Fatal(err)
+	}
+	h.ready(t)
 }
 
 // dial asks the helper to connect to dst over AF_INET (family "4") or

@@ -105,11 +105,13 @@ func (r redirectGpaCallerRecord) connectRecord() msp.ConnectRecord {
 		Comm:        string(comm),
 		CgroupID:    r.CgroupId,
 		OriginalDst: netip.AddrPortFrom(wordIP4(r.DestinationIpv4), wordPort(r.DestinationPort)),
+		StartTime:   r.StartBoottime,
+		ExecID:      r.ExecId,
 	}
 }
 
 // ParseCallerRecord decodes one value of gpa_caller_map (a struct
-// gpa_caller_record, 48 bytes), as read from the map or its pin, for tools
+// gpa_caller_record, 64 bytes), as read from the map or its pin, for tools
 // that inspect a running agent's callers.
 func ParseCallerRecord(b []byte) (msp.ConnectRecord, error) {
 	var r redirectGpaCallerRecord

@@ -44,8 +44,8 @@ func TestUpstreamStructSizes(t *testing.T) {
 	}
 	// encoding/binary and the Go compiler agree (no padding), so what
 	// cilium/ebpf marshals is what binary.Size says.
-	if n := int(unsafe.Sizeof(redirectGpaCallerRecord{})); n != binary.Size(redirectGpaCallerRecord{}) || n != 48 {
-		t.Errorf("gpa_caller_record is %d bytes in memory, %d encoded; want 48", n, binary.Size(redirectGpaCallerRecord{}))
+	if n := int(unsafe.Sizeof(redirectGpaCallerRecord{})); n != binary.Size(redirectGpaCallerRecord{}) || n != 64 {
+		t.Errorf("gpa_caller_record is %d bytes in memory, %d encoded; want 64", n, binary.Size(redirectGpaCallerRecord{}))
 	}
 }
 
@@ -108,7 +108,7 @@ func TestCallerKeyBytes(t *testing.T) {
 // The offsets are the C struct's, written out by hand on purpose: the
 // test is what says the generated type decodes the kernel's bytes.
 func TestParseCallerRecord(t *testing.T) {
-	b := make([]byte, 48)
+	b := make([]byte, 64)
 	ne.PutUint64(b[0:], 0x1122334455)
 	ne.PutUint32(b[8:], 1000)
 	ne.PutUint32(b[12:], 1001)
@@ -117,12 +117,14 @@ func TestParseCallerRecord(t *testing.T) {
 	ne.PutUint32(b[24:], portWord(80))
 	ne.PutUint32(b[28:], ipprotoTCP)
 	copy(b[32:], "curl")
+	ne.PutUint64(b[48:], 1_234_567_890_123)
+	ne.PutUint64(b[56:], 7)
 	got, err := ParseCallerRecord(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := msp.ConnectRecord{PID: 4242, UID: 1000, GID: 1001, Comm: "curl", CgroupID: 0x1122334455,
-		OriginalDst: netip.MustParseAddrPort("169.254.169.254:80")}
+		OriginalDst: netip.MustParseAddrPort("169.254.169.254:80"), StartTime: 1_234_567_890_123, ExecID: 7}
 	if diff := cmp.Diff(want, got, netipEqual); diff != "" {
 		t.Errorf("ParseCallerRecord (-want +got):\n%s", diff)
 	}
@@ -133,8 +135,13 @@ func TestParseCallerRecord(t *testing.T) {
 	if err != nil || got.Comm != "0123456789abcdef" {
 		t.Errorf("comm without NUL = %q, %v", got.Comm, err)
 	}
-	if _, err := ParseCallerRecord(b[:47]); err == nil {
+	if _, err := ParseCallerRecord(b[:63]); err == nil {
 		t.Error("short record accepted")
+	}
+	// The 48-byte record of versions before the start time and exec id
+	// is not silently read with zeros.
+	if _, err := ParseCallerRecord(b[:48]); err == nil {
+		t.Error("48-byte record of an older version accepted")
 	}
 }
 

@@ -163,6 +163,7 @@ func TestRedirectRealIMDSAddressInNetns(t *testing.T) {
 	}
 	comm := filepath.Base(os.Args[0])
 	comm = comm[:min(len(comm), 15)] // TASK_COMM_LEN - 1
+	rec = withoutGeneration(t, rec, h.pid)
 	want := msp.ConnectRecord{PID: h.pid, Comm: comm, CgroupID: cg.id, OriginalDst: msp.IMDSAddr}
 	if diff := cmp.Diff(want, rec, netipEqual); diff != "" {
 		t.Errorf("audit record (-want +got):\n%s", diff)

@@ -43,11 +43,13 @@ struct gpa_exemption {
 	__u64 start_ticks;
 };
 
-// Only the two fields we read, relocated against the running kernel's BTF
-// (CO-RE), so no kernel headers are needed at build time.
+// Only the fields we read, relocated against the running kernel's BTF
+// (CO-RE), so no kernel headers are needed at build time. self_exec_id is
+// a u64 since Linux 5.7; hostcheck requires 5.15.
 struct task_struct {
 	struct task_struct *group_leader;
 	__u64 start_boottime;
+	__u64 self_exec_id;
 } __attribute__((preserve_access_index));
 
 // The kernel reports start times to userspace as nsec_to_clock_t(ns),
@@ -79,8 +81,12 @@ struct gpa_caller_key {
 	__u32 source_ip4;
 };
 
-// Our extended caller record, 48 bytes. Addresses and ports use the same
-// encoding as gpa_destination_entry.
+// Our extended caller record, 64 bytes. Addresses and ports use the same
+// encoding as gpa_destination_entry. start_boottime (ns since boot) and
+// exec_id (self_exec_id, which every execve increments) are the thread
+// group leader's: with tgid they name one program image of one process, so
+// the proxy can cache what /proc says about it. A later process given the
+// same pid started later; an exec changes exec_id.
 struct gpa_caller_record {
 	__u64 cgroup_id;
 	__u32 uid;
@@ -90,6 +96,8 @@ struct gpa_caller_record {
 	__u32 destination_port;
 	__u32 protocol;
 	char comm[16];
+	__u64 start_boottime;
+	__u64 exec_id;
 };
 
 struct {
@@ -199,6 +207,13 @@ remember_caller(struct bpf_sock_addr *ctx, __u32 ip4, __u32 port, __u32 protocol
 	rec->destination_port = port;
 	rec->protocol = protocol;
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
+
+	// A failed read leaves 0, which the proxy takes as "not recorded" and
+	// never caches on.
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	rec->start_boottime = BPF_CORE_READ(leader, start_boottime);
+	rec->exec_id = BPF_CORE_READ(leader, self_exec_id);
 }
 
 // redirected returns the record of a redirected socket, or NULL.

@@ -45,6 +45,8 @@ type redirectGpaCallerRecord struct {
 	DestinationPort uint32
 	Protocol        uint32
 	Comm            [16]int8
+	StartBoottime   uint64
+	ExecId          uint64
 }
 
 type redirectGpaDestinationEntry struct {

@@ -213,6 +213,7 @@ func TestRedirect(t *testing.T) {
 			if err != nil {
 				t.Fatalf("LookupAndDelete(%v): %v", client, err)
 			}
+			got = withoutGeneration(t, got, h.pid)
 			want := msp.ConnectRecord{PID: h.pid, UID: uid, GID: gid, Comm: "gpa-ebpf-helper", CgroupID: cg.id, OriginalDst: protected.addr}
 			if diff := cmp.Diff(want, got, netipEqual); diff != "" {
 				t.Errorf("audit record (-want +got):\n%s", diff)
