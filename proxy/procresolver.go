@@ -35,11 +35,21 @@ type AuditLookup interface {
 // ProcResolver is the production CallerResolver: the audit record names the
 // process and the original destination; /proc and the user database fill in
 // the rest, as upstream does at accept time (docs/protocol.md §4.2).
+//
+// A process that opens many connections is read from /proc once per
+// program image: what /proc gave (exe path, name, redacted command line) is
+// cached by the record's (PID, StartTime, ExecID), which a reused pid or an
+// exec cannot match. A command line the process rewrites in place without
+// exec is not seen again until the entry is evicted. The user's name and
+// groups still come from each record's uid (a setuid process keeps its
+// image but not its uid).
 type ProcResolver struct {
 	lookup   AuditLookup
 	procRoot string
+	fs       procFS
 	users    *userCache
 	cmdlines *cmdlineCache
+	procs    *procCache // nil: disabled
 }
 
 // ProcResolverOptions configure NewProcResolver.
@@ -55,6 +65,11 @@ type ProcResolverOptions struct {
 	// LookupUser resolves a uid to a user name and group names; the os/user
 	// database when nil.
 	LookupUser func(uid uint32) (name string, groups []string, err error)
+	// ProcessCacheSize bounds the processes whose /proc answers are kept;
+	// 1024 when zero, none (read /proc for every connection) when
+	// negative. Only records that carry a start time and exec id
+	// (msp.ConnectRecord.Generation) are cached.
+	ProcessCacheSize int
 }
 
 // NewProcResolver returns a resolver over lookup.
@@ -66,12 +81,17 @@ func NewProcResolver(lookup AuditLookup, opts *ProcResolverOptions) *ProcResolve
 	setDefault(&o.ProcRoot, "/proc")
 	setDefault(&o.UserCacheSize, 256)
 	setDefault(&o.UserCacheTTL, 10*time.Minute)
+	setDefault(&o.ProcessCacheSize, 1024)
 	if o.LookupUser == nil {
 		o.LookupUser = lookupOSUser
 	}
-	return &ProcResolver{lookup: lookup, procRoot: o.ProcRoot,
+	p := &ProcResolver{lookup: lookup, procRoot: o.ProcRoot, fs: osProcFS{},
 		users:    &userCache{max: o.UserCacheSize, ttl: o.UserCacheTTL, lookup: o.LookupUser, m: make(map[uint32]userEntry)},
 		cmdlines: &cmdlineCache{max: cmdlineCacheSize, m: make(map[[sha256.Size]byte]string)}}
+	if o.ProcessCacheSize > 0 {
+		p.procs = &procCache{max: o.ProcessCacheSize, m: make(map[procKey]procInfo)}
+	}
+	return p
 }
 
 // Resolve implements CallerResolver.
@@ -92,15 +112,53 @@ func (p *ProcResolver) Resolve(_ context.Context, conn net.Conn) (*Caller, error
 	cl.UserID, cl.ProcessID = rec.UID, rec.PID
 	cl.RunAsElevated = rec.UID == 0
 	cl.ClientIP, cl.ClientPort = ap.Addr().Unmap().String(), ap.Port()
-	pid := strconv.FormatUint(uint64(rec.PID), 10)
-	if exe, err := os.Readlink(filepath.Join(p.procRoot, pid, "exe")); err == nil {
-		cl.ProcessFullPath = exe
-		cl.ProcessName = filepath.Base(exe)
-	}
-	cl.ProcessCmdLine = p.readCmdline(filepath.Join(p.procRoot, pid, "cmdline"))
+	info := p.process(rec)
+	cl.ProcessFullPath, cl.ProcessName, cl.ProcessCmdLine = info.exe, info.name, info.cmdline
 	cl.UserName, cl.UserGroups = p.users.get(rec.UID)
 	return c, nil
 }
+
+// process returns what /proc says about rec's process, from the cache when
+// the record names its generation and it was read before.
+func (p *ProcResolver) process(rec msp.ConnectRecord) procInfo {
+	// Without a start time and exec id the pid alone could be another
+	// process's, or another image's: read /proc every time.
+	if p.procs == nil || !rec.Generation() {
+		info, _ := p.readProc(rec.PID)
+		return info
+	}
+	key := procKey{pid: rec.PID, start: rec.StartTime, exec: rec.ExecID}
+	if info, ok := p.procs.get(key); ok {
+		return info
+	}
+	info, complete := p.readProc(rec.PID)
+	if complete {
+		p.procs.put(key, info)
+	}
+	return info
+}
+
+// readProc reads a process's exe link and command line. complete is false
+// when either could not be read (the process is gone, or not ours to see):
+// such an answer is never cached.
+func (p *ProcResolver) readProc(pid uint32) (info procInfo, complete bool) {
+	dir := filepath.Join(p.procRoot, strconv.FormatUint(uint64(pid), 10))
+	complete = true
+	if exe, err := p.fs.readlink(filepath.Join(dir, "exe")); err == nil {
+		info.exe, info.name = exe, filepath.Base(exe)
+	} else {
+		complete = false
+	}
+	info.cmdline = p.readCmdline(filepath.Join(dir, "cmdline"))
+	if info.cmdline == cmdlineUnknown {
+		complete = false
+	}
+	return info, complete
+}
+
+// cmdlineUnknown is the command line of a process whose cmdline file
+// cannot be read, as upstream reports it.
+const cmdlineUnknown = "undefined"
 
 // readCmdline returns the first four arguments of a process, joined by
 // spaces and redacted, or "undefined" when the file cannot be read.
@@ -110,11 +168,79 @@ func (p *ProcResolver) Resolve(_ context.Context, conn net.Conn) (*Caller, error
 func (p *ProcResolver) readCmdline(path string) string {
 	// Four arguments rarely need more; a bound keeps a hostile process from
 	// making the proxy read megabytes per connection.
-	b, err := readSmallFile(path, 16<<10)
+	b, err := p.fs.readFile(path, 16<<10)
 	if err != nil {
-		return "undefined"
+		return cmdlineUnknown
 	}
 	return p.cmdlines.redact(b)
+}
+
+// procFS is the part of /proc the resolver reads; tests count the reads.
+type procFS interface {
+	readlink(path string) (string, error)
+	readFile(path string, max int) ([]byte, error)
+}
+
+type osProcFS struct{}
+
+func (osProcFS) readlink(path string) (string, error)          { return os.Readlink(path) }
+func (osProcFS) readFile(path string, max int) ([]byte, error) { return readSmallFile(path, max) }
+
+// procKey names one program image of one process: a reused pid has
+// another start time, an exec another exec id.
+type procKey struct {
+	pid         uint32
+	start, exec uint64
+}
+
+// procInfo is what /proc says about a process image.
+type procInfo struct {
+	exe, name, cmdline string
+}
+
+// procCacheEntryMax bounds the bytes one cached process may hold, so a
+// full cache stays near a megabyte however long its callers' command lines
+// are; a longer answer is read from /proc each time, as without the cache.
+const procCacheEntryMax = 1 << 10
+
+// procCache maps process images to what /proc said about them, bounded in
+// entries.
+type procCache struct {
+	max int
+
+	mu sync.Mutex
+	m  map[procKey]procInfo
+}
+
+func (c *procCache) get(k procKey) (procInfo, bool) {
+	c.mu.Lock()
+	v, ok := c.m[k]
+	c.mu.Unlock()
+	return v, ok
+}
+
+func (c *procCache) put(k procKey, v procInfo) {
+	if len(v.exe)+len(v.cmdline) > procCacheEntryMax {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.m[k]; !ok && len(c.m) >= c.max {
+		// Evict one entry, whichever map iteration yields first (a
+		// random one): entries of processes that have exited can never
+		// be hit again, and a live one evicted costs one /proc read.
+		for old := range c.m {
+			delete(c.m, old)
+			break
+		}
+	}
+	c.m[k] = v
+	c.mu.Unlock()
+}
+
+func (c *procCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }
 
 // readSmallFile reads up to max bytes of a /proc file with plain system
