@@ -29,7 +29,8 @@
 // its programs into the pinned links and reuses the maps, so a restarting
 // agent leaves no moment in which connections bypass it. Pins left by an
 // older version are taken over the same way (map and program names do not
-// change); RemovePins takes everything down. Without PinPath nothing
+// change; the maps of connections in flight are replaced if their layout
+// changed); RemovePins takes everything down. Without PinPath nothing
 // survives Close.
 //
 // The exemption survives nothing: it names the process by pid and start

@@ -33,9 +33,11 @@ type Options struct {
 	// pins, Close leaves the programs attached and the next Load swaps the
 	// programs in place and keeps the maps, so a restarting agent leaves no
 	// window in which connect() bypasses it. RemovePins detaches and
-	// removes them. Pinned maps whose layout differs from this version's
-	// are refused (a *MapError wrapping ebpf.ErrMapIncompatible): call
-	// RemovePins and load again. Empty means nothing outlives Close.
+	// removes them. A pinned policy or exemption map whose layout differs
+	// from this version's is refused (a *MapError wrapping
+	// ebpf.ErrMapIncompatible): call RemovePins and load again. The maps
+	// of connections in flight (gpa_caller_map, gpa_sk_storage) are
+	// replaced instead. Empty means nothing outlives Close.
 	PinPath string
 
 	// Proxy is where PolicyMap.SetRedirect sends protected endpoints'
@@ -96,6 +98,34 @@ var (
 	mapNames = []string{redirectMapPolicyMap, redirectMapGpaExemptMap, redirectMapAuditMap,
 		redirectMapGpaSkStorage, redirectMapGpaCallerMap}
 )
+
+// transientMapNames are maps that hold only the callers of connections in
+// flight. A pin of another layout (an older version's shorter caller
+// record) is replaced instead of refused: the old programs keep their map
+// until their links are updated, and all that is lost is the records of
+// connections made meanwhile, which the proxy then refuses (fail closed).
+// The other maps hold the policy and the exemptions, and are refused.
+var transientMapNames = []string{redirectMapGpaCallerMap, redirectMapGpaSkStorage}
+
+// replaceIncompatiblePin removes the pin at path when the map there does
+// not match spec, so LoadAndAssign creates and pins a new one. Any other
+// problem with the pin is left for LoadAndAssign to report.
+func replaceIncompatiblePin(log *slog.Logger, path string, spec *ebpf.MapSpec) {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return
+	}
+	defer m.Close()
+	cerr := spec.Compatible(m)
+	if cerr == nil {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		log.Warn("cannot replace pinned map of another layout", "map", path, "error", err)
+		return
+	}
+	log.Info("replacing pinned map of another layout", "map", path, "difference", cerr)
+}
 
 // legacyMapNames are maps older versions pinned and this one no longer
 // uses. Load removes their pins once the programs that used them are
@@ -168,6 +198,9 @@ func load(ctx context.Context, opts Options) (_ *Redirector, err error) {
 		// Pinned by name, so the next Load finds and reuses them.
 		for _, ms := range spec.Maps {
 			ms.Pinning = ebpf.PinByName
+		}
+		for _, name := range transientMapNames {
+			replaceIncompatiblePin(log, filepath.Join(colOpts.Maps.PinPath, name), spec.Maps[name])
 		}
 	}
 	if err := spec.LoadAndAssign(&r.objs, &colOpts); err != nil {

@@ -685,6 +685,55 @@ func TestPinnedRestartKeepsRedirecting(t *testing.T) {
 	}
 }
 
+// An older version's caller maps (another layout) are replaced on
+// takeover, with the programs swapped into the pinned links and the policy
+// kept, so an upgrade does not leave the old programs redirecting to a
+// proxy that cannot load.
+func TestPinnedCallerMapsOfAnotherLayoutAreReplaced(t *testing.T) {
+	cg := newTestCgroup(t)
+	pin := mountBPFFS(t)
+	t.Cleanup(func() { RemovePins(pin) })
+	protected := listen(t, "127.0.0.77:0")
+	proxy := listen(t, "127.0.0.1:0")
+
+	old := realHost()
+	old.editSpec = func(s *ebpf.CollectionSpec) { s.Maps[redirectMapGpaCallerMap].MaxEntries /= 2 }
+	r, err := Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin, host: old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Policy().Set(protected.addr, proxy.addr); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+
+	r, err = Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin})
+	if err != nil {
+		t.Fatalf("Load over an older version's caller map: %v", err)
+	}
+	defer r.Close()
+	if n := countAttached(attachedPrograms(t, cg)); n != len(linkNames) {
+		t.Errorf("%d programs attached, want %d", n, len(linkNames))
+	}
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pin, "maps", redirectMapGpaCallerMap), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	spec, err := loadRedirect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Maps[redirectMapGpaCallerMap].Compatible(m); err != nil {
+		t.Errorf("pinned caller map is not this version's: %v", err)
+	}
+	h := startHelper(t, helperOpts{mode: "dial", cgroup: cg})
+	client := expectLanding(t, proxy, protected, h.dial(t, "4", protected.addr))
+	if rec, err := r.Audit().LookupAndDelete(client); err != nil || rec.PID != h.pid {
+		t.Errorf("audit after the upgrade = %+v, %v; want pid %d", rec, err, h.pid)
+	}
+}
+
 func TestPinnedLinksForAnotherCgroupAreReplaced(t *testing.T) {
 	cgA := newTestCgroup(t)
 	cgB := newTestCgroup(t)
@@ -744,9 +793,10 @@ func TestPinnedMapsOfAnotherLayoutAreRefused(t *testing.T) {
 	}
 	r.Close()
 
-	// A "newer version" whose gpa_caller_map is larger.
+	// A "newer version" whose policy_map is larger: the policy is not
+	// something to drop.
 	h := realHost()
-	h.editSpec = func(s *ebpf.CollectionSpec) { s.Maps[redirectMapGpaCallerMap].MaxEntries *= 2 }
+	h.editSpec = func(s *ebpf.CollectionSpec) { s.Maps[redirectMapPolicyMap].MaxEntries *= 2 }
 	_, err = Load(t.Context(), Options{CgroupPath: cg.path, PinPath: pin, host: h})
 	if !errors.Is(err, ebpf.ErrMapIncompatible) {
 		t.Fatalf("Load over incompatible pins = %v, want ErrMapIncompatible", err)
