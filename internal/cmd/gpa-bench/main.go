@@ -125,7 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&o.soak, "soak", 1_000_000, "requests through the agent for the memory-growth check (at most 5,000,000)")
 	fs.IntVar(&o.startups, "startups", 5, "agent starts timed from exec to SUCCESS (1..20)")
 	fs.StringVar(&o.readme, "readme", "", "write the result tables into this README between the gpa-bench markers")
-	fs.BoolVar(&o.noNginx, "no-nginx", false, "skip the nginx rows (and the apt-get install)")
+	fs.BoolVar(&o.noNginx, "no-nginx", false, "skip the nginx rows, the goals judged against nginx, and the apt-get install")
 	fs.BoolVar(&o.fastIMDS, "fast-imds", true, "answer IMDS with a fixed small body instead of msptest's built-in response")
 	fs.StringVar(&o.cpuProfile, "agent-profile", "", "also save a CPU profile of the agent under 8 keep-alive clients to this file (runs an agent built with -tags gpa_pprof)")
 	fs.BoolVar(&o.profileNewConn, "agent-profile-newconn", false, "with -agent-profile: a new connection per request instead of keep-alive")

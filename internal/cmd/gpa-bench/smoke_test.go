@@ -31,8 +31,8 @@ func TestMain(m *testing.M) {
 // TestHarnessSmoke runs the whole harness with tiny bounds and without
 // nginx: the agent and relay rows must be served and error-free with their
 // proxy's CPU measured, the agent's signed, every goal that needs no
-// comparison with nginx must be reported, and the run's cgroups must be
-// gone afterwards.
+// comparison with nginx must be reported (those that do must not), and
+// the run's cgroups must be gone afterwards.
 func TestHarnessSmoke(t *testing.T) {
 	testenv.MustBeRoot(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
@@ -91,6 +91,21 @@ func TestHarnessSmoke(t *testing.T) {
 		if !regexp.MustCompile(want).Match(out) {
 			t.Errorf("output lacks %s\n%s", want, out)
 		}
+	}
+	// Issue 22's CPU goal and comparison for every row, each with both
+	// CPUs read; without nginx, no goal judged against it.
+	for _, m := range cellModes {
+		for _, want := range []string{
+			`\| agent CPU per request against go relay's, ` + regexp.QuoteMeta(m.String()) + ` \| ≤ 1\.3× \(stretch ≤ 1\.15×\) \| [0-9.]+× \(stretch (met|missed)\): [0-9.]+ against [0-9.]+ µs \| (met|\*\*missed\*\*) \|`,
+			`\| agent / go relay, proxy CPU per request \| ` + regexp.QuoteMeta(m.String()) + ` \| [0-9.]+× \(`,
+		} {
+			if !regexp.MustCompile(want).Match(out) {
+				t.Errorf("output lacks %s\n%s", want, out)
+			}
+		}
+	}
+	if bytes.Contains(out, []byte("| throughput against nginx")) || bytes.Contains(out, []byte("| p50 added over direct")) {
+		t.Errorf("goals against nginx in a -no-nginx run\n%s", out)
 	}
 	// The exact cgroups this run made (others may run at the same time)
 	// are gone.
