@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/metadatasec/gpa/msp"
@@ -57,8 +58,9 @@ const noFieldLimit = math.MaxInt
 // becomes one string, and names and values are substrings of it: one
 // allocation for the whole section instead of two or three per field.
 // used counts the head's bytes read so far against rules.maxBytes; the
-// new count is returned.
-func readFields(br *bufio.Reader, prefix []byte, used int, rules fieldRules) (string, []msp.HeaderField, int, error) {
+// new count is returned. The fields are appended to dst[:0], so a caller
+// that reads many heads reuses one slice.
+func readFields(br *bufio.Reader, prefix []byte, used int, rules fieldRules, dst []msp.HeaderField) (string, []msp.HeaderField, int, error) {
 	type span struct{ name, value, end int }
 	var (
 		spanBuf [24]span
@@ -109,9 +111,12 @@ func readFields(br *bufio.Reader, prefix []byte, used int, rules fieldRules) (st
 		spans = append(spans, sp)
 	}
 	block := string(arena)
-	fields := make([]msp.HeaderField, len(spans))
-	for i, sp := range spans {
-		fields[i] = msp.HeaderField{Name: block[sp.name:sp.value], Value: block[sp.value:sp.end]}
+	fields := slices.Grow(dst[:0], len(spans))
+	if fields == nil {
+		fields = []msp.HeaderField{} // a head without fields has an empty, not a nil, list
+	}
+	for _, sp := range spans {
+		fields = append(fields, msp.HeaderField{Name: block[sp.name:sp.value], Value: block[sp.value:sp.end]})
 	}
 	return block, fields, used, nil
 }

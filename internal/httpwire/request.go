@@ -155,8 +155,10 @@ func ReadRequestHeadInto(br *bufio.Reader, opts *HeadOptions, r *Request) error 
 		}
 	}
 	nm, nu := len(method), len(uri)
+	// The fields of the request read into r before are gone with it;
+	// their slice is reused.
 	block, fields, used, err := readFields(br, line, len(line)+2,
-		fieldRules{maxBytes: o.MaxHeaderBytes, maxFields: o.MaxHeaders, rawValues: o.RawValues})
+		fieldRules{maxBytes: o.MaxHeaderBytes, maxFields: o.MaxHeaders, rawValues: o.RawValues}, clear0(r.Header))
 	if err != nil {
 		var fe fieldError
 		if errors.As(err, &fe) {
@@ -310,4 +312,10 @@ func ReadBody(br *bufio.Reader, r *Request, limit int64, maxTrailer int) ([]byte
 		return nil, err
 	}
 	return body, nil
+}
+
+// clear0 empties fields, dropping the strings they held, for reuse.
+func clear0(fields []msp.HeaderField) []msp.HeaderField {
+	clear(fields)
+	return fields[:0]
 }

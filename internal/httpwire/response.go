@@ -117,10 +117,11 @@ func readResponseHead(br *bufio.Reader, method string, resp *Response) error {
 		}
 	}
 	http10 := line[7] == '0'
+	hdr := resp.Header
 	*resp = Response{Code: code, ContentLength: -1}
 	resp.ConnTokens = resp.connBuf[:0]
 	block, fields, _, err := readFields(br, line[9:], len(line),
-		fieldRules{maxBytes: MaxResponseHead, maxFields: noFieldLimit, obsText: true})
+		fieldRules{maxBytes: MaxResponseHead, maxFields: noFieldLimit, obsText: true}, clear0(hdr))
 	if err != nil {
 		var fe fieldError
 		if errors.As(err, &fe) {
