@@ -35,6 +35,8 @@ func Differences() []Difference {
 			"one signing path for everything the agent sends to WireServer; the host accepts the post signed or not"},
 		{"CPUQuota=15% is set only when the agent's own cgroup is the azure-proxy-agent service",
 			"an agent started from a test or another unit must never throttle the service"},
+		{"a caller's exe and command line are read from /proc once per process image (pid, start time, exec generation); a process that rewrites its argv without exec keeps the command line first read",
+			"six system calls per connection for a process that opens many; exe and identity cannot change without an exec, which misses the cache"},
 	}
 }
 
