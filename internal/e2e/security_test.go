@@ -20,6 +20,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -348,7 +349,15 @@ func TestSecuritySuite(t *testing.T) {
 		n := env.Flood(t, agenttest.Root, imdsAddr, 3000)
 		finding(t, "G3", n == 3000, "%d connects the stopped agent never accepted", n)
 		for name, f := range mapFill(t, env.PinDir, "gpa_caller_map", "audit_map") {
-			finding(t, "G3", f[0] >= f[1]*3/4, "%s filled by the flood: %d of %d entries", name, f[0], f[1])
+			// An LRU hash map evicts before it is full when its free nodes
+			// sit on other CPUs' local lists (the kernel moves them 128
+			// at a time, up to 128 per CPU): upstream's 200-entry audit_map was seen holding
+			// 200, 150 and 101 after the same flood, the old per-
+			// connection delete and the batched one alike. A third still
+			// shows the flood went through the redirect; a larger map
+			// holds all but what the CPUs' lists may keep.
+			want := max(f[1]-runtime.NumCPU()*128, f[1]/3)
+			finding(t, "G3", f[0] >= want, "%s filled by the flood: %d of %d entries (want %d)", name, f[0], f[1], want)
 		}
 		m := mark(t, env)
 		before := callerKeys(t, env.PinDir, agenttest.Nobody)
