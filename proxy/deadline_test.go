@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,5 +145,26 @@ func TestKeepAliveDeadlinesAmortized(t *testing.T) {
 	}
 	if got := upstream.sets.Load(); got > 6 {
 		t.Errorf("upstream connections: %d deadlines set for %d requests", got, n)
+	}
+}
+
+func TestHeadBuffered(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true},
+		{"GET / HTTP/1.1\nHost: x\n\n", true},
+		{"GET / HTTP/1.1\r\nHost: x\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r", false},
+		// Leading empty lines are skipped by the reader: they end no head.
+		{"\r\n\r\nGET / HTTP/1.1\r\nX: ", false},
+		{"\n\nGET / HTTP/1.1\nX: ", false},
+	} {
+		br := bufio.NewReader(strings.NewReader(tc.in))
+		br.Peek(1)
+		if got := headBuffered(br); got != tc.want {
+			t.Errorf("headBuffered(%q) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
 }

@@ -466,13 +466,17 @@ func (cc *clientConn) reject(he *httpwire.RequestError) {
 }
 
 // headBuffered reports whether br holds a whole request head already, the
-// empty line that ends it included.
+// empty line that ends it included. Bytes that start with an empty line
+// (which the reader skips before a request) never count: otherwise a
+// client could send "\r\n\r\n" and then trickle its head under the idle
+// wait instead of ReadHeaderTimeout.
 func headBuffered(br *bufio.Reader) bool {
 	b, _ := br.Peek(br.Buffered())
-	return bytes.Contains(b, crlfcrlf) || bytes.Contains(b, lflf)
+	if len(b) == 0 || b[0] == '\r' || b[0] == '\n' {
+		return false
+	}
+	return bytes.Contains(b, []byte("\r\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
-
-var crlfcrlf, lflf = []byte("\r\n\r\n"), []byte("\n\n")
 
 func (cc *clientConn) logger() *slog.Logger { return cc.srv.cfg.Logger }
 
