@@ -79,9 +79,16 @@ func (p *pool) get(ctx context.Context, dst netip.AddrPort, mustPeek bool) (*ups
 		p.idle[dst] = list[:len(list)-1]
 		p.mu.Unlock()
 		idle := now.Sub(uc.idleAt)
-		if idle < p.idleTimeout && (idle < peekAfter && !mustPeek || uc.clearDeadlines() && alive(uc)) {
-			uc.reused = true
-			return uc, nil
+		if idle < p.idleTimeout {
+			if idle < peekAfter && !mustPeek {
+				uc.reused = true
+				return uc, nil
+			}
+			uc.clearDeadlines()
+			if alive(uc) {
+				uc.reused = true
+				return uc, nil
+			}
 		}
 		uc.conn.Close()
 	}
@@ -98,13 +105,12 @@ func (p *pool) get(ctx context.Context, dst netip.AddrPort, mustPeek bool) (*ups
 }
 
 // clearDeadlines removes the deadlines an idle connection kept, which
-// may have passed and would fail the peek; it returns true.
-func (uc *upstreamConn) clearDeadlines() bool {
+// may have passed and would fail the peek.
+func (uc *upstreamConn) clearDeadlines() {
 	if !uc.dr.armed.at.IsZero() || !uc.dw.armed.at.IsZero() {
 		uc.dr.armed.at, uc.dw.armed.at = time.Time{}, time.Time{}
 		_ = uc.conn.SetDeadline(time.Time{})
 	}
-	return true
 }
 
 // put returns a connection whose last response was read completely.
